@@ -1,0 +1,293 @@
+"""Public ops and the one backend dispatch point.
+
+Backends: "triton" (rft_fast.kernels; on CPU only under TRITON_INTERPRET=1), "cpp" (rft_fast._C: C++ on
+CPU, CUDA on GPU), "torch" (eager, rft_fast.reference) and "auto" (the first of `backends(device)` that
+takes the input dtype). Data checks (range, NaN) read the data once at the public call; inner loops pass
+`check=False` to stay at bandwidth.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from types import ModuleType
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from rft_fast import reference
+
+NORMS = ("Linf", "L2", "L1")
+BACKENDS = ("triton", "cpp", "torch")
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_NORM_ID = {"Linf": 0, "L2": 1, "L1": 2}
+
+Scalar = float | Tensor
+
+
+@functools.lru_cache(maxsize=None)
+def _cpp() -> ModuleType | None:
+    try:
+        return importlib.import_module("rft_fast._C")
+    except ImportError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _triton() -> ModuleType | None:
+    try:
+        return importlib.import_module("rft_fast.kernels")
+    except ImportError:
+        return None
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def backends(device: torch.device | str) -> list[str]:
+    """Backends that can run on `device` here, fastest first."""
+    dev = torch.device(device)
+    found = []
+    if dev.type == "cuda":
+        if torch.cuda.is_available() and _triton() is not None:
+            found.append("triton")
+        if _cpp() is not None and _cpp().has_cuda:
+            found.append("cpp")
+        found.append("torch")
+    elif dev.type == "cpu":
+        if _cpp() is not None:
+            found.append("cpp")
+        found.append("torch")
+        if _triton_interpreted() and _triton() is not None:
+            found.append("triton")
+    else:
+        found.append("torch")
+    return found
+
+
+def _pick_backend(backend: str, t: Tensor) -> str:
+    available = backends(t.device)
+    if backend == "auto":
+        usable = [b for b in available if b == "torch" or t.dtype in KERNEL_DTYPES]
+        return usable[0]
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    if backend not in available:
+        raise ValueError(f"backend {backend!r} is not available on {t.device}; available: {available}")
+    if backend != "torch" and t.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"backend {backend!r} takes float32/bfloat16/float16 tensors, got {t.dtype}")
+    return backend
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def _check_tensors(check_data: bool, **named: Tensor) -> None:
+    """Same shape/device/dtype for all; optionally finite values and x inside [0, 1]."""
+    first_name, first = next(iter(named.items()))
+    for name, t in named.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor (float32/bfloat16/float16), got {t.dtype}")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (N, ...) with at least 2 dims, got {tuple(t.shape)}")
+        if t.shape != first.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(first.shape)} like {first_name}")
+        if t.device != first.device:
+            raise ValueError(f"{name} is on {t.device}, expected {first.device} like {first_name}")
+        if t.dtype != first.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}, expected {first.dtype} like {first_name}")
+    if not check_data:
+        return
+    for name, t in named.items():
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+    x = named["x"]
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError(f"x must lie in [0, 1] (images as pixels), got values in [{float(x.min())}, {float(x.max())}]")
+
+
+def _per_sample(value: Scalar, name: str, like: Tensor, *, positive: bool = True, upper: float | None = None) -> Tensor:
+    """A float or (N,) tensor as a float32 (N,) tensor on like.device, validated."""
+    n = like.shape[0]
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            value = value.reshape(1)
+        if value.dim() != 1 or value.shape[0] not in (1, n):
+            raise ValueError(f"{name} must be a float or a tensor of shape ({n},), got shape {tuple(value.shape)}")
+        t = value.detach().to(device=like.device, dtype=torch.float32).expand(n)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        t = torch.full((n,), float(value), dtype=torch.float32, device=like.device)
+    else:
+        raise TypeError(f"{name} must be a float or a tensor of shape ({n},), got {type(value).__name__}")
+    bad = ~torch.isfinite(t) | (t <= 0 if positive else t < 0)
+    if upper is not None:
+        bad |= t > upper
+    if bool(bad.any()):
+        rng = f"in (0, {upper}]" if upper is not None else "> 0 and finite"
+        raise ValueError(f"{name} must be {rng}, got {value if not isinstance(value, Tensor) else t[bad][:4].tolist()}")
+    return t.contiguous()
+
+
+def _l1_keep(sparsity: Tensor, d: int) -> Tensor:
+    """How many of the largest |grad| set APGD-L1's threshold: n - idx, idx as AutoAttack computes it."""
+    idx = torch.clamp((1.0 - sparsity) * d, min=0, max=d - 1).long()
+    return (d - idx).contiguous()
+
+
+# ---------------------------------------------------------------- memory layout
+
+
+def _memory_format(t: Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _rows(t: Tensor, fmt: torch.memory_format) -> Tensor:
+    """(N, D) view of t in memory order (NHWC order for channels_last); copies only if t is not dense in fmt."""
+    if not t.is_contiguous(memory_format=fmt):
+        t = t.contiguous(memory_format=fmt)
+    if fmt == torch.channels_last:
+        t = t.permute(0, 2, 3, 1)
+    return t.reshape(t.shape[0], -1)
+
+
+class _Layout:
+    """Flattens same-shaped tensors to (N, D) rows sharing one memory order and allocates outputs in it."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.like = like
+        self.fmt = _memory_format(like)
+
+    def rows(self, t: Tensor) -> Tensor:
+        return _rows(t, self.fmt)
+
+    def empty(self) -> tuple[Tensor, Tensor]:
+        out = torch.empty_like(self.like, memory_format=self.fmt)
+        return out, _rows(out, self.fmt)
+
+
+# ---------------------------------------------------------------- public ops
+
+
+def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str, *, backend: str = "auto", check: bool = True) -> Tensor:
+    """Euclidean projection of x_adv onto {z : ||z - x||_p <= eps} ∩ [0,1]^d, per sample, exact for every norm.
+
+    x_adv, x: (N, ...) float tensors (same shape, dtype, device); eps: float or (N,) tensor, > 0;
+    norm: "Linf" | "L2" | "L1". Returns a new tensor in x_adv's dtype and memory format.
+    """
+    _check_norm(norm)
+    _check_tensors(check, x_adv=x_adv, x=x)
+    eps_t = _per_sample(eps, "eps", x)
+    be = _pick_backend(backend, x_adv)
+    if be == "torch":
+        return reference.project(x_adv, x, eps_t.to(x.dtype) if x.dtype == torch.float64 else eps_t, norm)
+    lay = _Layout(x_adv)
+    out, out_rows = lay.empty()
+    _kernel(be, "project")(out_rows, lay.rows(x_adv), lay.rows(x), eps_t, _norm_arg(be, norm))
+    return out
+
+
+def pgd_step(
+    x_adv: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step_size: Scalar,
+    eps: Scalar,
+    norm: str,
+    *,
+    l1_sparsity: Scalar = 0.2,
+    backend: str = "auto",
+    check: bool = True,
+) -> Tensor:
+    """One projected ascent step with AutoAttack's update rule, fused: step, then project.
+
+    Linf: x_adv + step_size * sign(grad), clamped into the ball and box. L2: x_adv + step_size *
+    grad / ||grad||_2, rescaled into the ball, clipped to the box. L1: the sparse step of APGD-L1 (sign of
+    the top `l1_sparsity` share of |grad|, divided by its count) followed by the exact L1 ∩ box projection.
+    step_size, eps, l1_sparsity: floats or (N,) tensors.
+    """
+    _check_norm(norm)
+    _check_tensors(check, x_adv=x_adv, x=x, grad=grad)
+    eps_t, step_t = _per_sample(eps, "eps", x), _per_sample(step_size, "step_size", x)
+    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, upper=1.0), x[0].numel())
+    be = _pick_backend(backend, x_adv)
+    if be == "torch":
+        return reference.pgd_step(x_adv, x, grad, _ref_scalar(step_t, x), _ref_scalar(eps_t, x), norm, l1_sparsity)
+    lay = _Layout(x_adv)
+    out, out_rows = lay.empty()
+    _kernel(be, "pgd_step")(
+        out_rows, lay.rows(x_adv), lay.rows(x), lay.rows(grad), step_t, eps_t, _norm_arg(be, norm), keep
+    )
+    return out
+
+
+def apgd_step(
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step_size: Scalar,
+    eps: Scalar,
+    norm: str,
+    *,
+    momentum: float = 0.75,
+    l1_sparsity: Scalar = 0.2,
+    backend: str = "auto",
+    check: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """APGD's momentum update in one pass; returns (x_next, z).
+
+    z = P(x_k + eta * step(grad)) (the pgd_step), x_next = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))
+    with a = `momentum` (AutoAttack: 0.75, and 1.0 on the first iteration; its APGD-L1 uses no momentum,
+    i.e. momentum=1.0).
+    """
+    _check_norm(norm)
+    _check_tensors(check, x_adv=x_adv, x_prev=x_prev, x=x, grad=grad)
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
+    eps_t, step_t = _per_sample(eps, "eps", x), _per_sample(step_size, "step_size", x)
+    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, upper=1.0), x[0].numel())
+    be = _pick_backend(backend, x_adv)
+    if be == "torch":
+        return reference.apgd_step(
+            x_adv, x_prev, x, grad, _ref_scalar(step_t, x), _ref_scalar(eps_t, x), norm, float(momentum), l1_sparsity
+        )
+    lay = _Layout(x_adv)
+    (x_next, next_rows), (z, z_rows) = lay.empty(), lay.empty()
+    _kernel(be, "apgd_step")(
+        next_rows,
+        z_rows,
+        lay.rows(x_adv),
+        lay.rows(x_prev),
+        lay.rows(x),
+        lay.rows(grad),
+        step_t,
+        eps_t,
+        _norm_arg(be, norm),
+        float(momentum),
+        keep,
+    )
+    return x_next, z
+
+
+def _ref_scalar(t: Tensor, like: Tensor) -> Tensor:
+    return t.to(like.dtype) if like.dtype == torch.float64 else t
+
+
+def _norm_arg(backend: str, norm: str) -> str | int:
+    return _NORM_ID[norm] if backend == "cpp" else norm
+
+
+def _kernel(backend: str, name: str) -> Callable[..., None]:
+    module = _cpp() if backend == "cpp" else _triton()
+    return getattr(module, name)

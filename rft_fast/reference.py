@@ -1,0 +1,175 @@
+"""Plain-PyTorch ground truth for every op in rft_fast.ops, written for clarity, not speed.
+
+The update rules follow AutoAttack (fra31/auto-attack, autopgd_base.py) line by line; the projections are
+exact (sort-based solutions of the KKT conditions). Arithmetic runs in float32, or float64 when the inputs
+are float64; results come back in the dtype of `x_adv`. These functions are also the "torch" backend.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+Scalar = float | Tensor
+
+
+def _per_sample(v: Scalar, like: Tensor) -> Tensor:
+    """A float or (N,) tensor as an (N, 1, ..., 1) tensor broadcasting against `like`."""
+    shape = (like.shape[0],) + (1,) * (like.dim() - 1)
+    return torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(like.shape[0]).reshape(shape)
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _rows(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def project_linf(x_adv: Tensor, x: Tensor, eps: Scalar) -> Tensor:
+    """Nearest point of {||z - x||_inf <= eps} ∩ [0,1]^d: the problem is separable, so a clamp is exact."""
+    e = _per_sample(eps, x)
+    return torch.clamp(torch.min(torch.max(x_adv, x - e), x + e), 0.0, 1.0)
+
+
+def project_l2(x_adv: Tensor, x: Tensor, eps: Scalar) -> Tensor:
+    """Exact nearest point of {||z - x||_2 <= eps} ∩ [0,1]^d.
+
+    KKT: z - x = clip(t * v, -x, 1 - x) with v = x_adv - x and t in (0, 1]. f(t) = ||clip(t v)||^2 is
+    increasing and piecewise quadratic in t with a breakpoint where each coordinate hits the box; sort the
+    breakpoints and solve f(t) = eps^2 on the segment that brackets it.
+    """
+    v, lo, hi = _rows(x_adv - x), _rows(-x), _rows(1 - x)
+    eps2 = (_per_sample(eps, v).reshape(-1, 1)) ** 2
+    bound = torch.where(v > 0, hi, lo)
+    inf = torch.full_like(v, float("inf"))
+    brk = torch.where(v != 0, bound / torch.where(v != 0, v, torch.ones_like(v)), inf)
+    brk, order = torch.sort(brk, dim=1)
+    v_s, b_s = torch.gather(v, 1, order), torch.gather(bound, 1, order)
+    zero = torch.zeros_like(v[:, :1])
+    # Past the k-th breakpoint the k first coordinates sit at their bound (clipped, C_k) and the others
+    # still scale with t (V_k).
+    clipped = torch.cat([zero, torch.cumsum(b_s**2, 1)], 1)  # C_k, k = 0..D
+    free = torch.flip(torch.cumsum(torch.flip(torch.cat([v_s**2, zero], 1), [1]), 1), [1])  # V_k
+    brk0 = torch.cat([zero, brk], 1)  # t at the start of segment k
+    f_start = clipped + torch.where(torch.isfinite(brk0), brk0**2 * free, torch.zeros_like(free))
+    k = (f_start <= eps2).sum(1, keepdim=True) - 1  # last segment whose start is feasible
+    c_k, v_k = torch.gather(clipped, 1, k), torch.gather(free, 1, k)
+    t = torch.sqrt(torch.clamp(eps2 - c_k, min=0) / torch.where(v_k > 0, v_k, torch.ones_like(v_k)))
+    t = torch.where(v_k > 0, t, torch.ones_like(t)).clamp(max=1.0)
+    delta = torch.min(torch.max(t * v, lo), hi)
+    return (x + delta.reshape(x.shape)).to(x_adv.dtype)
+
+
+def l1_projection_delta(v: Tensor, x: Tensor, eps: Scalar) -> Tensor:
+    """delta with x + delta the exact nearest point of {||z - x||_1 <= eps} ∩ [0,1]^d to x + v.
+
+    KKT: delta_i = sign(v_i) * clip(|v_i| - lam, 0, u_i), u_i the room to the box in the direction of v_i.
+    h(lam) = sum_i clip(|v_i| - lam, 0, u_i) is piecewise linear and non-increasing, with breakpoints at
+    |v_i| - u_i (coordinate leaves its bound) and |v_i| (coordinate reaches 0). Walk the sorted breakpoints
+    from lam = +inf down to the one where h reaches eps and solve on that segment (the algorithm of
+    AutoAttack's L1_projection, Croce & Hein 2021, "Mind the box").
+    """
+    vr, xr = _rows(v), _rows(x)
+    a = vr.abs()
+    u = torch.where(vr > 0, 1 - xr, xr)
+    eps_c = _per_sample(eps, vr).reshape(-1)
+    pts = torch.cat([a, a - u], 1)
+    slope = torch.cat([torch.ones_like(a), -torch.ones_like(a)], 1)
+    pts, order = torch.sort(pts, dim=1, descending=True)
+    active = torch.cumsum(torch.gather(slope, 1, order), 1)  # slope of h just below each breakpoint
+    gaps = pts[:, :-1] - pts[:, 1:]
+    h_at = torch.cat([torch.zeros_like(pts[:, :1]), torch.cumsum(active[:, :-1] * gaps, 1)], 1)
+    k = ((h_at <= eps_c[:, None]) & (pts >= 0)).sum(1, keepdim=True) - 1
+    lam = torch.gather(pts, 1, k.clamp(min=0)) - (eps_c[:, None] - torch.gather(h_at, 1, k.clamp(min=0))) / (
+        torch.gather(active, 1, k.clamp(min=0)).clamp(min=1)
+    )
+    needs = torch.min(a, u).sum(1) > eps_c  # h(0) > eps: the ball constraint is active
+    lam = torch.where(needs[:, None], lam.clamp(min=0), torch.zeros_like(lam))
+    delta = torch.sign(vr) * torch.clamp(torch.min(a - lam, u), min=0)
+    return delta.reshape(v.shape)
+
+
+def project_l1(x_adv: Tensor, x: Tensor, eps: Scalar) -> Tensor:
+    """Exact nearest point of {||z - x||_1 <= eps} ∩ [0,1]^d (see l1_projection_delta)."""
+    return x + l1_projection_delta(x_adv - x, x, eps)
+
+
+def _project_as_autoattack_l2(p: Tensor, x: Tensor, eps: Scalar) -> Tensor:
+    """AutoAttack's L2 rule: rescale p - x into the ball, then clip to the box (feasible, not nearest)."""
+    d = p - x
+    n = _rows(d).norm(dim=1).reshape(_per_sample(eps, x).shape)
+    return torch.clamp(x + d / (n + 1e-12) * torch.min(_per_sample(eps, x), n), 0.0, 1.0)
+
+
+def _l1_sparse_direction(grad: Tensor, sparsity: Scalar) -> Tensor:
+    """APGD-L1's step direction: sign of the top-(sparsity) share of |grad|, divided by its count."""
+    n = _rows(grad).shape[1]
+    q = torch.as_tensor(sparsity, dtype=torch.float32, device=grad.device).expand(grad.shape[0])
+    idx = torch.clamp((1.0 - q) * n, min=0, max=n - 1).long()
+    thr = _rows(grad).abs().sort(dim=1)[0][torch.arange(grad.shape[0], device=grad.device), idx]
+    sparse = grad * (grad.abs() >= thr.reshape(_per_sample(1.0, grad).shape))
+    return sparse.sign() / (_rows(sparse.sign().abs()).sum(1).reshape(_per_sample(1.0, grad).shape) + 1e-10)
+
+
+def _step_point(x_adv: Tensor, grad: Tensor, step: Tensor, norm: str, sparsity: Scalar) -> Tensor:
+    if norm == "Linf":
+        return x_adv + step * torch.sign(grad)
+    if norm == "L2":
+        return x_adv + step * grad / (_rows(grad).norm(dim=1).reshape(step.shape) + 1e-12)
+    return x_adv + step * _l1_sparse_direction(grad, sparsity)
+
+
+def _project_step(p: Tensor, x: Tensor, eps: Scalar, norm: str) -> Tensor:
+    """The projection AutoAttack applies after a step (exact for Linf and L1, its rule for L2)."""
+    if norm == "Linf":
+        return project_linf(p, x, eps)
+    if norm == "L2":
+        return _project_as_autoattack_l2(p, x, eps)
+    return project_l1(p, x, eps)
+
+
+def _cast(*ts: Tensor) -> list[Tensor]:
+    dt = _compute_dtype(ts[0])
+    return [t.to(dt) for t in ts]
+
+
+def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str) -> Tensor:
+    """Exact Euclidean projection of x_adv onto the norm ball of radius eps around x, within [0,1]^d."""
+    xa, xc = _cast(x_adv, x)
+    fn = {"Linf": project_linf, "L2": project_l2, "L1": project_l1}[norm]
+    return fn(xa, xc, _as_compute(eps, xa)).to(x_adv.dtype)
+
+
+def pgd_step(
+    x_adv: Tensor, x: Tensor, grad: Tensor, step_size: Scalar, eps: Scalar, norm: str, l1_sparsity: Scalar = 0.2
+) -> Tensor:
+    """One projected ascent step with AutoAttack's update rule for `norm`."""
+    xa, xc, g = _cast(x_adv, x, grad)
+    step = _per_sample(_as_compute(step_size, xa), xa)
+    p = _step_point(xa, g, step, norm, l1_sparsity)
+    return _project_step(p, xc, _as_compute(eps, xa), norm).to(x_adv.dtype)
+
+
+def apgd_step(
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step_size: Scalar,
+    eps: Scalar,
+    norm: str,
+    momentum: float = 0.75,
+    l1_sparsity: Scalar = 0.2,
+) -> tuple[Tensor, Tensor]:
+    """APGD's update: z = P(x_k + eta * step(grad)); x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))."""
+    xa, xp, xc, g = _cast(x_adv, x_prev, x, grad)
+    e = _as_compute(eps, xa)
+    step = _per_sample(_as_compute(step_size, xa), xa)
+    z = _project_step(_step_point(xa, g, step, norm, l1_sparsity), xc, e, norm)
+    x_next = _project_step(xa + (z - xa) * momentum + (xa - xp) * (1 - momentum), xc, e, norm)
+    return x_next.to(x_adv.dtype), z.to(x_adv.dtype)
+
+
+def _as_compute(v: Scalar, like: Tensor) -> Scalar:
+    return v.to(device=like.device, dtype=like.dtype) if isinstance(v, Tensor) else float(v)
