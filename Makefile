@@ -1,0 +1,40 @@
+# Two entry points (README quick start): `make demo` runs the main job, `make test` the whole test suite.
+# Both create/reuse .venv and install what they need. setup.py imports torch, so the package is installed
+# with --no-build-isolation after torch is in the venv.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.14.1
+BIN := $(VENV)/bin
+# The CUDA toolkit root (its lib64/ holds libcudart.so); the nvcc on PATH may be a wrapper elsewhere.
+CUDA_HOME ?= $(shell for d in /usr/local/cuda /usr/local/cuda-*; do [ -e $$d/lib64/libcudart.so ] && echo $$d && break; done)
+export CUDA_HOME
+TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+export TORCH_CUDA_ARCH_LIST
+# With a C++ compiler present the extension and the Triton interpreter are required, not optional.
+HAVE_CXX := $(shell command -v c++ >/dev/null 2>&1 && echo 1)
+SOURCES := setup.py pyproject.toml $(shell find csrc rft_fast kernels -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) -not -path 'rft_fast/kernels/*')
+
+.PHONY: demo test install clean
+
+$(BIN)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip setuptools wheel
+	$(BIN)/pip install "$(TORCH)" numpy ninja pybind11 pytest hypothesis pytest-benchmark pyautoattack
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.deps $(SOURCES)
+	RFT_FAST_REQUIRE_EXT=$(HAVE_CXX) $(BIN)/pip install --no-build-isolation --no-deps .
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/rft-fast bench ops --device cpu
+
+test: install
+	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q tests
+
+clean:
+	rm -rf build dist *.egg-info $(VENV)
+
+comma := ,
