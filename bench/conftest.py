@@ -1,0 +1,1 @@
+"""pytest-benchmark suites; run with `.venv/bin/pytest bench` (not part of the test command)."""
