@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent.resolve()
 
@@ -83,7 +83,8 @@ def extensions() -> tuple[list, dict]:
 ext_modules, cmdclass = extensions()
 
 setup(
-    packages=["rft_fast", "rft_fast.bench", "rft_fast.kernels"],
+    # kernels/ (top level) is installed as the subpackage rft_fast.kernels.
+    packages=find_packages(include=["rft_fast", "rft_fast.*"], exclude=["rft_fast.kernels*"]) + ["rft_fast.kernels"],
     package_dir={"rft_fast": "rft_fast", "rft_fast.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
