@@ -1,0 +1,77 @@
+"""Triton backend of rft_fast.ops: fused projected steps for Linf / L2 / L1 balls ∩ [0, 1]^D.
+
+Contract (docs/KERNELS.md): image tensors are (N, D) contiguous rows of one dtype (float32, bfloat16 or
+float16; math in float32), eps / step float32 (N,), keep int64 (N,); results go into the given outputs.
+One file per norm: linf.py (elementwise), l2.py (chunked row reductions, exact projection by search),
+l1.py (per-row searches); search.py holds the shared K-ary bit-pattern search.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from . import l1, l2, linf
+from .utils import check_per_sample, check_rows
+
+__all__ = ["project", "pgd_step", "apgd_step"]
+
+_NORMS = {"Linf": linf, "L2": l2, "L1": l1}
+
+
+def _norm_module(norm: str) -> ModuleType:
+    if norm not in _NORMS:
+        raise ValueError(f"norm must be one of {tuple(_NORMS)}, got {norm!r}")
+    return _NORMS[norm]
+
+
+def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor, norm: str) -> None:
+    """out = the exact nearest point of {||z - x||_norm <= eps} ∩ [0, 1]^D to x_adv, per row."""
+    module = _norm_module(norm)
+    check_rows(out, x_adv, x)
+    check_per_sample(x, torch.float32, eps)
+    if x.numel():
+        module.project(out, x_adv, x, eps)
+
+
+def pgd_step(
+    out: Tensor, x_adv: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor, norm: str, keep: Tensor
+) -> None:
+    """out = one projected ascent step with AutoAttack's rule for `norm` (keep: L1's top-k size, per row)."""
+    module = _norm_module(norm)
+    check_rows(out, x_adv, x, grad)
+    check_per_sample(x, torch.float32, step, eps)
+    check_per_sample(x, torch.int64, keep)
+    if not x.numel():
+        return
+    if module is l1:
+        l1.pgd_step(out, x_adv, x, grad, step, eps, keep)
+    else:
+        module.pgd_step(out, x_adv, x, grad, step, eps)
+
+
+def apgd_step(
+    x_next: Tensor,
+    z: Tensor,
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step: Tensor,
+    eps: Tensor,
+    norm: str,
+    momentum: float,
+    keep: Tensor,
+) -> None:
+    """z = pgd_step(...); x_next = the projection of x_adv + a (z - x_adv) + (1 - a)(x_adv - x_prev), a = momentum."""
+    module = _norm_module(norm)
+    check_rows(x_next, z, x_adv, x_prev, x, grad)
+    check_per_sample(x, torch.float32, step, eps)
+    check_per_sample(x, torch.int64, keep)
+    if not x.numel():
+        return
+    if module is l1:
+        l1.apgd_step(x_next, z, x_adv, x_prev, x, grad, step, eps, float(momentum), keep)
+    else:
+        module.apgd_step(x_next, z, x_adv, x_prev, x, grad, step, eps, float(momentum))

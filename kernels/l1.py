@@ -1,0 +1,226 @@
+"""L1 ops: APGD-L1's sparse top-k sign step and the exact projection onto {||d||_1 <= eps} ∩ box.
+
+One program per row runs every phase of an op, each a K-ary search over float32 bit patterns (search.py)
+of at most 8 passes over the row, then writes:
+- threshold: tau = the keep-th largest |g| exactly (largest tau with #{|g| >= tau} >= keep), counted as
+  cnt = #{|g| >= tau, g != 0} on the way;
+- projection of v: lam = the smallest float32 lam >= 0 with h(lam) = sum clip(|v| - lam, 0, u) <= eps,
+  u = the room to the box along sign(v); d = sign(v) clip(|v| - lam, 0, u).
+APGD projects twice (z, then the momentum point), recomputing z in float32 from lam1 on every pass.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .search import INF_BITS, _kary_candidates, _kary_narrow
+from .utils import SEARCH_K, search_settings
+
+# The point a pass projects (STAGE of _l1_block): x_adv itself, the sparse step, or APGD's momentum point.
+_PROJECT = tl.constexpr(0)
+_STEP = tl.constexpr(1)
+_MOMENTUM = tl.constexpr(2)
+
+
+@triton.jit
+def _l1_room(v, x):
+    """u: how far x + d may move from x along sign(v) inside [0, 1]."""
+    return tl.where(v > 0, 1.0 - x, x)
+
+
+@triton.jit
+def _l1_delta(v, x, lam):
+    """The projection's d = sign(v) * clip(|v| - lam, 0, u)."""
+    m = tl.maximum(tl.minimum(tl.abs(v) - lam, _l1_room(v, x)), 0.0)
+    return tl.where(v < 0, -m, m)
+
+
+@triton.jit
+def _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, momentum, STAGE: tl.constexpr):
+    """x, the point to project relative to x (v, 0 off the row) and z, on one block of the row.
+
+    _PROJECT: v = x_adv - x. _STEP: v = x_adv + c sign(g) [|g| >= tau] - x (c = step / cnt).
+    _MOMENTUM: z = x + d(step v, lam1), v = x_adv + a (z - x_adv) + (1 - a)(x_adv - x_prev) - x.
+    Pointers, c, tau, lam1 and momentum a stage does not read may be anything.
+    """
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    v = x_adv - x
+    z = x
+    if STAGE != _PROJECT:
+        g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        top = tl.abs(g).to(tl.int32, bitcast=True) >= tau
+        v = x_adv + tl.where(top, tl.where(g < 0, -c, c), 0.0) - x
+    if STAGE == _MOMENTUM:
+        z = x + _l1_delta(v, x, lam1)
+        x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        v = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev) - x
+    return x, tl.where(mask, v, 0.0), z
+
+
+@triton.jit
+def _l1_lambda(
+    x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum,
+    STAGE: tl.constexpr, BLOCK: tl.constexpr, K: tl.constexpr,
+):
+    """The smallest float32 lam >= 0 with h(lam) <= eps for the STAGE point (0 when h(0) <= eps)."""
+    # Rank r = bits(+inf) - bits(lam), so larger ranks are smaller lam: r = 0 is lam = +inf (h = 0), and the
+    # first pass already tests r = bits(+inf), i.e. lam = 0.
+    lo = tl.zeros([], tl.int32)
+    inf_bits = lo + INF_BITS
+    hi = inf_bits
+    while lo < hi:
+        r = _kary_candidates(lo, hi, K)
+        lam = (inf_bits - r).to(tl.float32, bitcast=True)
+        h = tl.zeros([K], tl.float32)
+        for start in range(0, D, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            x, v, _ = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, offs < D, c, tau, lam1, momentum, STAGE)
+            excess = tl.minimum(tl.abs(v)[:, None] - lam[None, :], _l1_room(v, x)[:, None])
+            h += tl.sum(tl.maximum(excess, 0.0), axis=0)
+        lo, hi = _kary_narrow(lo, hi, r, h <= eps)
+    return (inf_bits - lo).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _l1_threshold(grad_ptr, keep, D, BLOCK: tl.constexpr, K: tl.constexpr):
+    """(tau, cnt): tau the bit pattern of the keep-th largest |g|, raised to 1 (the smallest positive float,
+    so |g| >= tau also drops g == 0), and cnt = #{|g| >= tau}."""
+    # Ranks are the bit patterns of |g|. Track the counts at both ends of the bracket: at lo (valid once a
+    # candidate set lo), and at hi + 1 (that is the count of g != 0 when the search ends at lo = hi = 0).
+    lo = tl.zeros([], tl.int32)
+    hi = lo + INF_BITS
+    lo_cnt = lo + D
+    hi_cnt = lo
+    while lo < hi:
+        r = _kary_candidates(lo, hi, K)
+        cnt = tl.zeros([K], tl.int32)
+        for start in range(0, D, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < D
+            g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            bits = tl.where(mask, tl.abs(g).to(tl.int32, bitcast=True), -1)
+            cnt += tl.sum((bits[:, None] >= r[None, :]).to(tl.int32), axis=0)
+        lo, hi = _kary_narrow(lo, hi, r, cnt >= keep)
+        lo_cnt = tl.min(tl.where(r == lo, cnt, lo_cnt), axis=0)
+        hi_cnt = tl.max(tl.where(r == hi + 1, cnt, hi_cnt), axis=0)
+    return tl.maximum(lo, 1), tl.where(lo > 0, lo_cnt, hi_cnt)
+
+
+@triton.jit
+def _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK: tl.constexpr, K: tl.constexpr):
+    """(c, tau): the sparse step is c * sign(g) on |g| >= tau, c = step / (cnt + 1e-10)."""
+    row = tl.program_id(0).to(tl.int64)
+    tau, cnt = _l1_threshold(grad_ptr, tl.load(keep_ptr + row).to(tl.int32), D, BLOCK, K)
+    return tl.load(step_ptr + row) / (cnt.to(tl.float32) + 1e-10), tau
+
+
+@triton.jit
+def _l1_project_kernel(
+    out_ptr,  # [N, D]
+    x_adv_ptr,  # [N, D]
+    x_ptr,  # [N, D]
+    eps_ptr,  # [N] float32
+    D,
+    BLOCK: tl.constexpr,
+    K: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    out_ptr += row * D
+    x_adv_ptr += row * D
+    x_ptr += row * D
+    lam = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, x_ptr, tl.load(eps_ptr + row), D, 0.0, 0, 0.0, 0.0, _PROJECT, BLOCK, K)
+    for start in range(0, D, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < D
+        x, v, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, x_ptr, offs, mask, 0.0, 0, 0.0, 0.0, _PROJECT)
+        tl.store(out_ptr + offs, (x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _l1_pgd_kernel(
+    out_ptr,  # [N, D]
+    x_adv_ptr,  # [N, D]
+    x_ptr,  # [N, D]
+    grad_ptr,  # [N, D]
+    step_ptr,  # [N] float32
+    eps_ptr,  # [N] float32
+    keep_ptr,  # [N] int64
+    D,
+    BLOCK: tl.constexpr,
+    K: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    out_ptr += row * D
+    x_adv_ptr += row * D
+    x_ptr += row * D
+    grad_ptr += row * D
+    c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
+    lam = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, grad_ptr, tl.load(eps_ptr + row), D, c, tau, 0.0, 0.0, _STEP, BLOCK, K)
+    for start in range(0, D, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < D
+        x, v, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, grad_ptr, offs, mask, c, tau, 0.0, 0.0, _STEP)
+        tl.store(out_ptr + offs, (x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _l1_apgd_kernel(
+    x_next_ptr,  # [N, D]
+    z_ptr,  # [N, D]
+    x_adv_ptr,  # [N, D]
+    x_prev_ptr,  # [N, D]
+    x_ptr,  # [N, D]
+    grad_ptr,  # [N, D]
+    step_ptr,  # [N] float32
+    eps_ptr,  # [N] float32
+    keep_ptr,  # [N] int64
+    momentum,
+    D,
+    BLOCK: tl.constexpr,
+    K: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_next_ptr += row * D
+    z_ptr += row * D
+    x_adv_ptr += row * D
+    x_prev_ptr += row * D
+    x_ptr += row * D
+    grad_ptr += row * D
+    eps = tl.load(eps_ptr + row)
+    c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
+    lam1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _STEP, BLOCK, K)
+    lam2 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM, BLOCK, K)
+    for start in range(0, D, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < D
+        x, v, z = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, momentum, _MOMENTUM)
+        tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
+        tl.store(x_next_ptr + offs, (x + _l1_delta(v, x, lam2)).to(x_next_ptr.dtype.element_ty), mask=mask)
+
+
+def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
+    """Exact nearest point of {||z - x||_1 <= eps} ∩ [0, 1]^D to x_adv, per row."""
+    block, warps = search_settings(x.shape[1])
+    _l1_project_kernel[(x.shape[0],)](out, x_adv, x, eps, x.shape[1], BLOCK=block, K=SEARCH_K, num_warps=warps)
+
+
+def pgd_step(out: Tensor, x_adv: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor, keep: Tensor) -> None:
+    """out = project(x_adv + step * sign(g) [|g| >= tau] / cnt): APGD-L1's sparse step, tau the keep-th largest |g|."""
+    block, warps = search_settings(x.shape[1])
+    _l1_pgd_kernel[(x.shape[0],)](
+        out, x_adv, x, grad, step, eps, keep, x.shape[1], BLOCK=block, K=SEARCH_K, num_warps=warps
+    )
+
+
+def apgd_step(
+    x_next: Tensor, z: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor,
+    momentum: float, keep: Tensor,
+) -> None:
+    """z = pgd_step(...); x_next = project(x_adv + a (z - x_adv) + (1 - a)(x_adv - x_prev)), a = momentum."""
+    block, warps = search_settings(x.shape[1])
+    _l1_apgd_kernel[(x.shape[0],)](
+        x_next, z, x_adv, x_prev, x, grad, step, eps, keep, momentum, x.shape[1], BLOCK=block, K=SEARCH_K,
+        num_warps=warps,
+    )

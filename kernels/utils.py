@@ -1,0 +1,68 @@
+"""Launch heuristics (block sizes, warps, grids) and host-side layout checks, in one place for every kernel file."""
+from __future__ import annotations
+
+import torch
+import triton
+from torch import Tensor
+
+# Elementwise kernels (Linf): elements per program of the flat 1-D grid.
+ELEMENTWISE_BLOCK = 2048
+# Chunked row reductions (L2 steps): columns per program of the (N, chunks) grid.
+MAX_CHUNK_BLOCK = 4096
+# Per-row searches (L2 projection, L1): columns per loop iteration and candidates per pass. A pass tests
+# SEARCH_K bit patterns at once ([BLOCK, K] comparisons), narrowing the bracket by a factor of SEARCH_K.
+SEARCH_BLOCK = 1024
+SEARCH_K = 16
+
+
+def next_power_of_2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+def num_warps_for(block: int) -> int:
+    """Warps for a program touching `block` elements (Liger-Kernel's calculate_settings rule)."""
+    if block >= 32768:
+        return 32
+    if block >= 8192:
+        return 16
+    if block >= 2048:
+        return 8
+    return 4
+
+
+def chunk_settings(d: int) -> tuple[int, int, int]:
+    """(BLOCK, number of chunks, chunks rounded up to a power of 2) splitting a row of d columns."""
+    block = min(MAX_CHUNK_BLOCK, next_power_of_2(d))
+    chunks = triton.cdiv(d, block)
+    return block, chunks, next_power_of_2(chunks)
+
+
+def search_settings(d: int) -> tuple[int, int]:
+    """(BLOCK, num_warps) of a per-row search program: about 64 values of its [BLOCK, SEARCH_K] tile a thread."""
+    block = min(SEARCH_BLOCK, next_power_of_2(d))
+    return block, min(8, max(4, block * SEARCH_K // (32 * 64)))
+
+
+ROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_rows(*rows: Tensor) -> None:
+    """The kernels take (N, D) row-contiguous tensors of one shape, dtype and device."""
+    first = rows[0]
+    if first.dtype not in ROW_DTYPES:
+        raise TypeError(f"the kernels take {ROW_DTYPES} tensors, got {first.dtype}")
+    for t in rows:
+        if t.dim() != 2 or not t.is_contiguous() or t.shape != first.shape or t.dtype != first.dtype:
+            raise ValueError(f"expected contiguous (N, D) rows like {tuple(first.shape)} {first.dtype}, got "
+                             f"{tuple(t.shape)} {t.dtype} contiguous={t.is_contiguous()}")
+        if t.device != first.device:
+            raise ValueError(f"all tensors must be on {first.device}, got {t.device}")
+
+
+def check_per_sample(like: Tensor, dtype: torch.dtype, *values: Tensor) -> None:
+    """Per-row values (eps, step: float32; keep: int64): contiguous (N,) tensors on like's device."""
+    n = like.shape[0]
+    for t in values:
+        if t.shape != (n,) or not t.is_contiguous() or t.dtype != dtype or t.device != like.device:
+            raise ValueError(f"expected a contiguous {dtype} tensor of shape ({n},) on {like.device}, got "
+                             f"{tuple(t.shape)} {t.dtype} on {t.device}")
