@@ -47,11 +47,12 @@ def extensions() -> tuple[list, dict]:
 
     use_cuda = bool(cuda_home) and torch.version.cuda is not None
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cpp"))
-    cxx = ["-O3", "-std=c++17", "-fopenmp"] if sys.platform == "linux" else ["-O3", "-std=c++17"]
+    # No -std flag: torch.utils.cpp_extension adds the standard its own headers need (C++17 or C++20).
+    cxx = ["-O3", "-fopenmp"] if sys.platform == "linux" else ["-O3"]
     extra = {"cxx": cxx}
     if use_cuda:
         sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cu"))
-        extra["nvcc"] = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"]
         ext_cls = cpp_extension.CUDAExtension
         macros = [("RFT_WITH_CUDA", None)]
     else:

@@ -1,0 +1,168 @@
+// L2 ops. Steps follow AutoAttack's rescale-then-clip rule: pgd_step reduces then writes (2 passes),
+// apgd_step adds a pass for the norm of the momentum point. project is the exact nearest point of
+// ball ∩ box, x + clip(t v, -x, 1 - x): one pass for ||v||^2 and f(1); when the ball binds, the
+// bit-pattern search for t (1 pass when nothing clips at t, a few otherwise); then the write pass.
+#include "cpu/rows.h"
+
+namespace rft::cpu {
+namespace {
+
+// min(eps, n) / (n + 1e-12): the factor that brings a perturbation of norm n into the ball.
+inline float into_ball(float eps, double norm) {
+  const float n = static_cast<float>(norm);
+  return std::min(eps, n) / (n + 1e-12f);
+}
+
+// A row's step z = clamp(x + (v + c g) s, 0, 1), v = x_adv - x: c = step / ||g||, s rescales into the ball.
+struct Step {
+  float c, s;
+};
+
+inline float step_point(float xa, float x, float g, float c, float s) {
+  return clamp01(x + ((xa - x) + c * g) * s);
+}
+
+// ||v + c g||^2 = S_vv + 2c S_vg + c^2 S_gg from one reduction pass.
+template <class T>
+Step l2_step(const std::array<const T*, 3>& rows, float step, float eps, int64_t d, bool split) {
+  const auto s = sum_row<3>(d, split, [&](int64_t b, int64_t n, double* acc) {
+    const InBlock<T, 3> in(rows, b, n);
+    const float *xa = in[0], *x = in[1], *g = in[2];
+    float gg = 0.f, vg = 0.f, vv = 0.f;
+#pragma omp simd reduction(+ : gg, vg, vv)
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = xa[j] - x[j];
+      gg += g[j] * g[j];
+      vg += v * g[j];
+      vv += v * v;
+    }
+    acc[0] += gg;
+    acc[1] += vg;
+    acc[2] += vv;
+  });
+  const float c = step / (static_cast<float>(std::sqrt(s[0])) + 1e-12f);
+  const double n1 = std::sqrt(std::max(s[2] + 2.0 * c * s[1] + static_cast<double>(c) * c * s[0], 0.0));
+  return {c, into_ball(eps, n1)};
+}
+
+template <class T>
+void project(const Rows<T>& c) {
+  for_each_row(c.n, [&](int64_t r, bool split) {
+    const int64_t off = r * c.d;
+    const float eps = c.eps[r];
+    const double eps2 = static_cast<double>(eps) * eps;
+    const std::array<const T*, 2> rows{c.x_adv + off, c.x + off};
+    // Block buffers: v = x_adv - x and the box of the perturbation, [-x, 1 - x].
+    auto prep = [&](int64_t b, int64_t n, Buf* buf) {
+      const InBlock<T, 2> in(rows, b, n);
+      const float *xa = in[0], *x = in[1];
+      for (int64_t j = 0; j < n; ++j) {
+        buf[0][j] = xa[j] - x[j];
+        buf[1][j] = -x[j];
+        buf[2][j] = 1.f - x[j];
+      }
+    };
+    // f(t) = sum clip(t v, -x, 1 - x)^2, non-decreasing in t.
+    auto term = [](const Buf* buf, int64_t j, float t) {
+      return sq(std::min(std::max(t * buf[0][j], buf[1][j]), buf[2][j]));
+    };
+    const auto s = sum_row<2>(c.d, split, [&](int64_t b, int64_t n, double* acc) {
+      Buf buf[kPrepBufs];
+      prep(b, n, buf);
+      float vv = 0.f, f1 = 0.f;
+#pragma omp simd reduction(+ : vv, f1)
+      for (int64_t j = 0; j < n; ++j) {
+        vv += sq(buf[0][j]);
+        f1 += term(buf, j, 1.f);
+      }
+      acc[0] += vv;
+      acc[1] += f1;
+    });
+    float t = 1.f;
+    if (s[1] > eps2) {
+      // f(t) <= t^2 ||v||^2 (equal while nothing clips), so t0 = eps / ||v|| is feasible; t = 1 is not.
+      const float t0 = std::min(static_cast<float>(eps / std::sqrt(s[0])), float_of(kOneBits - 1));
+      const End lo{bits_of(t0), static_cast<double>(t0) * t0 * s[0]}, hi{kOneBits, s[1]};
+      t = float_of(search_bits(c.d, split, lo, hi, eps2, prep, term, [&](double f) { return f > eps2; }) - 1);
+    }
+    for_each_block(c.d, split, [&, t](int64_t b, int64_t n) {
+      const InBlock<T, 2> in(rows, b, n);
+      OutBlock<T> out(c.out + off, b, n);
+      const float *xa = in[0], *x = in[1];
+      float* o = out.p;
+      for (int64_t j = 0; j < n; ++j) o[j] = x[j] + std::min(std::max(t * (xa[j] - x[j]), -x[j]), 1.f - x[j]);
+      out.flush();
+    });
+  });
+}
+
+template <class T>
+void pgd_step(const Rows<T>& c) {
+  for_each_row(c.n, [&](int64_t r, bool split) {
+    const int64_t off = r * c.d;
+    const std::array<const T*, 3> rows{c.x_adv + off, c.x + off, c.grad + off};
+    const Step st = l2_step(rows, c.step[r], c.eps[r], c.d, split);
+    for_each_block(c.d, split, [&, st](int64_t b, int64_t n) {
+      const InBlock<T, 3> in(rows, b, n);
+      OutBlock<T> out(c.out + off, b, n);
+      const float *xa = in[0], *x = in[1], *g = in[2];
+      float* o = out.p;
+      for (int64_t j = 0; j < n; ++j) o[j] = step_point(xa[j], x[j], g[j], st.c, st.s);
+      out.flush();
+    });
+  });
+}
+
+template <class T>
+void apgd_step(const Rows<T>& c) {
+  const float a = c.momentum, a1 = c.one_minus_momentum;
+  for_each_row(c.n, [&](int64_t r, bool split) {
+    const int64_t off = r * c.d;
+    const float eps = c.eps[r];
+    const std::array<const T*, 4> rows{c.x_adv + off, c.x + off, c.grad + off, c.x_prev + off};
+    const Step st = l2_step<T>({rows[0], rows[1], rows[2]}, c.step[r], eps, c.d, split);
+    // Writes z and sums ||w - x||^2 for the momentum point w of the unrounded z.
+    const auto n2 = sum_row<1>(c.d, split, [&, st, a, a1](int64_t b, int64_t n, double* acc) {
+      const InBlock<T, 4> in(rows, b, n);
+      OutBlock<T> z(c.z + off, b, n);
+      const float *xa = in[0], *x = in[1], *g = in[2], *xp = in[3];
+      float* oz = z.p;
+      float s = 0.f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < n; ++j) {
+        const float zj = step_point(xa[j], x[j], g[j], st.c, st.s);
+        oz[j] = zj;
+        s += sq(heavy_ball(xa[j], zj, xp[j], a, a1) - x[j]);
+      }
+      z.flush();
+      acc[0] += s;
+    });
+    const float s2 = into_ball(eps, std::sqrt(n2[0]));
+    for_each_block(c.d, split, [&, st, s2, a, a1](int64_t b, int64_t n) {
+      const InBlock<T, 4> in(rows, b, n);
+      OutBlock<T> out(c.out + off, b, n);
+      const float *xa = in[0], *x = in[1], *g = in[2], *xp = in[3];
+      float* o = out.p;
+      for (int64_t j = 0; j < n; ++j) {
+        const float w = heavy_ball(xa[j], step_point(xa[j], x[j], g[j], st.c, st.s), xp[j], a, a1);
+        o[j] = clamp01(x[j] + (w - x[j]) * s2);
+      }
+      out.flush();
+    });
+  });
+}
+
+}  // namespace
+
+void run_l2(Op op, const Call& call) {
+  RFT_CPU_DISPATCH(call.dtype, "rft_l2", [&] {
+    const Rows<scalar_t> rows(call);
+    switch (op) {
+      case Op::kProject: return project(rows);
+      case Op::kPgdStep: return pgd_step(rows);
+      case Op::kApgdStep: return apgd_step(rows);
+    }
+  });
+}
+
+}  // namespace rft::cpu

@@ -1,0 +1,77 @@
+// Linf ops: elementwise, one pass reading each input once and writing each output once.
+#include "cpu/rows.h"
+
+namespace rft::cpu {
+namespace {
+
+inline float linf_clip(float p, float x, float eps) {
+  return clamp01(std::min(std::max(p, x - eps), x + eps));
+}
+
+template <class T>
+void project(const Rows<T>& c) {
+  for_each_row(c.n, [&](int64_t r, bool split) {
+    const int64_t off = r * c.d;
+    const float eps = c.eps[r];
+    for_each_block(c.d, split, [&, eps](int64_t b, int64_t n) {
+      const InBlock<T, 2> in({c.x_adv + off, c.x + off}, b, n);
+      OutBlock<T> out(c.out + off, b, n);
+      const float *xa = in[0], *x = in[1];
+      float* o = out.p;
+      for (int64_t j = 0; j < n; ++j) o[j] = linf_clip(xa[j], x[j], eps);
+      out.flush();
+    });
+  });
+}
+
+template <class T>
+void pgd_step(const Rows<T>& c) {
+  for_each_row(c.n, [&](int64_t r, bool split) {
+    const int64_t off = r * c.d;
+    const float eps = c.eps[r], step = c.step[r];
+    for_each_block(c.d, split, [&, eps, step](int64_t b, int64_t n) {
+      const InBlock<T, 3> in({c.x_adv + off, c.x + off, c.grad + off}, b, n);
+      OutBlock<T> out(c.out + off, b, n);
+      const float *xa = in[0], *x = in[1], *g = in[2];
+      float* o = out.p;
+      for (int64_t j = 0; j < n; ++j) o[j] = linf_clip(xa[j] + step * sign(g[j]), x[j], eps);
+      out.flush();
+    });
+  });
+}
+
+template <class T>
+void apgd_step(const Rows<T>& c) {
+  for_each_row(c.n, [&](int64_t r, bool split) {
+    const int64_t off = r * c.d;
+    const float eps = c.eps[r], step = c.step[r], a = c.momentum, a1 = c.one_minus_momentum;
+    for_each_block(c.d, split, [&, eps, step, a, a1](int64_t b, int64_t n) {
+      const InBlock<T, 4> in({c.x_adv + off, c.x + off, c.grad + off, c.x_prev + off}, b, n);
+      OutBlock<T> next(c.out + off, b, n), z(c.z + off, b, n);
+      const float *xa = in[0], *x = in[1], *g = in[2], *xp = in[3];
+      float *o = next.p, *oz = z.p;
+      for (int64_t j = 0; j < n; ++j) {
+        const float zj = linf_clip(xa[j] + step * sign(g[j]), x[j], eps);
+        oz[j] = zj;
+        o[j] = linf_clip(heavy_ball(xa[j], zj, xp[j], a, a1), x[j], eps);
+      }
+      next.flush();
+      z.flush();
+    });
+  });
+}
+
+}  // namespace
+
+void run_linf(Op op, const Call& call) {
+  RFT_CPU_DISPATCH(call.dtype, "rft_linf", [&] {
+    const Rows<scalar_t> rows(call);
+    switch (op) {
+      case Op::kProject: return project(rows);
+      case Op::kPgdStep: return pgd_step(rows);
+      case Op::kApgdStep: return apgd_step(rows);
+    }
+  });
+}
+
+}  // namespace rft::cpu
