@@ -47,4 +47,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("project", &project, "projection onto the Lp ball intersected with [0,1]^d (writes out)");
   m.def("pgd_step", &pgd_step, "projected ascent step (writes out)");
   m.def("apgd_step", &apgd_step, "APGD momentum step (writes x_next and z)");
+  m.def("kl_forward", &rft::cpu::kl_forward, "TRADES objective per row and (lse_c, lse_a, KL) stats (CPU)");
+  m.def("kl_backward", &rft::cpu::kl_backward, "TRADES objective gradients for both logits (CPU)");
 }

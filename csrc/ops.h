@@ -25,6 +25,13 @@ enum Norm : int64_t { kLinf = 0, kL2 = 1, kL1 = 2 };
 
 namespace cpu {
 RFT_DECLARE_KERNELS
+
+// TRADES KL / objective (CPU only): per row loss = CE [if y] + beta * KL; stats = (lse_c, lse_a, KL).
+std::tuple<at::Tensor, at::Tensor> kl_forward(const at::Tensor& logits_adv, const at::Tensor& logits_clean,
+                                              const std::optional<at::Tensor>& y, double beta);
+void kl_backward(const at::Tensor& weight, const at::Tensor& logits_adv, const at::Tensor& logits_clean,
+                 const std::optional<at::Tensor>& y, double beta, const at::Tensor& stats, at::Tensor grad_adv,
+                 const std::optional<at::Tensor>& grad_clean);
 }  // namespace cpu
 
 #ifdef RFT_WITH_CUDA

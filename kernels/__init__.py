@@ -3,7 +3,8 @@
 Contract (docs/KERNELS.md): image tensors are (N, D) contiguous rows of one dtype (float32, bfloat16 or
 float16; math in float32), eps / step float32 (N,), keep int64 (N,); results go into the given outputs.
 One file per norm: linf.py (elementwise), l2.py (chunked row reductions, exact projection by search),
-l1.py (per-row searches); search.py holds the shared K-ary bit-pattern search.
+l1.py (per-row searches); search.py holds the shared K-ary bit-pattern search. kl.py: the TRADES KL /
+objective (kl_forward, kl_backward; (N, C) logits with unit column stride, one program per row).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import torch
 from torch import Tensor
 
 from . import l1, l2, linf
+from .kl import kl_backward, kl_forward
 from .utils import check_per_sample, check_rows
 
-__all__ = ["project", "pgd_step", "apgd_step"]
+__all__ = ["project", "pgd_step", "apgd_step", "kl_forward", "kl_backward"]
 
 _NORMS = {"Linf": linf, "L2": l2, "L1": l1}
 

@@ -13,6 +13,10 @@ MAX_CHUNK_BLOCK = 4096
 # SEARCH_K bit patterns at once ([BLOCK, K] comparisons), narrowing the bracket by a factor of SEARCH_K.
 SEARCH_BLOCK = 1024
 SEARCH_K = 16
+# Per-row loops over the classes (TRADES KL): columns per loop iteration, and columns per warp. Rows of up
+# to 4096 classes take one iteration; longer ones (ImageNet-21k: 21,843) loop over 4096-wide pieces.
+MAX_ROW_BLOCK = 4096
+ROW_COLUMNS_PER_WARP = 256
 
 
 def next_power_of_2(n: int) -> int:
@@ -43,6 +47,12 @@ def search_settings(d: int) -> tuple[int, int]:
     return block, min(8, max(4, block * SEARCH_K // (32 * 64)))
 
 
+def row_loop_settings(c: int) -> tuple[int, int]:
+    """(BLOCK, num_warps) of a one-program-per-row loop over c columns: one warp per 256 columns, 1 to 8."""
+    block = min(MAX_ROW_BLOCK, next_power_of_2(c))
+    return block, min(8, max(1, block // ROW_COLUMNS_PER_WARP))
+
+
 ROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -66,3 +76,16 @@ def check_per_sample(like: Tensor, dtype: torch.dtype, *values: Tensor) -> None:
         if t.shape != (n,) or not t.is_contiguous() or t.dtype != dtype or t.device != like.device:
             raise ValueError(f"expected a contiguous {dtype} tensor of shape ({n},) on {like.device}, got "
                              f"{tuple(t.shape)} {t.dtype} on {t.device}")
+
+
+def check_logits(*logits: Tensor) -> None:
+    """(N, C) logits of one shape, dtype and device with unit column stride (any row stride)."""
+    first = logits[0]
+    if first.dtype not in ROW_DTYPES:
+        raise TypeError(f"the kernels take {ROW_DTYPES} tensors, got {first.dtype}")
+    for t in logits:
+        if t.dim() != 2 or t.shape != first.shape or t.dtype != first.dtype or (t.shape[1] > 1 and t.stride(1) != 1):
+            raise ValueError(f"expected (N, C) logits like {tuple(first.shape)} {first.dtype} with stride(1) == 1, "
+                             f"got {tuple(t.shape)} {t.dtype} strides {tuple(t.stride())}")
+        if t.device != first.device:
+            raise ValueError(f"all tensors must be on {first.device}, got {t.device}")

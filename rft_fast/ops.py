@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 from types import ModuleType
 from typing import Callable
@@ -46,14 +47,18 @@ def _triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def backends(device: torch.device | str) -> list[str]:
-    """Backends that can run on `device` here, fastest first."""
+# The C++ extension has CUDA kernels for the projected steps only; its KL kernels are CPU-only.
+_CUDA_CPP_OPS = ("project", "pgd_step", "apgd_step")
+
+
+def backends(device: torch.device | str, op: str = "pgd_step") -> list[str]:
+    """Backends that can run `op` on `device` here, fastest first."""
     dev = torch.device(device)
     found = []
     if dev.type == "cuda":
         if torch.cuda.is_available() and _triton() is not None:
             found.append("triton")
-        if _cpp() is not None and _cpp().has_cuda:
+        if _cpp() is not None and _cpp().has_cuda and op in _CUDA_CPP_OPS:
             found.append("cpp")
         found.append("torch")
     elif dev.type == "cpu":
@@ -67,8 +72,8 @@ def backends(device: torch.device | str) -> list[str]:
     return found
 
 
-def _pick_backend(backend: str, t: Tensor) -> str:
-    available = backends(t.device)
+def _pick_backend(backend: str, t: Tensor, op: str = "pgd_step") -> str:
+    available = backends(t.device, op)
     if backend == "auto":
         usable = [b for b in available if b == "torch" or t.dtype in KERNEL_DTYPES]
         return usable[0]
@@ -291,3 +296,118 @@ def _norm_arg(backend: str, norm: str) -> str | int:
 def _kernel(backend: str, name: str) -> Callable[..., None]:
     module = _cpp() if backend == "cpp" else _triton()
     return getattr(module, name)
+
+
+# ---------------------------------------------------------------- TRADES KL
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_logits(check_data: bool, y: Tensor | None, **named: Tensor) -> None:
+    first_name, first = next(iter(named.items()))
+    for name, t in named.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor (float32/bfloat16/float16), got {t.dtype}")
+        if t.dim() != 2 or t.shape[0] < 1 or t.shape[1] < 1:
+            raise ValueError(f"{name} must have shape (N, C) with N, C >= 1, got {tuple(t.shape)}")
+        if t.shape != first.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(first.shape)} like {first_name}")
+        if t.device != first.device:
+            raise ValueError(f"{name} is on {t.device}, expected {first.device} like {first_name}")
+        if t.dtype != first.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}, expected {first.dtype} like {first_name}")
+        if check_data and not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+    if y is None:
+        return
+    if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != first.shape[:1]:
+        got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"y must be an int64 tensor of shape ({first.shape[0]},) (class labels), got {got}")
+    if y.device != first.device:
+        raise ValueError(f"y is on {y.device}, expected {first.device} like {first_name}")
+    if bool(((y < 0) | (y >= first.shape[1])).any()):
+        raise ValueError(f"y holds labels outside [0, {first.shape[1]}): {y[(y < 0) | (y >= first.shape[1])][:4].tolist()}")
+
+
+def _check_beta(beta: float) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite float >= 0, got {beta!r}")
+    return float(beta)
+
+
+def _logit_rows(t: Tensor) -> Tensor:
+    return t if t.stride(1) == 1 else t.contiguous()
+
+
+def _reduce_rows(rows: Tensor, reduction: str) -> Tensor:
+    return rows.mean() if reduction == "mean" else rows.sum() if reduction == "sum" else rows
+
+
+class _TradesObjective(torch.autograd.Function):
+    """CE_i [if y] + beta * KL_i per row through a kernel backend; fused backward for both logits."""
+
+    @staticmethod
+    def forward(ctx, logits_adv, logits_clean, y, beta, reduction, backend):  # type: ignore[override]
+        kernels = _cpp() if backend == "cpp" else _triton()
+        la, lc = _logit_rows(logits_adv.detach()), _logit_rows(logits_clean.detach())
+        rows, stats = kernels.kl_forward(la, lc, y, beta)
+        ctx.save_for_backward(la, lc, stats, *(() if y is None else (y,)))
+        ctx.meta = (beta, reduction, kernels, y is not None)
+        return _reduce_rows(rows, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        beta, reduction, kernels, has_y = ctx.meta
+        la, lc, stats, *rest = ctx.saved_tensors
+        y = rest[0] if has_y else None
+        n = la.shape[0]
+        weight = grad_out.float().expand(n) / (n if reduction == "mean" else 1)
+        grad_adv = torch.empty_like(la, memory_format=torch.contiguous_format)
+        grad_clean = torch.empty_like(lc, memory_format=torch.contiguous_format) if ctx.needs_input_grad[1] else None
+        kernels.kl_backward(weight.contiguous(), la, lc, y, beta, stats, grad_adv, grad_clean)
+        return (grad_adv if ctx.needs_input_grad[0] else None), grad_clean, None, None, None, None
+
+
+def _objective(logits_adv, logits_clean, y, beta, reduction, backend, check):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    beta = _check_beta(beta)
+    _check_logits(check, y, logits_adv=logits_adv, logits_clean=logits_clean)
+    be = _pick_backend(backend, logits_adv, "trades_kl")
+    if be == "torch":
+        if y is None:
+            return reference.trades_kl(logits_adv, logits_clean, reduction) * beta
+        return reference.trades_objective(logits_clean, logits_adv, y, beta, reduction)
+    return _TradesObjective.apply(logits_adv, logits_clean, y, beta, reduction, be)
+
+
+def trades_kl(
+    logits_adv: Tensor, logits_clean: Tensor, *, reduction: str = "mean", backend: str = "auto", check: bool = True
+) -> Tensor:
+    """KL(softmax(logits_clean) || softmax(logits_adv)) summed over classes, mean over the batch.
+
+    The quantity of the official TRADES code (KLDivLoss(sum)(log_softmax(adv), softmax(clean)) / N),
+    differentiable in both arguments; pass `logits_clean.detach()` for the variant the TRADES attack
+    maximizes (clean prediction fixed). Logits: (N, C) float32/bfloat16/float16, math in float32; the result
+    is float32. reduction: "mean" | "sum" | "none" (per sample). check=True rejects NaN/Inf logits at the cost
+    of one read of both logit tensors (N x C, negligible next to a model's forward).
+    """
+    return _objective(logits_adv, logits_clean, None, 1.0, reduction, backend, check)
+
+
+def trades_objective(
+    logits_clean: Tensor,
+    logits_adv: Tensor,
+    y: Tensor,
+    beta: float,
+    *,
+    reduction: str = "mean",
+    backend: str = "auto",
+    check: bool = True,
+) -> Tensor:
+    """TRADES' training loss CE(logits_clean, y) + beta * KL(softmax(clean) || softmax(adv)), fused in one pass."""
+    if y is None:
+        raise ValueError("y must be an int64 tensor of class labels, got None")
+    return _objective(logits_adv, logits_clean, y, beta, reduction, backend, check)

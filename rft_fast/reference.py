@@ -173,3 +173,64 @@ def apgd_step(
 
 def _as_compute(v: Scalar, like: Tensor) -> Scalar:
     return v.to(device=like.device, dtype=like.dtype) if isinstance(v, Tensor) else float(v)
+
+
+def trades_kl(logits_adv: Tensor, logits_clean: Tensor, reduction: str = "mean") -> Tensor:
+    """KL(softmax(clean) || softmax(adv)) summed over classes; mean over the batch by default.
+
+    The quantity of the official TRADES code: KLDivLoss(reduction="sum")(log_softmax(adv), softmax(clean)) / N.
+    Differentiable in both arguments. reduction: "mean" | "sum" | "none" (per sample).
+    """
+    la, lc = _cast(logits_adv, logits_clean)
+    log_pc = torch.log_softmax(lc, dim=1)
+    kl = (log_pc.exp() * (log_pc - torch.log_softmax(la, dim=1))).sum(dim=1)
+    return _reduce(kl, reduction)
+
+
+def trades_objective(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float, reduction: str = "mean") -> Tensor:
+    """TRADES' training loss: CE(clean, y) + beta * KL(softmax(clean) || softmax(adv))."""
+    lc = _cast(logits_clean)[0]
+    ce = torch.nn.functional.cross_entropy(lc, y, reduction="none")
+    return _reduce(ce + beta * trades_kl(logits_adv, logits_clean, reduction="none"), reduction)
+
+
+def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def pgd_attack(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    norm: str = "Linf",
+    loss: str = "ce",
+    seed: int = 0,
+) -> Tensor:
+    """A plain PGD (Madry et al. 2018) on the reference ops, for tests of the losses.
+
+    loss "ce": cross-entropy against y; "kl": KL(softmax(model(x)) || softmax(model(x_adv))), the TRADES
+    attack, started at x + 0.001 * N(0, 1) as in the official code (the KL gradient vanishes at x itself).
+    Runs the model as it is (callers choose its mode) and returns a detached x_adv in x's dtype.
+    """
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    with torch.no_grad():
+        target = torch.softmax(model(x).float(), dim=1) if loss == "kl" else None
+        start = x + 0.001 * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        x_adv = project(start, x, eps, norm)
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        logits = model(x_adv).float()
+        if loss == "kl":
+            objective = (target * (torch.log(target.clamp_min(1e-30)) - torch.log_softmax(logits, 1))).sum()
+        else:
+            objective = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(objective, x_adv)
+        x_adv = pgd_step(x_adv.detach(), x, grad, step_size, eps, norm)
+    return x_adv.detach()
