@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1
+TORCHVISION ?= torchvision==0.29.1
 BIN := $(VENV)/bin
 # The CUDA toolkit root (its lib64/ holds libcudart.so); the nvcc on PATH may be a wrapper elsewhere.
 CUDA_HOME ?= $(shell for d in /usr/local/cuda /usr/local/cuda-*; do [ -e $$d/lib64/libcudart.so ] && echo $$d && break; done)
@@ -19,7 +20,7 @@ SOURCES := setup.py pyproject.toml $(shell find csrc rft_fast kernels -type f \(
 $(BIN)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
-	$(BIN)/pip install "$(TORCH)" numpy ninja pybind11 pytest hypothesis pytest-benchmark pyautoattack
+	$(BIN)/pip install "$(TORCH)" "$(TORCHVISION)" timm numpy ninja pybind11 pytest hypothesis pytest-benchmark pyautoattack
 	touch $@
 
 $(BIN)/.installed: $(BIN)/.deps $(SOURCES)

@@ -23,20 +23,35 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _device(args: argparse.Namespace) -> str:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda requested but no GPU is visible")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device
+
+
+def _check_backends(requested: list[str] | None, available: list[str], device: str) -> None:
+    unknown = [b for b in requested or [] if b not in available]
+    if unknown:
+        raise SystemExit(f"error: --backends {unknown} not available on {device}; available: {available}")
+
+
+def _emit(module, result: dict, json_path: str | None) -> int:
+    print(module.format_table(result))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {json_path}")
+    return 0
+
+
 def _bench_ops(args: argparse.Namespace) -> int:
     from rft_fast.bench import ops_bench
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda requested but no GPU is visible", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    available = ops_bench.bench_backends(torch.device(device))
-    unknown = [b for b in args.backends or [] if b not in available]
-    if unknown:
-        print(f"error: --backends {unknown} not available on {device}; available: {available}", file=sys.stderr)
-        return 2
+    device = _device(args)
+    _check_backends(args.backends, ops_bench.bench_backends(torch.device(device)), device)
     result = ops_bench.run(
         device=device,
         shapes=tuple(args.shapes) if args.shapes else ops_bench.DEFAULT_SHAPES,
@@ -46,12 +61,36 @@ def _bench_ops(args: argparse.Namespace) -> int:
         backends=args.backends,
         min_seconds=args.min_seconds,
     )
-    print(ops_bench.format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return _emit(ops_bench, result, args.json)
+
+
+def _bench_kl(args: argparse.Namespace) -> int:
+    from rft_fast.bench import kl_bench
+
+    device = _device(args)
+    _check_backends(args.backends, kl_bench.bench_backends(torch.device(device)), device)
+    result = kl_bench.run(
+        device=device, classes=tuple(args.classes), batches=tuple(args.batches), dtype=DTYPES[args.dtype],
+        backends=args.backends, min_seconds=args.min_seconds,
+    )
+    return _emit(kl_bench, result, args.json)
+
+
+def _bench_trades(args: argparse.Namespace) -> int:
+    from rft_fast.bench import trades_bench
+
+    result = trades_bench.run(
+        device=_device(args), models=tuple(args.models), batch=args.batch, image_size=args.image_size,
+        attack_steps=args.attack_steps, max_memory_gb=args.max_memory_gb, min_seconds=args.min_seconds,
+    )
+    return _emit(trades_bench, result, args.json)
+
+
+def _common_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible, else cpu)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
+    p.add_argument("--min-seconds", type=float, default=0.3, help="minimum timed seconds per case")
+    p.add_argument("--json", help="also write the results (with device, versions, date, command) here")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,16 +105,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Median time, effective GB/s (ideal bytes read + written / time), speed-up over the "
         "torch eager reference and the measured copy bandwidth, all in one run.",
     )
-    b_ops.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible, else cpu)")
+    _common_bench_args(b_ops)
     b_ops.add_argument("--shapes", type=_shape, nargs="+", help="e.g. 64x3x224x224 256x3x32x32 (the default)")
     b_ops.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     b_ops.add_argument("--norms", nargs="+", choices=ops.NORMS, default=list(ops.NORMS))
     b_ops.add_argument("--ops", nargs="+", choices=["project", "pgd_step", "apgd_step"], default=["project", "pgd_step", "apgd_step"])
     b_ops.add_argument("--backends", nargs="+", choices=list(ops.BACKENDS), help="default: all available (torch always)")
-    b_ops.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
-    b_ops.add_argument("--min-seconds", type=float, default=0.3, help="minimum timed seconds per case")
-    b_ops.add_argument("--json", help="also write the results (with device, versions, date, command) here")
     b_ops.set_defaults(func=_bench_ops)
+
+    b_kl = bench_sub.add_parser(
+        "kl",
+        help="TRADES objective (CE + beta KL) forward+backward per backend vs torch eager",
+        description="Time, GB/s (6 N C elements moved), speed-up over eager and copy bandwidth per (N, C).",
+    )
+    _common_bench_args(b_kl)
+    b_kl.add_argument("--classes", type=int, nargs="+", default=[10, 102, 1000, 21843])
+    b_kl.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    b_kl.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    b_kl.add_argument("--backends", nargs="+", choices=list(ops.BACKENDS), help="default: all available (torch always)")
+    b_kl.set_defaults(func=_bench_kl)
+
+    b_tr = bench_sub.add_parser(
+        "trades",
+        help="a TRADES step (attack + loss + backward), standard vs memory-saving: time, peak memory, max batch",
+        description="Peak memory: CUDA allocator peak on GPU; saved-activation peak (autograd hooks) everywhere.",
+    )
+    _common_bench_args(b_tr)
+    b_tr.set_defaults(min_seconds=0.0)
+    b_tr.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
+    b_tr.add_argument("--batch", type=int, default=64)
+    b_tr.add_argument("--image-size", type=int, default=224)
+    b_tr.add_argument("--attack-steps", type=int, default=10)
+    b_tr.add_argument("--max-memory-gb", type=float, default=None, help="also find the largest batch under this cap")
+    b_tr.set_defaults(func=_bench_trades)
     return parser
 
 

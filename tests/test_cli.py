@@ -53,3 +53,26 @@ def test_console_script_is_declared():
     if "rft-fast" not in names:
         pytest.skip("rft-fast is not installed in this environment (source-tree run)")
     assert names["rft-fast"] == "rft_fast.cli:main"
+
+
+def test_bench_kl_rows(tmp_path):
+    out = tmp_path / "kl.json"
+    assert cli.main(["bench", "kl", "--device", "cpu", "--classes", "3", "37", "--batches", "2", "--min-seconds", "0", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    timed = [b for b in ops.backends("cpu", "trades_kl") if b != "triton"]
+    assert {(r["backend"], r["c"]) for r in rows} == {(b, c) for b in timed for c in (3, 37)}
+    assert all(r["gbps"] > 0 and r["copy_gbps"] > 0 for r in rows)
+
+
+def test_bench_trades_memory_saving_halves_saved_activations(tmp_path):
+    pytest.importorskip("timm")
+    out = tmp_path / "trades.json"
+    args = ["bench", "trades", "--device", "cpu", "--models", "resnet10t", "--batch", "2", "--image-size", "64",
+            "--attack-steps", "1", "--max-memory-gb", "0.1", "--json", str(out)]
+    assert cli.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["meta"]["memory_measure"].startswith("saved-activation")
+    std, ms = result["rows"]
+    assert (std["variant"], ms["variant"]) == ("standard", "memory-saving")
+    assert std["mem_ratio"] == pytest.approx(1.0) and ms["mem_ratio"] < 0.6
+    assert 1 <= std["max_batch"] and ms["max_batch"] >= 1.8 * std["max_batch"] - 1

@@ -6,17 +6,15 @@ bandwidth (`y.copy_(x)` of the same number of bytes) as the ceiling to compare G
 """
 from __future__ import annotations
 
-import datetime
-import platform
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
 from rft_fast import ops
+from rft_fast.bench import common
+from rft_fast.bench.common import copy_bandwidth, environment, time_fn
 
 DEFAULT_SHAPES = ((64, 3, 224, 224), (256, 3, 32, 32))
 # How many (N, D) tensors each op reads and writes (its ideal memory traffic).
@@ -39,35 +37,6 @@ class Row:
 
     def __post_init__(self) -> None:
         self.pct_of_copy = 100.0 * self.gbps / self.copy_gbps
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_fn(fn: Callable[[], object], device: torch.device, *, min_reps: int = 3, min_seconds: float = 0.3) -> float:
-    """Median seconds of fn() over at least min_reps runs and min_seconds total, after one warm-up."""
-    fn()
-    _sync(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 200:
-            break
-    return statistics.median(times)
-
-
-def copy_bandwidth(numel: int, dtype: torch.dtype, device: torch.device) -> float:
-    """GB/s of y.copy_(x) for `numel` elements (bytes read + written)."""
-    src = torch.rand(numel, device=device).to(dtype)
-    dst = torch.empty_like(src)
-    seconds = time_fn(lambda: dst.copy_(src), device)
-    return 2 * numel * src.element_size() / seconds / 1e9
 
 
 def inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, norm: str) -> dict[str, object]:
@@ -131,39 +100,13 @@ def run(
     return {"meta": environment(dev, " ".join(sys.argv)), "rows": [asdict(r) for r in rows]}
 
 
-def environment(device: torch.device, command: str) -> dict[str, object]:
-    """Device, versions, date and command, stored with every benchmark result."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {
-        "device": name,
-        "device_type": device.type,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "backends": ops.backends(device),
-    }
+COLUMNS = (
+    ("op", "op", "<10"), ("norm", "norm", "<5"), ("backend", "backend", "<7"), ("shape", "shape", "<16"),
+    ("dtype", "dtype", "<8"), ("median_ms", "ms", ">9.3f"), ("gbps", "GB/s", ">8.2f"),
+    ("copy_gbps", "copy GB/s", ">9.2f"), ("pct_of_copy", "%copy", ">6.1f"), ("vs_torch", "x torch", ">8.2f"),
+)
 
 
 def format_table(result: dict[str, object]) -> str:
-    """A fixed-width table of the rows, one line per case."""
-    meta = result["meta"]
-    head = f"device: {meta['device']} ({meta['device_type']}, {meta['threads']} threads)  torch {meta['torch']}"
-    cols = f"{'op':<10} {'norm':<5} {'backend':<7} {'shape':<18} {'dtype':<8} {'ms':>9} {'GB/s':>8} {'copy GB/s':>9} {'%copy':>6} {'x torch':>8}"
-    lines = [head, cols, "-" * len(cols)]
-    for r in result["rows"]:
-        shape = "x".join(map(str, r["shape"]))
-        lines.append(
-            f"{r['op']:<10} {r['norm']:<5} {r['backend']:<7} {shape:<18} {r['dtype']:<8} {r['median_ms']:>9.3f} "
-            f"{r['gbps']:>8.2f} {r['copy_gbps']:>9.2f} {r['pct_of_copy']:>6.1f} {r['vs_torch']:>8.2f}"
-        )
-    return "\n".join(lines)
+    """The rows as a fixed-width table."""
+    return common.format_table(result["meta"], result["rows"], COLUMNS)

@@ -1,0 +1,116 @@
+"""`rft-fast bench trades`: one TRADES step (attack + loss + backward), standard vs memory-saving.
+
+Per model: median step time, peak memory and, with a memory cap, the largest batch that fits (doubling then
+bisection). Peak memory is the CUDA allocator's peak above the pre-step allocation on GPU; on CPU (and also
+reported on GPU) it is the peak of activations saved for backward alive at once (autograd saved-tensor hooks),
+the part of memory the two TRADES graphs compete for.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import torch
+
+from rft_fast import reference
+from rft_fast.bench import common
+from rft_fast.bench.memory import cuda_peak, saved_activation_peak
+from rft_fast.losses import TRADESLoss
+
+DEFAULT_MODELS = ("resnet50", "convnext_tiny", "vit_small_patch16_224")
+COLUMNS = (
+    ("model", "model", "<22"), ("variant", "variant", "<13"), ("batch", "batch", ">5"), ("size", "px", ">4"),
+    ("median_s", "step s", ">8.3f"), ("saved_gb", "saved GB", ">9.3f"), ("cuda_peak_gb", "cuda GB", ">8.3f"),
+    ("mem_ratio", "mem/std", ">8.3f"), ("time_ratio", "time/std", ">9.3f"), ("max_batch", "max batch", ">9"),
+)
+VARIANTS = {"standard": False, "memory-saving": True}
+
+
+def make_model(name: str, image_size: int, num_classes: int, device: torch.device) -> torch.nn.Module:
+    import timm
+
+    kwargs = {"img_size": image_size} if any(k in name for k in ("vit", "deit", "eva", "swin")) else {}
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs).to(device).train()
+
+
+def step_fn(model, criterion, batch: int, image_size: int, device: torch.device) -> Callable[[], None]:
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.rand(batch, 3, image_size, image_size, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+
+    def run() -> None:
+        model.zero_grad(set_to_none=True)
+        criterion(model, x, y).backward()
+
+    return run
+
+
+def _fits(model, criterion, batch, image_size, device, cap_bytes: int) -> bool:
+    step = step_fn(model, criterion, batch, image_size, device)
+    try:
+        peak = cuda_peak(step, device) if device.type == "cuda" else saved_activation_peak(step)
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return peak <= cap_bytes
+
+
+def largest_batch(model, criterion, image_size: int, device: torch.device, cap_bytes: int, limit: int = 4096) -> int:
+    """The largest batch whose step peak stays under cap_bytes (0 if even batch 1 does not)."""
+    lo, hi = 0, 1
+    while hi <= limit and _fits(model, criterion, hi, image_size, device, cap_bytes):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _fits(model, criterion, mid, image_size, device, cap_bytes) else (lo, mid)
+    return lo
+
+
+def run(
+    device: str = "cpu",
+    models: tuple[str, ...] = DEFAULT_MODELS,
+    batch: int = 64,
+    image_size: int = 224,
+    attack_steps: int = 10,
+    max_memory_gb: float | None = None,
+    min_seconds: float = 0.0,
+) -> dict[str, object]:
+    dev = torch.device(device)
+    rows = []
+    for name in models:
+        model = make_model(name, image_size, 10, dev)
+        measured = {}
+        for variant, memory_saving in VARIANTS.items():
+            attack = functools.partial(
+                reference.pgd_attack, eps=8 / 255, step_size=2 / 255, steps=attack_steps, loss="kl"
+            )
+            criterion = TRADESLoss(attack, beta=1.0, memory_saving=memory_saving)
+            step = step_fn(model, criterion, batch, image_size, dev)
+            seconds = common.time_fn(step, dev, min_reps=2, min_seconds=min_seconds)
+            saved = saved_activation_peak(step)
+            peak = cuda_peak(step, dev) if dev.type == "cuda" else None
+            max_batch = None
+            if max_memory_gb is not None:
+                search_attack = functools.partial(attack, steps=1)  # the attack's graph never exceeds one branch
+                max_batch = largest_batch(
+                    model, TRADESLoss(search_attack, memory_saving=memory_saving), image_size, dev, int(max_memory_gb * 1e9)
+                )
+            measured[variant] = (seconds, peak if peak is not None else saved)
+            std_s, std_mem = measured["standard"]
+            rows.append({
+                "model": name, "variant": variant, "batch": batch, "size": image_size, "median_s": seconds,
+                "saved_gb": saved / 1e9, "cuda_peak_gb": None if peak is None else peak / 1e9,
+                "mem_ratio": measured[variant][1] / std_mem, "time_ratio": seconds / std_s, "max_batch": max_batch,
+            })
+    meta = common.environment(dev, " ".join(sys.argv))
+    meta["memory_measure"] = "cuda max_memory_allocated above pre-step" if dev.type == "cuda" else "saved-activation peak (autograd hooks)"
+    meta["attack"] = f"PGD-KL (rft_fast.reference.pgd_attack), {attack_steps} steps, Linf 8/255"
+    return {"meta": meta, "rows": rows}
+
+
+def format_table(result: dict[str, object]) -> str:
+    return common.format_table(result["meta"], result["rows"], COLUMNS)
