@@ -8,21 +8,36 @@ import torch
 
 
 def saved_activation_peak(fn: Callable[[], object]) -> int:
-    """Peak bytes of tensors saved for backward that are alive at the same time while fn() runs.
+    """Peak bytes of activations saved for backward that are alive at the same time while fn() runs.
 
-    Measured with autograd's saved-tensor hooks: every tensor a graph saves is counted when saved and
-    uncounted when the graph frees it. This is the memory TRADES' two graphs compete for, measured exactly
-    on any device (CPU included); it leaves out parameters, gradients and transient workspace.
+    Measured with autograd's saved-tensor hooks: a storage is counted when a graph first saves a tensor on it
+    and uncounted when the last graph holding it frees it, so views and tensors saved by several nodes count
+    once. Leaf tensors that require grad (parameters) are left out: they exist with or without a graph. This
+    is the memory TRADES' two graphs compete for, measured exactly on any device (CPU included); it leaves
+    out parameters, gradients and transient workspace.
     """
     state = {"now": 0, "peak": 0}
+    holders: dict[int, int] = {}
+
+    def release(key: int, size: int) -> None:
+        holders[key] -= 1
+        if holders[key] == 0:
+            del holders[key]
+            state["now"] -= size
 
     class _Saved:
         def __init__(self, t: torch.Tensor) -> None:
             self.t = t
-            size = t.numel() * t.element_size()
-            state["now"] += size
-            state["peak"] = max(state["peak"], state["now"])
-            weakref.finalize(self, lambda: state.__setitem__("now", state["now"] - size))
+            if t.is_leaf and t.requires_grad:
+                return
+            storage = t.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if key not in holders:
+                holders[key] = 0
+                state["now"] += size
+                state["peak"] = max(state["peak"], state["now"])
+            holders[key] += 1
+            weakref.finalize(self, release, key, size)
 
     with torch.autograd.graph.saved_tensors_hooks(_Saved, lambda saved: saved.t):
         fn()
