@@ -1,6 +1,8 @@
 """Projections are the exact nearest feasible point: independent solver, AutoAttack, and properties."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -61,21 +63,24 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 cases = st.tuples(st.integers(1, 4), st.integers(1, 300), st.sampled_from(NORMS), st.integers(0, 2**31 - 1))
 
 
+@pytest.mark.parametrize("backend", ("triton", "cpp", "torch"))
 @SETTINGS
-@given(cases)
-def test_projection_properties(case):
+@given(case=cases)
+def test_projection_properties(backend, case):
     """Inside ball and box; idempotent; feasible points unchanged; no random feasible point is closer."""
+    use_backend(backend)
+    project = functools.partial(ops.project, backend=backend)
     n, d, norm, seed = case
     x_adv, x, eps = _projection_case(n, d, norm, seed)
     x_adv, x, eps = x_adv.float(), x.float(), eps.float()
-    p = ops.project(x_adv, x, eps, norm)
+    p = project(x_adv, x, eps, norm)
     assert _feasible(p, x, eps, norm)
-    torch.testing.assert_close(ops.project(p, x, eps, norm), p, atol=2e-6, rtol=0)
+    torch.testing.assert_close(project(p, x, eps, norm), p, atol=2e-6, rtol=0)
     # Random feasible points (projections of random points, and mixes with x) are no closer to x_adv.
     gen = torch.Generator().manual_seed(seed)
     for _ in range(8):
-        f = ops.project(x + torch.randn(x.shape, generator=gen) * 0.3, x, eps, norm)
-        torch.testing.assert_close(ops.project(f, x, eps, norm), f, atol=2e-6, rtol=0)
+        f = project(x + torch.randn(x.shape, generator=gen) * 0.3, x, eps, norm)
+        torch.testing.assert_close(project(f, x, eps, norm), f, atol=2e-6, rtol=0)
         lam = torch.rand(n, 1, generator=gen)
         for y in (f, x + lam * (f - x), x + lam * (p - x)):
             dist_p = (p - x_adv).double().flatten(1).norm(dim=1)
@@ -83,16 +88,18 @@ def test_projection_properties(case):
             assert bool((dist_p <= dist_y + 1e-5).all())
 
 
+@pytest.mark.parametrize("backend", ("triton", "cpp", "torch"))
 @SETTINGS
-@given(cases, st.sampled_from((0.75, 1.0)))
-def test_steps_feasible_property(case, momentum):
+@given(case=cases, momentum=st.sampled_from((0.75, 1.0)))
+def test_steps_feasible_property(backend, case, momentum):
+    use_backend(backend)
     n, d, norm, seed = case
     raw = make_inputs((n, d), seed)
     x, eps = raw["x"].float(), make_eps(norm, n, d, raw["gen"]).float()
     x_adv = ops.project(raw["x_adv"].float(), x, eps, norm)
     x_prev = ops.project(raw["x_prev"].float(), x, eps, norm)
     grad = raw["grad"].float()
-    out = ops.pgd_step(x_adv, x, grad, eps * 0.5, eps, norm)
-    x_next, z = ops.apgd_step(x_adv, x_prev, x, grad, eps * 0.5, eps, norm, momentum=momentum)
+    out = ops.pgd_step(x_adv, x, grad, eps * 0.5, eps, norm, backend=backend)
+    x_next, z = ops.apgd_step(x_adv, x_prev, x, grad, eps * 0.5, eps, norm, momentum=momentum, backend=backend)
     for t in (out, x_next, z):
         assert _feasible(t, x, eps, norm)
