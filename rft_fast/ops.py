@@ -94,27 +94,36 @@ def _check_norm(norm: str) -> None:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
-def _check_tensors(check_data: bool, **named: Tensor) -> None:
-    """Same shape/device/dtype for all; optionally finite values and x inside [0, 1]."""
+def _check_alike(named: dict[str, Tensor], shape_desc: str, shape_ok: Callable[[Tensor], bool]) -> None:
+    """Floating tensors of one shape, device and dtype (the first one's), each error naming its argument."""
     first_name, first = next(iter(named.items()))
     for name, t in named.items():
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor (float32/bfloat16/float16), got {t.dtype}")
-        if t.dim() < 2:
-            raise ValueError(f"{name} must have shape (N, ...) with at least 2 dims, got {tuple(t.shape)}")
+        if not shape_ok(t):
+            raise ValueError(f"{name} must have shape {shape_desc}, got {tuple(t.shape)}")
         if t.shape != first.shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(first.shape)} like {first_name}")
         if t.device != first.device:
             raise ValueError(f"{name} is on {t.device}, expected {first.device} like {first_name}")
         if t.dtype != first.dtype:
             raise TypeError(f"{name} has dtype {t.dtype}, expected {first.dtype} like {first_name}")
+
+
+def _check_finite(named: dict[str, Tensor]) -> None:
+    for name, t in named.items():
+        if not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def _check_tensors(check_data: bool, **named: Tensor) -> None:
+    """Same shape/device/dtype for all; optionally finite values and x inside [0, 1]."""
+    _check_alike(named, "(N, ...) with at least 2 dims", lambda t: t.dim() >= 2)
     if not check_data:
         return
-    for name, t in named.items():
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+    _check_finite(named)
     x = named["x"]
     if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise ValueError(f"x must lie in [0, 1] (images as pixels), got values in [{float(x.min())}, {float(x.max())}]")
@@ -304,22 +313,10 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_logits(check_data: bool, y: Tensor | None, **named: Tensor) -> None:
+    _check_alike(named, "(N, C) with N, C >= 1", lambda t: t.dim() == 2 and min(t.shape) >= 1)
+    if check_data:
+        _check_finite(named)
     first_name, first = next(iter(named.items()))
-    for name, t in named.items():
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor (float32/bfloat16/float16), got {t.dtype}")
-        if t.dim() != 2 or t.shape[0] < 1 or t.shape[1] < 1:
-            raise ValueError(f"{name} must have shape (N, C) with N, C >= 1, got {tuple(t.shape)}")
-        if t.shape != first.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(first.shape)} like {first_name}")
-        if t.device != first.device:
-            raise ValueError(f"{name} is on {t.device}, expected {first.device} like {first_name}")
-        if t.dtype != first.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype}, expected {first.dtype} like {first_name}")
-        if check_data and not bool(torch.isfinite(t.detach()).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
     if y is None:
         return
     if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != first.shape[:1]:
