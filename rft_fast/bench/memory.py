@@ -12,7 +12,8 @@ def saved_activation_peak(fn: Callable[[], object]) -> int:
 
     Measured with autograd's saved-tensor hooks: a storage is counted when a graph first saves a tensor on it
     and uncounted when the last graph holding it frees it, so views and tensors saved by several nodes count
-    once. Leaf tensors that require grad (parameters) are left out: they exist with or without a graph. This
+    once. Leaf tensors that require grad (parameters) and views of them are left out: they exist with or
+    without a graph. This
     is the memory TRADES' two graphs compete for, measured exactly on any device (CPU included); it leaves
     out parameters, gradients and transient workspace.
     """
@@ -28,7 +29,8 @@ def saved_activation_peak(fn: Callable[[], object]) -> int:
     class _Saved:
         def __init__(self, t: torch.Tensor) -> None:
             self.t = t
-            if t.is_leaf and t.requires_grad:
+            base = t if t._base is None else t._base
+            if base.is_leaf and base.requires_grad:  # a parameter or a view of one (e.g. a Linear's weight.t())
                 return
             storage = t.untyped_storage()
             key, size = storage.data_ptr(), storage.nbytes()
