@@ -86,6 +86,32 @@ def _bench_trades(args: argparse.Namespace) -> int:
     return _emit(trades_bench, result, args.json)
 
 
+def _bench_attack(args: argparse.Namespace) -> int:
+    from rft_fast.bench import attack_bench
+
+    impls = args.impls or attack_bench.available_impls()
+    missing = [i for i in impls if i not in attack_bench.available_impls()]
+    if missing:
+        raise SystemExit(f"error: --impls {missing} not available here (pip install pyautoattack)")
+    result = attack_bench.run(
+        device=_device(args), models=tuple(args.models), batch=args.batch, image_size=args.image_size,
+        dtypes=tuple(args.dtypes), impls=tuple(impls), norm=args.norm, eps=args.eps, steps=args.steps,
+        restarts=args.restarts, num_classes=args.num_classes, channels_last=args.channels_last,
+        min_seconds=args.min_seconds, min_reps=args.min_reps,
+    )
+    return _emit(attack_bench, result, args.json)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _common_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible, else cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
@@ -138,6 +164,32 @@ def build_parser() -> argparse.ArgumentParser:
     b_tr.add_argument("--attack-steps", type=int, default=10)
     b_tr.add_argument("--max-memory-gb", type=float, default=None, help="also find the largest batch under this cap")
     b_tr.set_defaults(func=_bench_trades)
+
+    b_at = bench_sub.add_parser(
+        "attack",
+        help="APGD-CE images/s: rft-fast vs pyautoattack's APGD vs the plain reference, with robust accuracy",
+        description="Median seconds per batch and images/s of APGD (default: CE, Linf 4/255, 10 steps) for each "
+        "model x dtype x implementation, the robust accuracy each reaches on the same points, and the speed-up "
+        "over pyautoattack (same dtype, and its float32). Random-init timm models; labels = clean predictions. "
+        "rft-fast = select='loss' (training attack), rft-fast-aa = select='misclassified' (AutoAttack semantics).",
+    )
+    _common_bench_args(b_at)
+    b_at.set_defaults(min_seconds=0.0)
+    b_at.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
+    b_at.add_argument("--batch", type=int, default=128)
+    b_at.add_argument("--image-size", type=int, default=224)
+    b_at.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
+                      help="bfloat16: the model's forward/backward under autocast, attack arithmetic float32")
+    b_at.add_argument("--impls", nargs="+", choices=["rft-fast", "rft-fast-aa", "pyautoattack", "reference"],
+                      help="default: all available")
+    b_at.add_argument("--norm", choices=ops.NORMS, default="Linf")
+    b_at.add_argument("--eps", type=_positive_float, default=4 / 255, help="default 4/255 (the study's training eps)")
+    b_at.add_argument("--steps", type=int, default=10)
+    b_at.add_argument("--restarts", type=int, default=1)
+    b_at.add_argument("--num-classes", type=int, default=10)
+    b_at.add_argument("--channels-last", action="store_true", help="model and images in channels_last (all impls)")
+    b_at.add_argument("--min-reps", type=int, default=3, help="timed repetitions per case (after one warm-up)")
+    b_at.set_defaults(func=_bench_attack)
     return parser
 
 
