@@ -129,8 +129,14 @@ def _check_tensors(check_data: bool, **named: Tensor) -> None:
         raise ValueError(f"x must lie in [0, 1] (images as pixels), got values in [{float(x.min())}, {float(x.max())}]")
 
 
-def _per_sample(value: Scalar, name: str, like: Tensor, *, positive: bool = True, upper: float | None = None) -> Tensor:
-    """A float or (N,) tensor as a float32 (N,) tensor on like.device, validated."""
+def _per_sample(
+    value: Scalar, name: str, like: Tensor, *, check_values: bool = True, upper: float | None = None
+) -> Tensor:
+    """A float or (N,) tensor as a float32 (N,) tensor on like.device, validated.
+
+    A float's value is always checked; a tensor's values only with check_values (reading them costs a
+    device sync, which inner loops skip with check=False).
+    """
     n = like.shape[0]
     if isinstance(value, Tensor):
         if value.dim() == 0:
@@ -139,16 +145,24 @@ def _per_sample(value: Scalar, name: str, like: Tensor, *, positive: bool = True
             raise ValueError(f"{name} must be a float or a tensor of shape ({n},), got shape {tuple(value.shape)}")
         t = value.detach().to(device=like.device, dtype=torch.float32).expand(n)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        t = torch.full((n,), float(value), dtype=torch.float32, device=like.device)
+        v = float(value)
+        if not (math.isfinite(v) and v > 0 and (upper is None or v <= upper)):
+            raise ValueError(f"{name} must be {_range_text(upper)}, got {value}")
+        return torch.full((n,), v, dtype=torch.float32, device=like.device)
     else:
         raise TypeError(f"{name} must be a float or a tensor of shape ({n},), got {type(value).__name__}")
-    bad = ~torch.isfinite(t) | (t <= 0 if positive else t < 0)
+    if not check_values:
+        return t.contiguous()
+    bad = ~torch.isfinite(t) | (t <= 0)
     if upper is not None:
         bad |= t > upper
     if bool(bad.any()):
-        rng = f"in (0, {upper}]" if upper is not None else "> 0 and finite"
-        raise ValueError(f"{name} must be {rng}, got {value if not isinstance(value, Tensor) else t[bad][:4].tolist()}")
+        raise ValueError(f"{name} must be {_range_text(upper)}, got {t[bad][:4].tolist()}")
     return t.contiguous()
+
+
+def _range_text(upper: float | None) -> str:
+    return f"in (0, {upper}]" if upper is not None else "> 0 and finite"
 
 
 def _l1_keep(sparsity: Tensor, d: int) -> Tensor:
@@ -201,7 +215,7 @@ def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str, *, backend: str = 
     """
     _check_norm(norm)
     _check_tensors(check, x_adv=x_adv, x=x)
-    eps_t = _per_sample(eps, "eps", x)
+    eps_t = _per_sample(eps, "eps", x, check_values=check)
     be = _pick_backend(backend, x_adv)
     if be == "torch":
         return reference.project(x_adv, x, eps_t.to(x.dtype) if x.dtype == torch.float64 else eps_t, norm)
@@ -232,8 +246,9 @@ def pgd_step(
     """
     _check_norm(norm)
     _check_tensors(check, x_adv=x_adv, x=x, grad=grad)
-    eps_t, step_t = _per_sample(eps, "eps", x), _per_sample(step_size, "step_size", x)
-    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, upper=1.0), x[0].numel())
+    eps_t = _per_sample(eps, "eps", x, check_values=check)
+    step_t = _per_sample(step_size, "step_size", x, check_values=check)
+    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0), x[0].numel())
     be = _pick_backend(backend, x_adv)
     if be == "torch":
         return reference.pgd_step(x_adv, x, grad, _ref_scalar(step_t, x), _ref_scalar(eps_t, x), norm, l1_sparsity)
@@ -269,8 +284,9 @@ def apgd_step(
     _check_tensors(check, x_adv=x_adv, x_prev=x_prev, x=x, grad=grad)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
-    eps_t, step_t = _per_sample(eps, "eps", x), _per_sample(step_size, "step_size", x)
-    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, upper=1.0), x[0].numel())
+    eps_t = _per_sample(eps, "eps", x, check_values=check)
+    step_t = _per_sample(step_size, "step_size", x, check_values=check)
+    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0), x[0].numel())
     be = _pick_backend(backend, x_adv)
     if be == "torch":
         return reference.apgd_step(
