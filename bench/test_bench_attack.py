@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rft_fast.bench import attack_bench
-from rft_fast.bench.trades_bench import make_model
+from rft_fast.bench.common import make_model
 
 pytest.importorskip("timm")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

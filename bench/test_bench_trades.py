@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rft_fast import reference
-from rft_fast.bench import trades_bench
+from rft_fast.bench import common, trades_bench
 from rft_fast.losses import TRADESLoss
 
 pytest.importorskip("timm")
@@ -24,7 +24,7 @@ SIZE = int(os.environ.get("RFT_BENCH_SIZE", 224 if DEVICE.type == "cuda" else 64
 @pytest.mark.parametrize("variant", tuple(trades_bench.VARIANTS))
 @pytest.mark.parametrize("model_name", trades_bench.DEFAULT_MODELS)
 def test_trades_step(benchmark, model_name, variant):
-    model = trades_bench.make_model(model_name, SIZE, 10, DEVICE)
+    model = common.make_model(model_name, SIZE, 10, DEVICE)
     attack = functools.partial(reference.pgd_attack, eps=8 / 255, step_size=2 / 255, steps=10, loss="kl")
     step = trades_bench.step_fn(model, TRADESLoss(attack, memory_saving=trades_bench.VARIANTS[variant]), BATCH, SIZE, DEVICE)
 

@@ -101,7 +101,6 @@ def run(
     min_seconds: float = 0.0,
     min_reps: int = 3,
 ) -> dict[str, object]:
-    from rft_fast.bench.trades_bench import make_model
 
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -112,7 +111,7 @@ def run(
     for name in models:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(0)  # the same random weights in every run (pyautoattack reseeds the global RNG)
-            model = make_model(name, image_size, num_classes, dev).eval().to(memory_format=fmt)
+            model = common.make_model(name, image_size, num_classes, dev).eval().to(memory_format=fmt)
         gen = torch.Generator().manual_seed(0)
         x = torch.rand(batch, 3, image_size, image_size, generator=gen).to(dev).contiguous(memory_format=fmt)
         with torch.no_grad():

@@ -78,3 +78,11 @@ def format_table(meta: dict[str, object], rows: Sequence[dict[str, object]], col
             cells.append(text.rjust(w) if ">" in spec else text.ljust(w))
         lines.append(" ".join(cells))
     return "\n".join(lines)
+
+
+def make_model(name: str, image_size: int, num_classes: int, device: torch.device) -> torch.nn.Module:
+    """A randomly initialized timm model in train mode (benchmarks need no weights); ViT-like models get img_size."""
+    import timm
+
+    kwargs = {"img_size": image_size} if any(k in name for k in ("vit", "deit", "eva", "swin")) else {}
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs).to(device).train()

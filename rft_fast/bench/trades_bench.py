@@ -27,13 +27,6 @@ COLUMNS = (
 VARIANTS = {"standard": False, "memory-saving": True}
 
 
-def make_model(name: str, image_size: int, num_classes: int, device: torch.device) -> torch.nn.Module:
-    import timm
-
-    kwargs = {"img_size": image_size} if any(k in name for k in ("vit", "deit", "eva", "swin")) else {}
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs).to(device).train()
-
-
 def step_fn(model, criterion, batch: int, image_size: int, device: torch.device) -> Callable[[], None]:
     gen = torch.Generator().manual_seed(batch)
     x = torch.rand(batch, 3, image_size, image_size, generator=gen).to(device)
@@ -82,7 +75,7 @@ def run(
     dev = torch.device(device)
     rows = []
     for name in models:
-        model = make_model(name, image_size, 10, dev)
+        model = common.make_model(name, image_size, 10, dev)
         measured = {}
         for variant, memory_saving in VARIANTS.items():
             attack = functools.partial(
