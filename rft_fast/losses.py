@@ -117,18 +117,17 @@ class _RecomputedTRADES(torch.autograd.Function):
         ctx.rng = (rng_clean, rng_adv, _rng_states(dev))
         ctx.autocast = _autocast_state(dev)
         ctx.closure = c
-        ctx.save_for_backward(logits_clean, logits_adv)
+        ctx.save_for_backward(logits_clean, logits_adv, *params)
         return ops.trades_objective(logits_clean, logits_adv, c.y, c.beta)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         c: _Closure = ctx.closure
-        logits_clean, logits_adv = ctx.saved_tensors
+        logits_clean, logits_adv, *params = ctx.saved_tensors
         rng_clean, rng_adv, rng_after = ctx.rng
         with torch.enable_grad():
             lc, la = logits_clean.detach().requires_grad_(), logits_adv.detach().requires_grad_()
             g_clean, g_adv = torch.autograd.grad(ops.trades_objective(lc, la, c.y, c.beta, check=False), (lc, la), grad_out)
-        params = [p for p in c.model.parameters() if p.requires_grad]
         buffers = [b.detach().clone() for b in c.model.buffers()]
         total: list[Tensor | None] = [None] * len(params)
         for rng, inputs, g in ((rng_adv, c.x_adv, g_adv), (rng_clean, c.x, g_clean)):

@@ -363,23 +363,22 @@ class _TradesObjective(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits_adv, logits_clean, y, beta, reduction, backend):  # type: ignore[override]
-        kernels = _cpp() if backend == "cpp" else _triton()
         la, lc = _logit_rows(logits_adv.detach()), _logit_rows(logits_clean.detach())
-        rows, stats = kernels.kl_forward(la, lc, y, beta)
+        rows, stats = _kernel(backend, "kl_forward")(la, lc, y, beta)
         ctx.save_for_backward(la, lc, stats, *(() if y is None else (y,)))
-        ctx.meta = (beta, reduction, kernels, y is not None)
+        ctx.meta = (beta, reduction, backend, y is not None)
         return _reduce_rows(rows, reduction)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        beta, reduction, kernels, has_y = ctx.meta
+        beta, reduction, backend, has_y = ctx.meta
         la, lc, stats, *rest = ctx.saved_tensors
         y = rest[0] if has_y else None
         n = la.shape[0]
         weight = grad_out.float().expand(n) / (n if reduction == "mean" else 1)
         grad_adv = torch.empty_like(la, memory_format=torch.contiguous_format)
         grad_clean = torch.empty_like(lc, memory_format=torch.contiguous_format) if ctx.needs_input_grad[1] else None
-        kernels.kl_backward(weight.contiguous(), la, lc, y, beta, stats, grad_adv, grad_clean)
+        _kernel(backend, "kl_backward")(weight.contiguous(), la, lc, y, beta, stats, grad_adv, grad_clean)
         return (grad_adv if ctx.needs_input_grad[0] else None), grad_clean, None, None, None, None
 
 
