@@ -1,0 +1,11 @@
+"""Datasets for robust fine-tuning: the study's registry, splits, deterministic augmentation and loaders.
+
+    splits = build("uc_merced", "/data", image_size=224, seed=42)
+    for images, labels in loader(splits.train, 128, shuffle=True, seed=0, epoch=epoch, device="cuda"):
+        x, y = to_device(images, labels, "cuda")  # uint8 on the host, float [0, 1] on the device
+"""
+from rft_fast.data.loading import loader, to_device
+from rft_fast.data.registry import DATASETS, DatasetInfo, Splits, build, format_table
+from rft_fast.data.splits import stratified_subset
+
+__all__ = ["DATASETS", "DatasetInfo", "Splits", "build", "format_table", "loader", "stratified_subset", "to_device"]

@@ -1,0 +1,165 @@
+"""Readers for the registered datasets: each yields (uint8 (3, S, S) image, int label) items.
+
+Images are read lazily from disk (PIL -> RGB -> uint8 tensor -> plain resize to S x S, antialiased), and
+labels come from the datasets' annotation files, so splitting never reads an image. Only the built-in
+digits set lives in memory (its 8x8 originals). torchvision is imported lazily: `rft_fast.data` imports
+without it, and opening a dataset never downloads anything (download=False).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+UC_MERCED_CLASSES = 21
+
+
+class ImageSource(Dataset):
+    """Items of `base` (indexable, item[0] a PIL image) as uint8 (3, S, S) tensors with the given labels."""
+
+    def __init__(self, base: Any, labels: Sequence[int], classes: Sequence[str], image_size: int) -> None:
+        self.base = base
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = list(classes)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return to_uint8(self.base[index][0], self.image_size), int(self.labels[index])
+
+
+def to_uint8(image: Image.Image, size: int) -> torch.Tensor:
+    """PIL image -> RGB uint8 tensor (3, size, size): plain (aspect-changing) antialiased bilinear resize."""
+    from torchvision.transforms.v2 import functional as F
+
+    tensor = F.pil_to_tensor(image.convert("RGB"))
+    return F.resize(tensor, [size, size], antialias=True)
+
+
+def _require(*paths: Path) -> None:
+    """FileNotFoundError naming the first of `paths` that does not exist (checked before torchvision runs,
+    which would otherwise create folders (Caltech101) or fail with a bare RuntimeError)."""
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"missing {path}")
+
+
+def _torchvision(cls_name: str, root: Path, **kwargs: Any) -> Any:
+    """torchvision.datasets.<cls_name>(root, download=False), its 'not found / corrupted' as FileNotFoundError."""
+    import torchvision.datasets
+
+    try:
+        return getattr(torchvision.datasets, cls_name)(str(root), download=False, **kwargs)
+    except RuntimeError as err:
+        raise FileNotFoundError(f"torchvision.datasets.{cls_name}: {err}") from err
+
+
+def open_caltech101(root: Path, size: int) -> dict[str, ImageSource]:
+    """All of Caltech-101 (torchvision drops the BACKGROUND_Google clutter folder: 101 classes)."""
+    folder = root / "caltech101" / "101_ObjectCategories"
+    _require(folder, folder / "BACKGROUND_Google")  # torchvision removes this folder's name from the classes
+    base = _torchvision("Caltech101", root, target_type="category")
+    return {"train": ImageSource(base, base.y, base.categories, size)}
+
+
+def open_fgvc_aircraft(root: Path, size: int) -> dict[str, ImageSource]:
+    """FGVC-Aircraft's official train / val / test splits, variant level (100 classes)."""
+    data = root / "fgvc-aircraft-2013b" / "data"
+    lists = (data / f"images_variant_{split}.txt" for split in ("train", "val", "test"))
+    _require(data / "images", data / "variants.txt", *lists)
+    parts = {}
+    for split in ("train", "val", "test"):
+        base = _torchvision("FGVCAircraft", root, split=split, annotation_level="variant")
+        parts[split] = ImageSource(base, base._labels, base.classes, size)
+    return parts
+
+
+def open_flowers102(root: Path, size: int) -> dict[str, ImageSource]:
+    """Oxford Flowers-102's official train / val / test splits (102 classes)."""
+    folder = root / "flowers-102"
+    _require(folder / "jpg", folder / "imagelabels.mat", folder / "setid.mat")
+    parts = {}
+    for split in ("train", "val", "test"):
+        base = _torchvision("Flowers102", root, split=split)
+        parts[split] = ImageSource(base, base._labels, base.classes, size)
+    return parts
+
+
+def open_oxford_pets(root: Path, size: int) -> dict[str, ImageSource]:
+    """Oxford-IIIT Pet's official trainval (as train) and test splits, breed level (37 classes)."""
+    folder = root / "oxford-iiit-pet"
+    _require(folder / "images", folder / "annotations" / "trainval.txt", folder / "annotations" / "test.txt")
+    parts = {}
+    for split, key in (("trainval", "train"), ("test", "test")):
+        base = _torchvision("OxfordIIITPet", root, split=split, target_types="category")
+        parts[key] = ImageSource(base, base._labels, base.classes, size)
+    parts["test"].classes = parts["train"].classes  # torchvision derives the names per split; keep one list
+    return parts
+
+
+def open_stanford_cars(root: Path, size: int) -> dict[str, ImageSource]:
+    """Stanford Cars' official train and test splits (196 classes)."""
+    folder = root / "stanford_cars"
+    _require(folder / "devkit" / "cars_meta.mat", folder / "devkit" / "cars_train_annos.mat", folder / "cars_train",
+             folder / "cars_test", folder / "cars_test_annos_withlabels.mat")
+    parts = {}
+    for split in ("train", "test"):
+        base = _torchvision("StanfordCars", root, split=split)
+        parts[split] = ImageSource(base, [label for _, label in base._samples], base.classes, size)
+    return parts
+
+
+def uc_merced_folder(root: Path) -> Path:
+    """The folder holding UC Merced's 21 class folders: <root>/UCMerced_LandUse/Images, <root>/Images or <root>."""
+    candidates = (root / "UCMerced_LandUse" / "Images", root / "Images", root)
+    for folder in candidates:
+        if folder.is_dir() and sum(p.is_dir() for p in folder.iterdir()) == UC_MERCED_CLASSES:
+            return folder
+    raise FileNotFoundError(f"none of {', '.join(map(str, candidates))} holds {UC_MERCED_CLASSES} class folders")
+
+
+def open_uc_merced(root: Path, size: int) -> dict[str, ImageSource]:
+    """All of UC Merced Land Use (21 classes x 100 256x256 TIFFs) through torchvision's ImageFolder."""
+    from torchvision.datasets import ImageFolder
+
+    base = ImageFolder(str(uc_merced_folder(root)))  # raises FileNotFoundError itself for an empty class folder
+    return {"train": ImageSource(base, base.targets, base.classes, size)}
+
+
+class _DigitsImages:
+    """scikit-learn's 8x8 digits as grayscale PIL images (values 0..16 scaled to 0..255)."""
+
+    def __init__(self) -> None:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        self.pixels = np.rint(digits.images / 16.0 * 255.0).astype(np.uint8)
+        self.targets = digits.target.astype(np.int64)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.pixels[index]), int(self.targets[index])
+
+
+def open_digits(root: Path | None, size: int) -> dict[str, ImageSource]:
+    """scikit-learn's digits (1,797 images, 10 classes), shipped with scikit-learn: `root` is ignored."""
+    base = _DigitsImages()
+    return {"train": ImageSource(base, base.targets, [str(d) for d in range(10)], size)}
+
+
+OPENERS: dict[str, Callable[[Path | None, int], dict[str, ImageSource]]] = {
+    "caltech101": open_caltech101,
+    "fgvc_aircraft": open_fgvc_aircraft,
+    "flowers102": open_flowers102,
+    "oxford_pets": open_oxford_pets,
+    "stanford_cars": open_stanford_cars,
+    "uc_merced": open_uc_merced,
+    "digits": open_digits,
+}
+"""Dataset name -> reader; each returns its official parts ("train" and, where official, "val" / "test")."""
