@@ -404,3 +404,37 @@ def apgd_attack(
         out_loss[idx[take]] = loss_r[take]
         robust[idx[fooled]] = False
     return out.to(x.dtype)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    *,
+    loss: str = "classic_at",
+    eps: float = 4 / 255,
+    steps: int = 10,
+    beta: float = 1.0,
+    norm: str = "Linf",
+) -> float:
+    """One plain adversarial training step, the ground truth of rft_fast.train's step: APGD-CE in eager
+    PyTorch (no random start, the model in eval mode, each module's mode restored), then Classic AT
+    (CE on x_adv) or the standard two-graph TRADES (clean and adversarial graphs alive together), backward
+    and the optimizer's step. Returns the loss value."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    x_adv = apgd_attack(model, x, y, eps, norm, steps, loss="ce", random_start=False)
+    for m, was_training in flags:
+        m.training = was_training
+    if loss == "classic_at":
+        objective = torch.nn.functional.cross_entropy(model(x_adv).float(), y)
+    elif loss == "trades":
+        logits_clean = model(x)
+        objective = trades_objective(logits_clean, model(x_adv), y, beta)
+    else:
+        raise ValueError(f"loss must be 'classic_at' or 'trades', got {loss!r}")
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    optimizer.step()
+    return objective.item()

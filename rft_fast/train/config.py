@@ -1,0 +1,194 @@
+"""TrainConfig: one fine-tuning run (backbone, dataset, protocol, loss, hyperparameters) as a typed record.
+
+Defaults are the study's setting (REFERENCE.md): AdamW betas (0.9, 0.95), separate lr / weight decay for
+backbone and head, no decay on biases and norms, effective batch 1024 by gradient accumulation, training
+attack APGD-10 Linf 4/255 without random start, TRADES beta 1, per-epoch validation with PGD-10.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rft_fast.train.protocols import get_protocol
+
+LOSSES = ("ce", "classic_at", "trades")
+OPTIMIZERS = ("adamw", "sgd")
+AMP = ("auto", "bf16", "none")
+NORMS = ("Linf", "L2", "L1")
+ATTACK_LOSSES = ("ce", "kl")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one run needs; `fit(config)` trains it. Paths are strings so the config is JSON data.
+
+    Args (groups):
+        backbone, dataset, protocol ("FFT-50" | "FFT-5" | "LP-50"), loss ("ce" | "classic_at" | "trades").
+        data_root: the dataset's local root (None for the built-in "digits"); split_seed: the study's 42.
+        pretrained_path: the backbone's weights file; random_init=True trains from scratch (tests only).
+        image_size: training and validation resolution (the study resizes every dataset to 224).
+        optimizer "adamw" (betas (0.9, 0.95)) | "sgd" (momentum); lr_* / wd_*: per group; cosine: anneal
+            to 0 over the epochs.
+        batch_size: micro-batch on the device; effective_batch: samples per optimizer step (gradient
+            accumulation, a multiple of batch_size).
+        epochs: None uses the protocol's.
+        attack_*: the training attack (APGD, K steps, no random start, first step 2 eps); attack_loss "ce"
+            (the study: both losses train on APGD-CE examples) or "kl" (original TRADES); beta: TRADES weight;
+            memory_saving: the recomputing TRADES.
+        val_steps: PGD steps of the per-epoch robust validation (at attack_eps); val_samples: stratified
+            validation subset size (None: the whole split).
+        amp: "auto" (bf16 autocast on GPU, none on CPU) | "bf16" | "none"; channels_last: None = on GPU.
+        device: None = cuda when visible; workers: data-loading processes (None: automatic).
+        max_batches: cap on micro-batches per epoch (smoke tests); out_dir: checkpoints and metrics.jsonl.
+    """
+
+    backbone: str
+    dataset: str
+    protocol: str = "FFT-50"
+    loss: str = "classic_at"
+    data_root: str | None = None
+    split_seed: int = 42
+    pretrained_path: str | None = None
+    random_init: bool = False
+    image_size: int = 224
+    optimizer: str = "adamw"
+    lr_backbone: float = 1e-4
+    lr_head: float = 1e-3
+    wd_backbone: float = 1e-4
+    wd_head: float = 1e-4
+    momentum: float = 0.9
+    cosine: bool = True
+    batch_size: int = 64
+    effective_batch: int = 1024
+    epochs: int | None = None
+    attack_norm: str = "Linf"
+    attack_eps: float = 4 / 255
+    attack_steps: int = 10
+    attack_loss: str = "ce"
+    beta: float = 1.0
+    memory_saving: bool = True
+    val_steps: int = 10
+    val_samples: int | None = None
+    amp: str = "auto"
+    channels_last: bool | None = None
+    device: str | None = None
+    workers: int | None = None
+    seed: int = 0
+    max_batches: int | None = None
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad field and what was expected."""
+        get_protocol(self.protocol)
+        _choice("loss", self.loss, LOSSES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("amp", self.amp, AMP)
+        _choice("attack_norm", self.attack_norm, NORMS)
+        _choice("attack_loss", self.attack_loss, ATTACK_LOSSES)
+        for name in ("lr_backbone", "lr_head", "attack_eps"):
+            _positive(name, getattr(self, name))
+        for name in ("wd_backbone", "wd_head", "beta"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        for name in ("image_size", "batch_size", "effective_batch", "attack_steps", "val_steps"):
+            _count(name, getattr(self, name))
+        for name in ("epochs", "val_samples", "max_batches"):
+            if getattr(self, name) is not None:
+                _count(name, getattr(self, name))
+        if self.effective_batch % self.batch_size:
+            raise ValueError(
+                f"effective_batch ({self.effective_batch}) must be a multiple of batch_size ({self.batch_size})"
+            )
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise ValueError(f"workers must be an int >= 0 or None, got {self.workers!r}")
+        if self.pretrained_path is None and not self.random_init:
+            raise ValueError(
+                f"backbone {self.backbone!r} needs pretrained_path (its weights file), or random_init=True to "
+                "train from scratch (tests and smoke runs)"
+            )
+
+    @property
+    def num_epochs(self) -> int:
+        """The epochs to run: the explicit value or the protocol's."""
+        return self.epochs if self.epochs is not None else get_protocol(self.protocol).epochs
+
+    @property
+    def linear_probe(self) -> bool:
+        return get_protocol(self.protocol).linear_probe
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per optimizer step."""
+        return self.effective_batch // self.batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Builds a config from a dict (JSON, a grid trial); unknown keys raise a ValueError naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def output_dir(self) -> Path | None:
+        return Path(self.out_dir) if self.out_dir is not None else None
+
+
+FIELD_HELP: dict[str, str] = {
+    "backbone": "registry name (`rft-fast models` lists them)",
+    "dataset": "dataset name (`rft-fast datasets` lists them; 'digits' is built in)",
+    "protocol": "FFT-50 | FFT-5 | LP-50",
+    "loss": "ce (standard) | classic_at (CE on APGD examples) | trades (CE + beta KL)",
+    "data_root": "the dataset's local root folder (not needed for digits)",
+    "split_seed": "seed of the train/val/test split (the study: 42)",
+    "pretrained_path": "the backbone's weights file (safetensors / .pth; see `rft-fast models convert`)",
+    "random_init": "train from random initialization (tests, smoke runs)",
+    "image_size": "input resolution (the study: 224 for every backbone)",
+    "optimizer": "adamw (betas 0.9, 0.95) | sgd (momentum)",
+    "lr_backbone": "backbone learning rate", "lr_head": "head learning rate",
+    "wd_backbone": "backbone weight decay (none on biases and norms)", "wd_head": "head weight decay",
+    "momentum": "SGD momentum",
+    "cosine": "cosine annealing of the learning rates to 0 over the epochs",
+    "batch_size": "micro-batch per forward/backward",
+    "effective_batch": "samples per optimizer step (gradient accumulation; a multiple of batch_size)",
+    "epochs": "epochs (default: the protocol's)",
+    "attack_norm": "training attack norm", "attack_eps": "training attack radius (the study: 4/255)",
+    "attack_steps": "training attack steps K (APGD)",
+    "attack_loss": "ce (the study: APGD-CE for both losses) | kl (original TRADES attack)",
+    "beta": "TRADES weight of the KL term",
+    "memory_saving": "TRADES recomputes the clean forward pass instead of keeping both graphs",
+    "val_steps": "PGD steps of the per-epoch robust validation",
+    "val_samples": "stratified validation subset size (default: the whole split)",
+    "amp": "auto (bf16 autocast on GPU) | bf16 | none",
+    "channels_last": "channels_last memory format (default: on GPU)",
+    "device": "cpu | cuda | cuda:N (default: cuda when visible)",
+    "workers": "data-loading worker processes (default: automatic)",
+    "seed": "training seed (initialization, data order, augmentation)",
+    "max_batches": "at most this many micro-batches per epoch (smoke runs)",
+    "out_dir": "where checkpoint.pt, metrics.jsonl and config.json go (resumed when present)",
+}
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def _count(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")

@@ -1,0 +1,271 @@
+"""fit(config): one robust fine-tuning run, resumable, reporting each epoch's metrics to a callback.
+
+The grid calls the same function as `rft-fast train`. Each epoch: shuffled micro-batches (uint8 until the
+device), the criterion under bf16 autocast on GPU, gradients accumulated to the effective batch, an optimizer
+step per group, the scheduler per epoch, then validation (clean and PGD accuracy, the robust objective), one
+JSON line of metrics, an atomic checkpoint, and the callback. A non-finite loss stops the run with status
+"diverged" before the optimizer applies it; the last checkpoint stays the last good epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rft_fast import data, models
+from rft_fast.train import checkpoint
+from rft_fast.train.config import TrainConfig
+from rft_fast.train.criterion import make_criterion, validation_sums
+from rft_fast.train.optim import group_lrs, make_optimizer, make_scheduler, param_groups
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+# Fields that may differ between a run and its resumption (where it runs, how fast, how far).
+_RESUME_FREE = {"device", "workers", "out_dir", "epochs"}
+
+Callback = Callable[[dict[str, Any]], "bool | None"]
+
+
+@dataclass
+class TrainResult:
+    """What a run ended with. status: "completed" | "stopped" (the callback asked) | "diverged" (non-finite
+    loss; `message` says where)."""
+
+    status: str
+    model: nn.Module
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    message: str = ""
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The config's device, cuda when None and a GPU is visible; asking for an absent GPU is an error."""
+    device = torch.device(name if name is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no GPU is visible")
+    return device
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    use = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _set_modes(model: nn.Module, linear_probe: bool) -> None:
+    """FFT: everything trains. LP: the backbone in eval mode (BatchNorm statistics frozen), the head trains."""
+    if linear_probe:
+        model.eval()
+        models.head_module(model).train()
+    else:
+        model.train()
+
+
+def _micro_batch_sizes(n: int, batch_size: int, max_batches: int | None) -> list[int]:
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    return sizes[:max_batches] if max_batches is not None else sizes
+
+
+def _group_sizes(sizes: list[int], accumulation: int) -> list[int]:
+    """Samples per optimizer step for each micro-batch (the last group of an epoch may be short), so that
+    each micro-batch's loss is weighted by its share of its own group: the gradient is the group's mean."""
+    out = []
+    for start in range(0, len(sizes), accumulation):
+        group = sizes[start:start + accumulation]
+        out += [sum(group)] * len(group)
+    return out
+
+
+class _Run:
+    """The state of one run: model, optimizer, schedule, data, and the files it writes."""
+
+    def __init__(self, config: TrainConfig, progress: bool) -> None:
+        self.config, self.progress = config, progress
+        self.device = resolve_device(config.device)
+        self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        models.get(config.backbone)  # an unknown name fails here, before any data is read
+        self.image_size = config.image_size
+        self.splits = data.build(
+            config.dataset, config.data_root, image_size=self.image_size, seed=config.split_seed,
+            augment_seed=config.seed,
+        )
+        self.val_set = (
+            data.stratified_subset(self.splits.val, config.val_samples, seed=config.split_seed)
+            if config.val_samples is not None else self.splits.val
+        )
+        _seed_everything(config.seed)
+        model = models.create(
+            config.backbone, self.splits.num_classes, pretrained_path=config.pretrained_path,
+            random_init=config.random_init, image_size=self.image_size,
+        )
+        backbone, head = models.split_parameters(model)
+        if config.linear_probe:
+            for p in backbone:
+                p.requires_grad_(False)
+        self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.optimizer = make_optimizer(param_groups(backbone, head, config), config)
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.criterion = make_criterion(config)
+        self.metrics: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.out = config.output_dir()
+
+    # ------------------------------------------------------------------ files
+    def resume(self) -> None:
+        """Restores the last checkpoint in out_dir, if any, after checking it belongs to this config."""
+        if self.out is None or not (self.out / CHECKPOINT).is_file():
+            return
+        state = checkpoint.load(self.out / CHECKPOINT)
+        mine, theirs = self.config.to_dict(), state["config"]
+        differ = sorted(k for k in mine if k not in _RESUME_FREE and mine[k] != theirs.get(k))
+        if differ:
+            raise ValueError(
+                f"{self.out / CHECKPOINT} belongs to another configuration (fields {differ} differ); use another "
+                "out_dir or resume=False"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.metrics = state["metrics"]
+        self.start_epoch = state["epoch"] + 1
+        checkpoint.set_rng_state(state["rng"])
+        self._rewrite_metrics()
+
+    def _rewrite_metrics(self) -> None:
+        path = self.out / METRICS
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(m) + "\n" for m in self.metrics))
+        tmp.replace(path)
+
+    def start_files(self) -> None:
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        if self.start_epoch == 0:
+            (self.out / METRICS).write_text("")
+
+    def record(self, row: dict[str, Any], epoch_done: int | None) -> None:
+        """Appends the metrics line; checkpoints when an epoch completed (not after a divergence)."""
+        self.metrics.append(row)
+        if self.out is None:
+            return
+        if epoch_done is not None:
+            checkpoint.save(self.out / CHECKPOINT, {
+                "epoch": epoch_done, "config": self.config.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "rng": checkpoint.rng_state(), "metrics": self.metrics,
+            })
+        with open(self.out / METRICS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self, epoch: int) -> tuple[dict[str, Any], str]:
+        """Runs one epoch; returns (metrics, "" or the divergence message)."""
+        cfg = self.config
+        _set_modes(self.model, cfg.linear_probe)
+        loader = data.loader(
+            self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
+            device=self.device,
+        )
+        sizes = _micro_batch_sizes(len(self.splits.train), cfg.batch_size, cfg.max_batches)
+        groups = _group_sizes(sizes, cfg.accumulation)
+        loss_sum = torch.zeros((), device=self.device)
+        group_loss = torch.zeros((), device=self.device)
+        seen, steps = 0, 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(sizes), desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not self.progress, leave=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (xb, yb) in enumerate(loader):
+            if i == len(sizes):
+                break
+            x, y = data.to_device(xb, yb, self.device, channels_last=self.channels_last)
+            with _autocast(cfg, self.device):
+                loss = self.criterion(self.model, x, y)
+            (loss * (x.shape[0] / groups[i])).backward()
+            group_loss += loss.detach().float() * x.shape[0]
+            seen += x.shape[0]
+            bar.update()
+            if (i + 1) % cfg.accumulation == 0 or i + 1 == len(sizes):
+                if not torch.isfinite(group_loss):
+                    bar.close()
+                    return {}, f"non-finite training loss at epoch {epoch + 1}, micro-batch {i + 1}"
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss_sum += group_loss
+                group_loss.zero_()
+                steps += 1
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        row = {"train_loss": loss_sum.item() / max(seen, 1), "train_samples": seen, "optimizer_steps": steps,
+               "train_seconds": seconds, "images_per_s": seen / seconds, **group_lrs(self.optimizer)}
+        return row, ""
+
+    def validate(self) -> dict[str, float]:
+        cfg = self.config
+        loader = data.loader(self.val_set, cfg.batch_size, shuffle=False, workers=cfg.workers, device=self.device)
+        totals = {"clean_correct": 0.0, "pgd_correct": 0.0, "loss_sum": 0.0}
+        n = 0
+        for xb, yb in tqdm(loader, desc="validation", disable=not self.progress, leave=False):
+            x, y = data.to_device(xb, yb, self.device, channels_last=self.channels_last)
+            with _autocast(cfg, self.device):
+                sums = validation_sums(self.model, x, y, cfg)
+            for k, v in sums.items():
+                totals[k] += v.item()
+            n += x.shape[0]
+        return {"val_clean_acc": totals["clean_correct"] / n, "val_pgd_acc": totals["pgd_correct"] / n,
+                "val_loss": totals["loss_sum"] / n, "val_samples": n}
+
+
+def fit(config: TrainConfig, *, callback: Callback | None = None, resume: bool = True, progress: bool = False) -> TrainResult:
+    """Trains `config` to its last epoch (or until the callback returns True, or the loss diverges).
+
+    With config.out_dir set, each epoch appends a line to out_dir/metrics.jsonl and atomically rewrites
+    out_dir/checkpoint.pt; with resume=True an existing checkpoint of the same configuration is continued
+    exactly (weights, optimizer, schedule, RNG, epoch; data order and augmentation are functions of the
+    seed and the epoch). callback(metrics) sees every epoch's metrics dict.
+    """
+    run = _Run(config, progress)
+    if resume:
+        run.resume()
+    run.start_files()
+    for epoch in range(run.start_epoch, config.num_epochs):
+        row, failure = run.train_epoch(epoch)
+        if failure:
+            run.record({"epoch": epoch + 1, "status": "diverged", "message": failure}, epoch_done=None)
+            return TrainResult("diverged", run.model, run.metrics, _ckpt(run), failure)
+        if run.scheduler is not None:
+            run.scheduler.step()
+        row = {"epoch": epoch + 1, **row, **run.validate(), "status": "ok"}
+        if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
+            message = f"non-finite metric at epoch {epoch + 1}: {row}"
+            run.record({"epoch": epoch + 1, "status": "diverged", "message": message}, epoch_done=None)
+            return TrainResult("diverged", run.model, run.metrics, _ckpt(run), message)
+        run.record(row, epoch_done=epoch)
+        if callback is not None and callback(row):
+            return TrainResult("stopped", run.model, run.metrics, _ckpt(run))
+    return TrainResult("completed", run.model, run.metrics, _ckpt(run))
+
+
+def _ckpt(run: _Run) -> Path | None:
+    path = None if run.out is None else run.out / CHECKPOINT
+    return path if path is not None and path.is_file() else None
