@@ -102,6 +102,17 @@ def _bench_attack(args: argparse.Namespace) -> int:
     return _emit(attack_bench, result, args.json)
 
 
+def _bench_train(args: argparse.Namespace) -> int:
+    from rft_fast.bench import train_bench
+
+    result = train_bench.run(
+        device=_device(args), models=tuple(args.models), batch=args.batch, image_size=args.image_size,
+        attack_steps=args.attack_steps, dtypes=tuple(args.dtypes), losses=tuple(args.losses),
+        min_seconds=args.min_seconds, min_reps=args.min_reps,
+    )
+    return _emit(train_bench, result, args.json)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -117,6 +128,84 @@ def _common_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
     p.add_argument("--min-seconds", type=float, default=0.3, help="minimum timed seconds per case")
     p.add_argument("--json", help="also write the results (with device, versions, date, command) here")
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, typed from its annotation (the config is the single source)."""
+    import dataclasses
+
+    from rft_fast.train.config import FIELD_HELP, TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).replace(" | None", "")
+        default = None if f.default is dataclasses.MISSING else f.default
+        help_text = FIELD_HELP[f.name] + ("" if default is None else f" (default: {default:.6g})" if isinstance(default, float) and not isinstance(default, bool) else f" (default: {default})")
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            conv = {"int": int, "float": _fraction, "str": str}[kind]
+            p.add_argument(flag, type=conv, default=argparse.SUPPRESS, required=f.default is dataclasses.MISSING, help=help_text)
+
+
+def _fraction(text: str) -> float:
+    """A float, also written as a fraction such as 4/255."""
+    try:
+        num, _, den = text.partition("/")
+        return float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.01 or 4/255, got {text!r}") from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rft_fast.train import TrainConfig, fit
+
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "resume", "progress")}
+    try:
+        config = TrainConfig(**values)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+    def show(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+
+    try:
+        result = fit(config, callback=show, resume=args.resume, progress=args.progress)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"status: {result.status}" + (f" ({result.message})" if result.message else ""))
+    if result.checkpoint is not None:
+        print(f"checkpoint: {result.checkpoint}")
+    return 0 if result.status != "diverged" else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    from rft_fast import models
+
+    try:
+        specs = models.list_backbones(args.pattern, arch=args.arch, size=args.size, pretraining=args.pretraining)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(models.format_table(specs))
+    return 0
+
+
+def _models_convert(args: argparse.Namespace) -> int:
+    from rft_fast import models
+
+    try:
+        out = models.convert_checkpoint(args.name, args.src, args.dst)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"wrote {out}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from rft_fast import data
+
+    print(data.format_table())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +279,59 @@ def build_parser() -> argparse.ArgumentParser:
     b_at.add_argument("--channels-last", action="store_true", help="model and images in channels_last (all impls)")
     b_at.add_argument("--min-reps", type=int, default=3, help="timed repetitions per case (after one warm-up)")
     b_at.set_defaults(func=_bench_attack)
+
+    b_train = bench_sub.add_parser(
+        "train",
+        help="one training step (APGD-CE K steps + Classic AT or TRADES + AdamW): rft-fast vs the reference loop",
+        description="Images/s and peak memory of rft-fast's training step (fused attack ops, memory-saving TRADES) "
+        "and of the plain reference loop (eager APGD, two-graph TRADES), per model x loss x dtype in one run. "
+        "Default batch x size: 64 x 224 on GPU, 8 x 64 on CPU.",
+    )
+    _common_bench_args(b_train)
+    b_train.set_defaults(min_seconds=0.0)
+    b_train.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
+    b_train.add_argument("--batch", type=int, default=None)
+    b_train.add_argument("--image-size", type=int, default=None)
+    b_train.add_argument("--attack-steps", type=int, default=10)
+    b_train.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
+    b_train.add_argument("--losses", nargs="+", choices=["classic_at", "trades"], default=["classic_at", "trades"])
+    b_train.add_argument("--min-reps", type=int, default=2, help="timed repetitions per case (after one warm-up)")
+    b_train.set_defaults(func=_bench_train)
+
+    train = sub.add_parser(
+        "train",
+        help="robustly fine-tune one (backbone, dataset, protocol, loss) configuration",
+        description="Fine-tunes a registry backbone on a dataset with the study's protocols and losses (defaults: "
+        "the study's setting). Writes config.json, metrics.jsonl (one line per epoch) and an atomic "
+        "checkpoint.pt to --out-dir and resumes from it. Example: rft-fast train --backbone deit_tiny_patch16_224"
+        ".fb_in1k --dataset digits --random-init --protocol FFT-5 --loss trades --out-dir runs/x",
+    )
+    _train_arguments(train)
+    train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                       help="continue from --out-dir/checkpoint.pt when it exists (default: yes)")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
+    train.set_defaults(func=_train)
+
+    mod = sub.add_parser("models", help="the backbone registry: list (with filters) or convert weights",
+                         description="`rft-fast models` lists the study's backbones with their metadata; `models "
+                         "list` filters them; `models convert` turns a downloaded checkpoint (timm, Madry lab, Singh "
+                         "et al.) into the registry's state dict.")
+    mod.set_defaults(func=_models, pattern="*", arch=None, size=None, pretraining=None)
+    mod_sub = mod.add_subparsers(dest="action")
+    lst = mod_sub.add_parser("list", help="list backbones, filtered")
+    lst.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern on the name (default: all)")
+    lst.add_argument("--arch", help="convolutional | attention | hybrid")
+    lst.add_argument("--size", help="small | medium | large")
+    lst.add_argument("--pretraining", help="pretraining label, e.g. 'supervised'")
+    lst.set_defaults(func=_models)
+    conv = mod_sub.add_parser("convert", help="convert a checkpoint into the registry's expected .safetensors")
+    conv.add_argument("name", help="registry name, e.g. robust_resnet50")
+    conv.add_argument("src", help="the downloaded checkpoint file")
+    conv.add_argument("dst", help="output .safetensors path")
+    conv.set_defaults(func=_models_convert)
+
+    ds = sub.add_parser("datasets", help="the dataset registry: names, classes, expected layout under --data-root")
+    ds.set_defaults(func=_datasets)
     return parser
 
 

@@ -76,3 +76,90 @@ def test_bench_trades_memory_saving_halves_saved_activations(tmp_path):
     assert (std["variant"], ms["variant"]) == ("standard", "memory-saving")
     assert std["mem_ratio"] == pytest.approx(1.0) and ms["mem_ratio"] < 0.6
     assert 1 <= std["max_batch"] and ms["max_batch"] >= 1.8 * std["max_batch"] - 1
+
+
+def test_train_command_writes_metrics_and_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--backbone", "deit_tiny_patch16_224.fb_in1k", "--dataset", "digits", "--random-init",
+            "--protocol", "FFT-5", "--epochs", "1", "--max-batches", "2", "--batch-size", "4", "--effective-batch", "8",
+            "--image-size", "32", "--val-samples", "12", "--attack-steps", "2", "--val-steps", "2", "--loss", "trades",
+            "--attack-eps", "4/255", "--no-progress", "--device", "cpu", "--out-dir", str(out)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    row = json.loads(printed.splitlines()[0])
+    assert row["epoch"] == 1 and row["train_samples"] == 8 and row["optimizer_steps"] == 1 and row["val_samples"] == 12
+    assert "status: completed" in printed
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["attack_eps"] == pytest.approx(4 / 255) and saved["loss"] == "trades" and saved["memory_saving"] is True
+    assert [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] == [row]
+    assert (out / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--loss", "mart"], "invalid choice|loss must be one of"),
+    (["--effective-batch", "6"], "multiple of batch_size"),
+    (["--attack-eps", "4/0"], "expected a number"),
+])
+def test_train_command_rejects_bad_arguments(args, message, capsys):
+    base = ["train", "--backbone", "deit_tiny_patch16_224.fb_in1k", "--dataset", "digits", "--random-init",
+            "--batch-size", "4"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(base + args)
+    text = str(exc.value) + capsys.readouterr().err
+    assert __import__("re").search(message, text), text
+
+
+def test_train_command_names_missing_weights(capsys):
+    with pytest.raises(SystemExit, match="pretrained_path"):
+        cli.main(["train", "--backbone", "resnet50.a1_in1k", "--dataset", "digits"])
+
+
+def test_models_command_lists_and_filters(capsys):
+    assert cli.main(["models"]) == 0
+    full = capsys.readouterr().out.splitlines()
+    assert len(full) == 2 + 40
+    assert cli.main(["models", "list", "vit_small*", "--pretraining", "self-supervised"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["vit_small_patch16_224.dino"]
+    with pytest.raises(SystemExit, match="arch"):
+        cli.main(["models", "list", "--arch", "recurrent"])
+
+
+def test_models_convert_command(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    from rft_fast import models
+
+    src_model = models.create("deit_tiny_patch16_224.fb_in1k", 10, random_init=True)
+    state = {"model": {f"module.model.{k}": v for k, v in src_model.backbone.state_dict().items()}}
+    src = tmp_path / "deit.pth"
+    torch.save({"state_dict": {k.removeprefix("module.model."): v for k, v in state["model"].items()}}, src)
+    dst = tmp_path / "deit.safetensors"
+    assert cli.main(["models", "convert", "deit_tiny_patch16_224.fb_in1k", str(src), str(dst)]) == 0
+    converted = load_file(dst)
+    assert "head.weight" not in converted and torch.equal(converted["cls_token"], src_model.backbone.cls_token.detach())
+    with pytest.raises(SystemExit, match="not found"):
+        cli.main(["models", "convert", "robust_resnet50", str(tmp_path / "missing.pt"), str(dst)])
+
+
+def test_datasets_command_shows_layouts(capsys):
+    assert cli.main(["datasets"]) == 0
+    table = capsys.readouterr().out
+    for name in ("caltech101", "fgvc_aircraft", "flowers102", "oxford_pets", "stanford_cars", "uc_merced", "digits"):
+        assert name in table
+    assert "101_ObjectCategories" in table
+
+
+def test_bench_train_rows(tmp_path):
+    out = tmp_path / "train.json"
+    assert cli.main(["bench", "train", "--device", "cpu", "--models", "test_resnet", "--batch", "2", "--image-size", "32",
+                     "--attack-steps", "2", "--dtypes", "float32", "--min-reps", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["loss"], r["impl"]) for r in rows} == {(l, i) for l in ("classic_at", "trades") for i in ("rft-fast", "reference")}
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["saved_gb"] > 0
+        if r["impl"] == "reference":
+            assert r["speedup"] == pytest.approx(1.0) and r["mem_ratio"] == pytest.approx(1.0)
+    trades = {r["impl"]: r for r in rows if r["loss"] == "trades"}
+    assert trades["rft-fast"]["mem_ratio"] < 0.75  # memory-saving TRADES keeps one graph of two
