@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from rft_fast.bench import attack_bench
+from rft_fast.bench import common, attack_bench
 from rft_fast.bench.common import make_model
 
 pytest.importorskip("timm")
@@ -39,10 +39,7 @@ def test_apgd_ce(benchmark, model_batch, dtype, impl):
     fn = attack_bench.attack_fn(impl, model, x, y, norm="Linf", eps=4 / 255, steps=10, restarts=1,
                                 amp_dtype=attack_bench.DTYPES[dtype])
 
-    def run():
-        fn()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
+    run = common.synced(fn, DEVICE)
 
     benchmark.extra_info.update(model=name, batch=BATCH, size=SIZE, device=str(DEVICE), dtype=dtype, impl=impl)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)

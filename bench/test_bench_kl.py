@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rft_fast.bench import kl_bench
+from rft_fast.bench import common, kl_bench
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -22,10 +22,7 @@ def test_trades_objective_fwd_bwd(benchmark, n, c, backend):
     y = torch.randint(0, c, (n,), generator=gen).to(DEVICE)
     fn = kl_bench.fwd_bwd(la, lc, y, backend)
 
-    def run():
-        fn()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
+    run = common.synced(fn, DEVICE)
 
     benchmark.extra_info.update(n=n, c=c, device=str(DEVICE), backend=backend)
     benchmark(run)

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from rft_fast.bench import ops_bench
+from rft_fast.bench import common, ops_bench
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DEFAULT = "64x3x224x224" if DEVICE.type == "cuda" else "16x3x224x224"
@@ -24,10 +24,7 @@ def test_op(benchmark, op, norm, backend):
     inputs = ops_bench.inputs(SHAPE, torch.float32, DEVICE, norm)
     fn = ops_bench.call(op, norm, backend, inputs)
 
-    def run():
-        fn()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
+    run = common.synced(fn, DEVICE)
 
     benchmark.extra_info.update(shape=SHAPE, device=str(DEVICE), backend=backend)
     benchmark(run)

@@ -28,10 +28,7 @@ def test_trades_step(benchmark, model_name, variant):
     attack = functools.partial(reference.pgd_attack, eps=8 / 255, step_size=2 / 255, steps=10, loss="kl")
     step = trades_bench.step_fn(model, TRADESLoss(attack, memory_saving=trades_bench.VARIANTS[variant]), BATCH, SIZE, DEVICE)
 
-    def run():
-        step()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
+    run = common.synced(step, DEVICE)
 
     benchmark.extra_info.update(batch=BATCH, size=SIZE, device=str(DEVICE))
     benchmark.pedantic(run, rounds=2, warmup_rounds=1)

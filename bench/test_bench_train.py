@@ -30,10 +30,7 @@ def test_train_step(benchmark, model_name, loss, impl, dtype):
     y = torch.randint(0, 10, (BATCH,), generator=gen).to(DEVICE)
     step = train_bench.step_fn(impl, loss, model, x, y, 10, train_bench.DTYPES[dtype])
 
-    def run():
-        step()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
+    run = common.synced(step, DEVICE)
 
     benchmark.extra_info.update(batch=BATCH, size=SIZE, device=str(DEVICE))
     benchmark.pedantic(run, rounds=2, warmup_rounds=1)

@@ -208,6 +208,15 @@ def _datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_bench_args(p: argparse.ArgumentParser, batch: int | None, image_size: int | None) -> None:
+    """What the model-level suites (trades, attack, train) share: timm models, batch, resolution."""
+    _common_bench_args(p)
+    p.set_defaults(min_seconds=0.0)
+    p.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--image-size", type=int, default=image_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rft-fast", description="Fast adversarially robust fine-tuning toolkit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -245,11 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a TRADES step (attack + loss + backward), standard vs memory-saving: time, peak memory, max batch",
         description="Peak memory: CUDA allocator peak on GPU; saved-activation peak (autograd hooks) everywhere.",
     )
-    _common_bench_args(b_tr)
-    b_tr.set_defaults(min_seconds=0.0)
-    b_tr.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
-    b_tr.add_argument("--batch", type=int, default=64)
-    b_tr.add_argument("--image-size", type=int, default=224)
+    _model_bench_args(b_tr, batch=64, image_size=224)
     b_tr.add_argument("--attack-steps", type=int, default=10)
     b_tr.add_argument("--max-memory-gb", type=float, default=None, help="also find the largest batch under this cap")
     b_tr.set_defaults(func=_bench_trades)
@@ -262,11 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         "over pyautoattack (same dtype, and its float32). Random-init timm models; labels = clean predictions. "
         "rft-fast = select='loss' (training attack), rft-fast-aa = select='misclassified' (AutoAttack semantics).",
     )
-    _common_bench_args(b_at)
-    b_at.set_defaults(min_seconds=0.0)
-    b_at.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
-    b_at.add_argument("--batch", type=int, default=128)
-    b_at.add_argument("--image-size", type=int, default=224)
+    _model_bench_args(b_at, batch=128, image_size=224)
     b_at.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
                       help="bfloat16: the model's forward/backward under autocast, attack arithmetic float32")
     b_at.add_argument("--impls", nargs="+", choices=["rft-fast", "rft-fast-aa", "pyautoattack", "reference"],
@@ -287,11 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and of the plain reference loop (eager APGD, two-graph TRADES), per model x loss x dtype in one run. "
         "Default batch x size: 64 x 224 on GPU, 8 x 64 on CPU.",
     )
-    _common_bench_args(b_train)
-    b_train.set_defaults(min_seconds=0.0)
-    b_train.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
-    b_train.add_argument("--batch", type=int, default=None)
-    b_train.add_argument("--image-size", type=int, default=None)
+    _model_bench_args(b_train, batch=None, image_size=None)
     b_train.add_argument("--attack-steps", type=int, default=10)
     b_train.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
     b_train.add_argument("--losses", nargs="+", choices=["classic_at", "trades"], default=["classic_at", "trades"])

@@ -17,6 +17,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """fn followed by a device synchronization, so that a timer sees the kernels' time, not their launch."""
+    def run() -> None:
+        fn()
+        _sync(device)
+    return run
+
+
 def time_fn(fn: Callable[[], object], device: torch.device, *, min_reps: int = 3, min_seconds: float = 0.3) -> float:
     """Median seconds of fn() over at least min_reps runs and min_seconds total, after one warm-up."""
     fn()

@@ -31,8 +31,9 @@ from rft_fast.train.optim import group_lrs, make_optimizer, make_scheduler, para
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
-# Fields that may differ between a run and its resumption (where it runs, how fast, how far).
-_RESUME_FREE = {"device", "workers", "out_dir", "epochs"}
+# Fields that may differ between a run and its resumption: where it runs and with how many loader processes
+# (the results do not depend on them). Everything else, epochs included (the cosine schedule spans them), must match.
+_RESUME_FREE = {"device", "workers", "out_dir"}
 
 Callback = Callable[[dict[str, Any]], "bool | None"]
 
