@@ -13,18 +13,16 @@ import json
 import pytest
 import torch
 
+import tiny
 from rft_fast import models, reference
 from rft_fast.train import TrainConfig, fit, loop
 from rft_fast.train.optim import param_groups
 
-TINY = {"tiny_resnet": "test_resnet", "tiny_vit": "test_vit"}
-for _name, _timm in TINY.items():
-    if _name not in models.REGISTRY:
-        models.register(models.BackboneSpec(
-            name=_name, timm_name=_timm, pretrained_tag=None, arch="convolutional" if "resnet" in _timm else "attention",
-            size="small", pretraining="supervised", input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-            weights="none (tests: random init)", checkpoint_format="timm", aliases=(), notes="timm test model",
-        ))
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_backbones():
+    with tiny.registered():
+        yield
 
 
 def config(**kw) -> TrainConfig:
