@@ -5,7 +5,7 @@
     model = models.create(spec.name, num_classes=37, pretrained_path="convnext_tiny.safetensors")
     backbone_params, head_params = models.split_parameters(model)
 """
-from rft_fast.models.factory import create
+from rft_fast.models.factory import create, load_finetuned
 from rft_fast.models.registry import (
     ARCHS,
     CHECKPOINT_FORMATS,
@@ -36,6 +36,7 @@ __all__ = [
     "get",
     "head_module",
     "list_backbones",
+    "load_finetuned",
     "num_params",
     "register",
     "split_parameters",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rft_fast.models.registry import build_timm, get
-from rft_fast.models.weights import existing_file, load_backbone_weights
+from rft_fast.models.weights import existing_file, load_backbone_weights, read_checkpoint, state_dict_in
 from rft_fast.models.wrapper import Normalized
 
 
@@ -40,3 +40,27 @@ def create(
     if path is not None:
         load_backbone_weights(backbone, spec, path)
     return Normalized(backbone, spec, num_classes)
+
+
+def load_finetuned(name: str, num_classes: int, path: str | Path, *, image_size: int | None = None) -> Normalized:
+    """A fine-tuned network, head included: every weight of backbone `name` with a `num_classes` head comes
+    from `path` (a state dict of the wrapped model, keys "backbone.*", or of the bare timm model). Any missing,
+    unexpected or mis-shaped key is an error naming the file: evaluating half-loaded weights would be silent
+    nonsense."""
+    spec = get(name)
+    file = existing_file(path, spec)
+    model = create(name, num_classes, random_init=True, image_size=image_size)
+    state = state_dict_in(read_checkpoint(file), file)
+    if not any(k.startswith("backbone.") for k in state):
+        state = {f"backbone.{k}": v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"{file} does not hold a fine-tuned {spec.name!r} with {num_classes} classes: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}"
+        )
+    model.load_state_dict(state)
+    return model

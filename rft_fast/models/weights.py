@@ -42,14 +42,14 @@ def read_checkpoint(path: Path) -> object:
         ) from err
 
 
-def _state_dict(obj: object, source: Path) -> StateDict:
+def state_dict_in(obj: object, source: Path) -> StateDict:
     """The tensor mapping in `obj`: `obj` itself, or the first of `_NESTED` it holds."""
     if isinstance(obj, Mapping):
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj)
         for key in _NESTED:
             if isinstance(obj.get(key), Mapping):
-                return _state_dict(obj[key], source)
+                return state_dict_in(obj[key], source)
         shown = ", ".join(map(repr, list(obj)[:_LIST_AT_MOST]))
         raise ValueError(f"{source}: no state dict found (top-level keys: {shown}; looked for {', '.join(_NESTED)})")
     raise ValueError(f"{source}: expected a state dict (a mapping of tensors), found {type(obj).__name__}")
@@ -97,7 +97,7 @@ def backbone_state(spec: BackboneSpec, path: Path, backbone: nn.Module) -> State
     `backbone` (a timm model of `spec.timm_name`, possibly on the meta device) supplies the expected keys and
     shapes and the classifier's name. Raises ValueError naming the file and the offending keys.
     """
-    state = _LAYOUTS[spec.checkpoint_format](_state_dict(read_checkpoint(path), path))
+    state = _LAYOUTS[spec.checkpoint_format](state_dict_in(read_checkpoint(path), path))
     head = head_prefix(backbone)
 
     def is_head(key: str) -> bool:

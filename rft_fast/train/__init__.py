@@ -4,8 +4,9 @@ from rft_fast.train.config import TrainConfig
 from rft_fast.train.criterion import make_criterion, training_attack, validation_attack
 from rft_fast.train.loop import TrainResult, fit, resolve_device
 from rft_fast.train.protocols import PROTOCOLS, Protocol, get_protocol
+from rft_fast.train.trained import load_trained
 
 __all__ = [
     "TrainConfig", "TrainResult", "fit", "make_criterion", "training_attack", "validation_attack", "resolve_device",
-    "PROTOCOLS", "Protocol", "get_protocol",
+    "PROTOCOLS", "Protocol", "get_protocol", "load_trained",
 ]

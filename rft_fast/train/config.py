@@ -6,6 +6,8 @@ attack APGD-10 Linf 4/255 without random start, TRADES beta 1, per-epoch validat
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -130,6 +132,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def hparams(self) -> dict[str, Any]:
+        """The settings that shape the trained model, beyond its identity (backbone, dataset, protocol, loss)
+        and where or how fast it ran: what the results store keys measurements by."""
+        skip = _IDENTITY | _RUNTIME
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def run_id(self) -> str:
+        """A stable 12-hex-digit id of identity + hparams: the same configuration always gets the same id."""
+        payload = {k: v for k, v in asdict(self).items() if k not in _RUNTIME}
+        return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Builds a config from a dict (JSON, a grid trial); unknown keys raise a ValueError naming them."""
@@ -176,6 +189,10 @@ FIELD_HELP: dict[str, str] = {
     "max_batches": "at most this many micro-batches per epoch (smoke runs)",
     "out_dir": "where checkpoint.pt, metrics.jsonl and config.json go (resumed when present)",
 }
+
+
+_IDENTITY = {"backbone", "dataset", "protocol", "loss"}
+_RUNTIME = {"data_root", "pretrained_path", "device", "workers", "out_dir"}
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

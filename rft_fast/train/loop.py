@@ -170,7 +170,8 @@ class _Run:
             return
         if epoch_done is not None:
             checkpoint.save(self.out / CHECKPOINT, {
-                "epoch": epoch_done, "config": self.config.to_dict(), "model": self.model.state_dict(),
+                "epoch": epoch_done, "config": self.config.to_dict(), "num_classes": self.splits.num_classes,
+                "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "rng": checkpoint.rng_state(), "metrics": self.metrics,

@@ -1,0 +1,25 @@
+"""Loading what `fit` produced: the model of a checkpoint, with the configuration that trained it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rft_fast import models
+from rft_fast.train import checkpoint
+from rft_fast.train.config import TrainConfig
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """(model in eval mode on `device`, its TrainConfig) from a `rft-fast train` checkpoint file or run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    state = checkpoint.load(path)
+    if not {"config", "model", "num_classes"} <= set(state):
+        raise ValueError(f"{path} is not a checkpoint written by `rft-fast train` (keys: {sorted(state)[:8]})")
+    config = TrainConfig.from_dict(state["config"])
+    model = models.create(config.backbone, state["num_classes"], random_init=True, image_size=config.image_size)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config
