@@ -1,0 +1,7 @@
+"""The results store: every measurement of every fine-tuned model (clean, AutoAttack Linf / L2 / L1 in mode
+"standard" or "fast", common corruptions) in one crash-safe, concurrently writable SQLite file, plus the
+CSV / JSON / table exports behind `rft-fast results`."""
+from rft_fast.results.export import format_table, to_csv, to_json
+from rft_fast.results.store import ATTACKS, KEY_FIELDS, MODES, THREATS, Measurement, Store
+
+__all__ = ["Store", "Measurement", "THREATS", "ATTACKS", "MODES", "KEY_FIELDS", "to_csv", "to_json", "format_table"]

@@ -1,0 +1,427 @@
+"""The results store: nothing lost, nothing duplicated, standard and fast AutoAttack never mixed.
+
+Round trip of every field; re-putting a key replaces it (also for keys whose eps / corruption / severity are
+None, the NULL-uniqueness trap); put_many is all or nothing; a writer SIGKILLed mid-grid and rerun leaves
+exactly one row per key and an intact file; two processes write concurrently; the wide summary; the exports.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from rft_fast.results import THREATS, Measurement, Store, format_table, to_csv, to_json
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = dict(run_id="r1", dataset="cifar10", backbone="vit_s", loss="trades", protocol="FFT-5",
+             hparams={"lr": 1e-4, "beta": 6.0, "aug": ["crop", "flip"]})
+NONE = dict(eps=None, corruption=None, severity=None, mode="-")
+STAMP = {"timestamp": "2026-01-01T12:00:00+00:00"}  # fixed, so measurements made a second apart compare equal
+
+
+def clean(accuracy: float = 0.9, **kw) -> Measurement:
+    return Measurement(**{**MODEL, **NONE, "threat": "clean", "accuracy": accuracy, "n": 1000, "seconds": 3.5,
+                          **STAMP, **kw})
+
+
+def attack(threat: str = "Linf", eps: float = 8 / 255, mode: str = "standard", accuracy: float = 0.5, **kw) -> Measurement:
+    return Measurement(**{**MODEL, "threat": threat, "eps": eps, "corruption": None, "severity": None, "mode": mode,
+                          "accuracy": accuracy, "n": 1000, "seconds": 120.0, **STAMP, **kw})
+
+
+def corruption(name: str = "study", severity: int = 3, accuracy: float = 0.7, **kw) -> Measurement:
+    return Measurement(**{**MODEL, "threat": "corruption", "eps": None, "corruption": name, "severity": severity,
+                          "mode": "-", "accuracy": accuracy, "n": 1000, "seconds": 30.0, **STAMP, **kw})
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(tmp_path / "sub" / "results.db") as s:
+        yield s
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as db:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+# 1. round trip -------------------------------------------------------------------------------------------------
+
+def test_roundtrip_every_field(store: Store) -> None:
+    versions = {"torch": "2.11.0", "timm": "1.0.15", "pyautoattack": "0.2", "rft_fast": "0.1.0"}
+    written = [clean(versions=versions), attack(versions=versions), corruption(versions=versions)]
+    for m in written:
+        store.put(m)
+    back = store.query()
+    assert back == written  # dataclass equality: every field, in key order (clean, Linf, corruption)
+    c, a, k = back
+    assert (c.eps, c.corruption, c.severity, c.mode) == (None, None, None, "-")
+    assert (a.eps, a.corruption, a.severity, a.mode) == (8 / 255, None, None, "standard")
+    assert (k.eps, k.corruption, k.severity) == (None, "study", 3)
+    assert c.hparams == MODEL["hparams"] and c.versions == versions
+    assert isinstance(c.n, int) and isinstance(a.eps, float)
+    assert store.query(threat="Linf") == [a] and store.query(eps=None, threat="clean") == [c]
+    assert store.query(hparams={"aug": ["crop", "flip"], "beta": 6.0, "lr": 1e-4}) == back
+    assert store.query(dataset="cifar100") == []
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_default_timestamp_is_utc_now_in_seconds() -> None:
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    stamp = datetime.fromisoformat(Measurement(**{**MODEL, **NONE, "threat": "clean", "accuracy": 1.0, "n": 1,
+                                                  "seconds": 0.0}).timestamp)
+    assert stamp.utcoffset() == timedelta(0) and stamp.microsecond == 0
+    assert before <= stamp <= datetime.now(timezone.utc)
+
+
+def test_tuple_hparams_normalised_to_their_stored_form(store: Store) -> None:
+    m = clean(hparams={"betas": (0.9, 0.999)})
+    assert m.hparams == {"betas": [0.9, 0.999]}  # the JSON round trip, so `m` equals what comes back
+    store.put(m)
+    assert store.query() == [m]
+
+
+# 2. idempotence and key distinctness --------------------------------------------------------------------------
+
+def test_same_key_replaces(store: Store) -> None:
+    for m, later in [(clean(0.8), clean(0.81)), (attack(accuracy=0.4), attack(accuracy=0.42)),
+                     (corruption(accuracy=0.6), corruption(accuracy=0.65))]:
+        store.put(m)
+        store.put(later)
+        same_key = store.query(**m.key())
+        assert same_key == [later]
+    assert len(store.query()) == 3
+
+
+def test_none_key_fields_really_dedupe(store: Store) -> None:
+    """SQLite UNIQUE lets NULLs repeat: the sentinels must make a clean row (eps, corruption, severity all None)
+    unique in the table itself, not only through put()'s upsert."""
+    store.put(clean(0.8))
+    store.put(clean(0.9))
+    store.put_many([clean(0.91), clean(0.92)])
+    assert [m.accuracy for m in store.query()] == [0.92]
+    with sqlite3.connect(store.path) as db:
+        row = db.execute("SELECT * FROM measurements").fetchone()
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * len(row))})", row)
+
+
+def test_keys_differing_in_one_field_are_distinct(store: Store) -> None:
+    variants = [
+        attack(), attack(eps=4 / 255), attack(mode="fast"), attack(threat="L2", eps=0.5), attack(hparams={"lr": 1e-3}),
+        attack(run_id="r2"), clean(), corruption(), corruption(severity=5), corruption(name="fog"),
+        corruption(hparams={"lr": 1e-3}),
+    ]
+    assert store.put_many(variants) == len(variants)
+    assert store.put_many(variants) == len(variants)  # again: replaces, adds nothing
+    assert len(store.query()) == len(variants)
+    assert sorted(map(repr, store.query())) == sorted(map(repr, variants))
+
+
+def test_hparams_key_ignores_dict_order(store: Store) -> None:
+    store.put(clean(0.1, hparams={"a": 1, "b": 2}))
+    store.put(clean(0.2, hparams={"b": 2, "a": 1}))
+    assert [m.accuracy for m in store.query()] == [0.2]
+
+
+def test_has(store: Store) -> None:
+    m = attack(mode="fast")
+    assert not store.has(**m.key())
+    store.put(m)
+    assert store.has(**m.key())
+    assert not store.has(**{**m.key(), "mode": "standard"})  # a fast result never counts as the standard one
+    store.put(clean())
+    assert store.has(**MODEL, threat="clean")  # eps / corruption / severity default to None, mode to "-"
+    with pytest.raises(ValueError, match="^mode:"):
+        store.has(**MODEL, threat="Linf", eps=8 / 255)
+
+
+def test_delete(store: Store) -> None:
+    store.put_many([clean(), attack(), attack(mode="fast"), corruption()])
+    assert store.delete(mode="fast") == 1
+    assert store.delete(threat="Linf", mode="fast") == 0
+    assert {m.threat for m in store.query()} == {"clean", "Linf", "corruption"}
+    with pytest.raises(ValueError, match="at least one filter"):
+        store.delete()
+    with pytest.raises(ValueError, match="unknown filter"):
+        store.delete(accuracy=0.5)
+
+
+def test_query_rejects_unknown_filters(store: Store) -> None:
+    with pytest.raises(ValueError, match=r"unknown filter.*'model'"):
+        store.query(model="vit_s")
+    with pytest.raises(ValueError, match="^threat:"):
+        store.query(threat="linf")
+    with pytest.raises(ValueError, match="^mode:"):
+        store.query(mode="Standard")
+
+
+# 3. atomic batches --------------------------------------------------------------------------------------------
+
+def test_put_many_is_all_or_nothing(store: Store) -> None:
+    store.put(clean(0.5))
+    bad = attack(threat="L1", eps=12.0)
+    object.__setattr__(bad, "accuracy", 1.5)  # slips past validation: the table's CHECK rejects it mid-batch
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        store.put_many([clean(0.99), attack(), bad, corruption()])
+    assert store.query() == [clean(0.5)]  # the replacement of the clean row was rolled back too
+
+    def batch():
+        yield attack()
+        yield corruption()
+        raise RuntimeError("the evaluation died mid-batch")
+
+    with pytest.raises(RuntimeError, match="mid-batch"):
+        store.put_many(batch())
+    assert store.query() == [clean(0.5)]
+    assert store.put_many([attack(), corruption()]) == 2  # no transaction left open
+    assert len(store.query()) == 3
+
+
+# 4. crash safety and concurrent writers -----------------------------------------------------------------------
+
+WRITER = """
+import os, sys, time
+from rft_fast.results import Measurement, Store
+path, start, stop, pause, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+if go:  # a start line, so that concurrent writers really overlap: say ready, wait for the go
+    open(f"{go}.{start}", "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+with Store(path) as store:
+    for i in range(start, stop):
+        threat = ("clean", "Linf", "L2", "L1", "corruption")[i % 5]
+        attack = threat in ("Linf", "L2", "L1")
+        store.put(Measurement(
+            run_id=f"run{i // 5}", dataset="cifar10", backbone="vit_s", loss="trades", protocol="FFT-5",
+            hparams={"lr": 1e-4}, threat=threat, eps=0.5 if attack else None,
+            corruption="study" if threat == "corruption" else None, severity=3 if threat == "corruption" else None,
+            mode="standard" if attack else "-", accuracy=(i % 97) / 97, n=500, seconds=0.01))
+        time.sleep(pause)
+"""
+
+
+def writer(path: Path, start: int, stop: int, pause: float, go: Path | str = "") -> subprocess.Popen:
+    """A process putting measurements start..stop-1 one at a time (after `go` exists, when given)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-c", WRITER, str(path), str(start), str(stop), str(pause), str(go)]
+    return subprocess.Popen(argv, env=env)
+
+
+def keys(store: Store) -> set[tuple]:
+    return {(m.run_id, m.threat) for m in store.query()}
+
+
+def test_sigkill_mid_grid_then_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    with Store(path) as store:
+        proc = writer(path, 0, 200, pause=0.01)
+        deadline = time.monotonic() + 60
+        while len(store.query()) < 20:
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer stopped before 20 rows"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert 20 <= len(store.query()) < 200  # killed mid-way, its committed rows kept
+    assert integrity(path) == "ok"
+
+    rerun = writer(path, 0, 200, pause=0.0)
+    assert rerun.wait(timeout=60) == 0
+    with Store(path) as store:
+        rows = store.query()
+        assert len(rows) == 200 and len(keys(store)) == 200
+        assert {m.threat for m in rows} == set(THREATS)
+    assert integrity(path) == "ok"
+
+
+def test_two_processes_write_concurrently(tmp_path: Path) -> None:
+    path, go = tmp_path / "fresh" / "results.db", tmp_path / "go"
+    procs = [writer(path, 0, 150, pause=0.002, go=go), writer(path, 150, 300, pause=0.002, go=go)]
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{go}.{start}").exists() for start in (0, 150)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "writers did not start"
+        time.sleep(0.01)
+    go.touch()  # both create the file and schema at once, then contend for every put
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    with Store(path) as store:
+        assert len(store.query()) == 300
+        assert keys(store) == {(f"run{i // 5}", THREATS[i % 5]) for i in range(300)}
+    with sqlite3.connect(path) as db:  # commit order: the two writers' rows interleave, they did overlap
+        first = [int(r[0][3:]) < 30 for r in db.execute("SELECT run_id FROM measurements ORDER BY rowid")]
+    assert sum(a != b for a, b in zip(first, first[1:])) >= 2
+    assert integrity(path) == "ok"
+
+
+def test_writer_waits_for_the_lock_up_to_the_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    Store(path).close()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process mid-transaction
+    with Store(path, timeout=0.2) as impatient:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            impatient.put(clean())
+    release = threading.Timer(0.3, holder.execute, ["COMMIT"])
+    release.start()
+    with Store(path, timeout=10) as patient:
+        patient.put(clean())  # waits for the holder's commit instead of failing
+        assert patient.query() == [clean()]
+    release.join()
+    holder.close()
+
+
+# 5. summary ---------------------------------------------------------------------------------------------------
+
+def test_summary_is_wide_and_never_mixes_modes(store: Store) -> None:
+    other = dict(run_id="r2", dataset="cifar100")
+    store.put_many([
+        clean(0.91), attack("Linf", accuracy=0.51), attack("Linf", mode="fast", accuracy=0.55),
+        attack("L2", eps=0.5, accuracy=0.61), corruption(accuracy=0.71), corruption(severity=5, accuracy=0.31),
+        corruption("fog", accuracy=0.11),
+        clean(0.81, **other), attack("L1", eps=12.0, mode="fast", accuracy=0.44, **other),
+    ])
+    model = {k: v for k, v in MODEL.items()}
+    standard = store.summary()
+    assert standard == [
+        {**model, "mode": "standard", "clean": 0.91, "Linf": 0.51, "Linf_eps": 8 / 255, "L2": 0.61, "L2_eps": 0.5,
+         "L1": None, "L1_eps": None, "common": 0.71},
+        {**model, **other, "mode": "standard", "clean": 0.81, "Linf": None, "Linf_eps": None, "L2": None,
+         "L2_eps": None, "L1": None, "L1_eps": None, "common": None},
+    ]
+    fast = store.summary("fast")
+    assert [(r["clean"], r["Linf"], r["L2"], r["L1"], r["common"]) for r in fast] == [
+        (0.91, 0.55, None, None, 0.71), (0.81, None, None, 0.44, None)]
+    assert store.summary(dataset="cifar100") == standard[1:]
+    with pytest.raises(ValueError, match="^mode:"):
+        store.summary("-")
+    with pytest.raises(ValueError, match="unknown filter"):
+        store.summary(threat="Linf")
+
+
+def test_summary_refuses_ambiguous_eps(store: Store) -> None:
+    store.put_many([clean(), attack(eps=8 / 255, accuracy=0.5), attack(eps=4 / 255, accuracy=0.7)])
+    with pytest.raises(ValueError, match="several eps"):
+        store.summary()
+    assert [(r["Linf"], r["Linf_eps"]) for r in store.summary(eps={"Linf": 4 / 255})] == [(0.7, 4 / 255)]
+    assert [r["clean"] for r in store.summary(eps={"Linf": 1 / 255})] == [0.9]
+
+
+# 6. exports ---------------------------------------------------------------------------------------------------
+
+def test_csv_roundtrip(store: Store, tmp_path: Path) -> None:
+    rows = [clean(versions={"torch": "2.11"}), attack(), corruption()]
+    store.put_many(rows)
+    out = io.StringIO()
+    to_csv(store.query(), out)
+    header, *_ = out.getvalue().splitlines()
+    assert header.split(",") == list(asdict(rows[0]))
+    read = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert len(read) == 3
+    for r, m in zip(read, rows):
+        assert float(r["accuracy"]) == m.accuracy and int(r["n"]) == m.n
+        assert json.loads(r["hparams"]) == m.hparams and json.loads(r["versions"]) == m.versions
+        assert (float(r["eps"]) if r["eps"] else None) == m.eps  # full precision, None as empty
+        assert (r["corruption"] or None, r["threat"], r["mode"]) == (m.corruption, m.threat, m.mode)
+
+    path = tmp_path / "exports" / "wide.csv"
+    to_csv(store.summary(), path)
+    (wide,) = csv.DictReader(path.open(newline=""))
+    assert float(wide["clean"]) == 0.9 and float(wide["Linf"]) == 0.5 and wide["L1"] == ""
+
+
+def test_json_export(store: Store) -> None:
+    store.put_many([clean(), attack()])
+    out = io.StringIO()
+    to_json(store.query(), out)
+    assert json.loads(out.getvalue()) == [asdict(m) for m in store.query()]
+    out = io.StringIO()
+    to_json(store.summary(), out)
+    assert json.loads(out.getvalue())[0]["L2"] is None
+
+
+def test_format_table(store: Store) -> None:
+    store.put_many([clean(0.9123), attack(accuracy=0.4567), corruption(accuracy=0.1234)])
+    table = format_table(store.query())
+    lines = table.splitlines()
+    assert lines[0].split() == ["run_id", "dataset", "backbone", "loss", "protocol", "hparams", "threat", "eps",
+                                "corruption", "severity", "mode", "accuracy", "n", "seconds"]
+    assert len(lines) == 2 + 3 and len({len(line) for line in lines[:2]}) == 1
+    for value in ("0.9123", "0.4567", "0.1234", "0.03137", "standard", "study", "cifar10"):
+        assert value in table
+    wide = format_table(store.summary())
+    assert "common" in wide and "0.1234" in wide
+    assert format_table([]) == "(no results)"
+
+
+# 7. validation ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: clean(threat="linf"), "threat"),
+    (lambda: attack(eps=0.0), "eps"),
+    (lambda: attack(eps=-0.1), "eps"),
+    (lambda: attack(eps=None), "eps"),
+    (lambda: attack(eps=math.inf), "eps"),
+    (lambda: clean(eps=0.1), "eps"),
+    (lambda: clean(1.5), "accuracy"),
+    (lambda: clean(-0.01), "accuracy"),
+    (lambda: clean(math.nan), "accuracy"),
+    (lambda: clean(n=0), "n"),
+    (lambda: clean(n=10.0), "n"),
+    (lambda: corruption(name=None), "corruption"),
+    (lambda: corruption(name=""), "corruption"),
+    (lambda: corruption(severity=None), "severity"),
+    (lambda: corruption(severity=6), "severity"),
+    (lambda: clean(corruption="fog"), "corruption"),
+    (lambda: clean(severity=3), "severity"),
+    (lambda: clean(mode="standard"), "mode"),
+    (lambda: attack(mode="-"), "mode"),
+    (lambda: attack(mode="Fast"), "mode"),
+    (lambda: clean(run_id=""), "run_id"),
+    (lambda: clean(dataset=None), "dataset"),
+    (lambda: clean(hparams={"f": object()}), "hparams"),
+    (lambda: clean(hparams={"lr": math.nan}), "hparams"),
+    (lambda: clean(hparams="lr=1e-4"), "hparams"),
+    (lambda: clean(versions=["torch"]), "versions"),
+    (lambda: clean(seconds=-1.0), "seconds"),
+    (lambda: clean(timestamp="yesterday"), "timestamp"),
+])
+def test_validation_names_the_field(make, field: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        make()
+
+
+def test_replace_revalidates() -> None:
+    with pytest.raises(ValueError, match="^accuracy:"):
+        replace(clean(), accuracy=2.0)
+
+
+# schema ---------------------------------------------------------------------------------------------------------
+
+def test_refuses_newer_schema_and_foreign_databases(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(ValueError, match="schema version 99.*newer rft_fast"):
+        Store(path)
+
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(ValueError, match="not an rft_fast results store"):
+        Store(foreign)
+    with sqlite3.connect(foreign) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["t"]  # left untouched
