@@ -1,0 +1,325 @@
+"""Common corruptions (the ImageNet-C types, computed by the `imagecorruptions` package) of an evaluation set.
+
+The study's setting (the default): each image gets ONE of 11 corruption types at severity 3, the types in
+contiguous blocks of about N/11 images (`assign`). The full 15 types x 5 severities grid is an option.
+
+    sets = build(subset, key={"dataset": "digits", "split": "test", "image_size": 224, "n": 1000, "subset_seed": 0},
+                 cache_dir="~/.cache/rft_fast/corruptions")
+    images, labels = sets[0].images, sets[0].labels  # uint8 (N, 3, H, W), int64 (N,)
+
+Images are corrupted at the evaluation resolution, as the dataset delivers them (already resized), so
+corrupted and clean images share their resizing. Image i's corruption draws its randomness from a seed
+derived from (seed, type, severity, i) (`image_seed`), so the result does not depend on the number of worker
+processes nor on which worker an image lands in. Built sets can be cached on disk (`cache_path`), one file
+per (type, severity) set, written atomically and validated on load (a bad file is rebuilt, never trusted).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from rft_fast.data.splits import labels_of
+
+STUDY: tuple[str, ...] = (
+    "shot_noise", "impulse_noise", "defocus_blur", "motion_blur", "zoom_blur", "snow", "brightness", "contrast",
+    "elastic_transform", "pixelate", "jpeg_compression",
+)
+"""The study's 11 types (gaussian_noise, glass_blur, frost and fog left out), in its block order."""
+
+ALL: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+"""The 15 ImageNet-C corruption types (imagecorruptions' "common" subset)."""
+
+SETTINGS = ("study", "full")
+SEVERITIES = (1, 2, 3, 4, 5)
+MIN_SIZE = 32  # imagecorruptions refuses smaller images
+CACHE_FORMAT = 1
+PACKAGE = "imagecorruptions-imaug"
+CHUNK = 32  # images per task at most: keeps the progress bar moving and the workers evenly loaded
+
+
+@dataclass
+class CorruptedSet:
+    """One corrupted copy of the evaluation set. setting: "study", or the corruption type for a full-grid
+    set; corruptions: each image's type (all equal in a full-grid set)."""
+
+    setting: str
+    severity: int
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    labels: torch.Tensor  # int64 (N,)
+    corruptions: list[str]
+    from_cache: bool
+
+
+def assign(n: int, names: Sequence[str] = STUDY) -> list[str]:
+    """Each of n images' corruption type: `names` in order, in contiguous blocks whose sizes are
+    numpy.array_split's (differ by at most one, larger blocks first). With n < len(names) only the first n
+    types are used, one image each."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if not names:
+        raise ValueError("names must not be empty")
+    sizes = [len(block) for block in np.array_split(np.arange(n), len(names))]
+    return [name for name, size in zip(names, sizes) for _ in range(size)]
+
+
+def image_seed(seed: int, name: str, severity: int, index: int) -> int:
+    """The 32-bit seed of image `index`'s corruption (blake2b of the four), so every image has its own
+    stream whatever process computes it."""
+    digest = hashlib.blake2b(f"{seed}/{name}/{severity}/{index}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+def library_version() -> str:
+    """The installed imagecorruptions version (part of the cache key: another version may corrupt differently)."""
+    return importlib.metadata.version(PACKAGE)
+
+
+def corrupt_one(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
+    """imagecorruptions.corrupt of one (H, W, 3) uint8 image, made deterministic: numpy's global RNG (which
+    most types draw from) is seeded with `seed`, and the types with their own `seed` argument (impulse_noise,
+    glass_blur; they would otherwise draw fresh OS entropy) get it too."""
+    import imagecorruptions
+
+    takes_seed = "seed" in inspect.signature(imagecorruptions.corruption_dict[name]).parameters
+    np.random.seed(seed)
+    kwargs = {"seed": seed} if takes_seed else {}
+    return imagecorruptions.corrupt(image, severity=severity, corruption_name=name, **kwargs)
+
+
+def _corrupt_chunk(images: np.ndarray, names: list[str], severity: int, seeds: list[int]) -> list[np.ndarray]:
+    """Corrupt a chunk of (H, W, 3) uint8 images (a worker task), each to (H', W', 3) uint8. numpy's global
+    RNG state is restored afterwards, so an in-process build leaves the caller's stream alone."""
+    state = np.random.get_state()
+    try:
+        return [_hwc_uint8(corrupt_one(img, name, severity, s)) for img, name, s in zip(images, names, seeds)]
+    finally:
+        np.random.set_state(state)
+
+
+def _hwc_uint8(out: np.ndarray) -> np.ndarray:
+    """A corruption's output as a writable (H, W, 3) uint8 array (some come read-only): rounded and clipped if
+    a type returns floats, grey -> RGB."""
+    out = np.array(out)
+    if out.dtype != np.uint8:
+        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.repeat(out[..., None], 3, axis=2) if out.ndim == 2 else out
+
+
+def _chw(out: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(H', W', 3) uint8 -> (3, height, width) uint8, resized back (antialiased bilinear, as rft_fast.data
+    resizes) should a corruption have changed the size."""
+    tensor = torch.from_numpy(out).permute(2, 0, 1)
+    if tensor.shape[1:] != (height, width):
+        from torchvision.transforms.v2 import functional as F
+
+        tensor = F.resize(tensor, [height, width], antialias=True)
+    return tensor.contiguous()
+
+
+def _identity(key: dict, setting: str, severity: int, seed: int, corruption_names: Sequence[str]) -> dict[str, Any]:
+    """What a cached set is a function of (besides the images the key stands for)."""
+    return {
+        "format": CACHE_FORMAT, "key": key, "setting": setting, "severity": severity, "seed": seed,
+        "corruptions": list(corruption_names), "imagecorruptions": library_version(),
+    }
+
+
+def cache_path(
+    key: dict, setting: str, severity: int, seed: int, cache_dir: str | Path, corruption_names: Sequence[str]
+) -> Path:
+    """The cache file of one set: setting "study" (with the study's types as corruption_names) or a corruption
+    type (a full-grid set, corruption_names (type,)). Its name is readable (setting, severity) plus a hash of
+    everything the set depends on, including the imagecorruptions version."""
+    try:
+        text = json.dumps(_identity(key, setting, severity, seed, corruption_names), sort_keys=True)
+    except TypeError as err:
+        raise ValueError(f"key must be JSON-serializable, got {key!r}") from err
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return Path(cache_dir).expanduser() / f"{setting}-severity{severity}-{digest}.pt"
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write `path` through a temporary file in its folder, then os.replace: readers see the old file or the
+    complete new one, never a partial one, and a crash leaves no stray temporary file behind."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _save(path: Path, meta: dict[str, Any], result: CorruptedSet) -> None:
+    """The set as one .pt file (metadata inside, checked on load) plus a readable .json sidecar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": meta, "images": result.images, "labels": result.labels, "corruptions": result.corruptions}
+    _atomic_write(path, lambda f: torch.save(payload, f))
+    _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+
+
+def _load(
+    path: Path, meta: dict[str, Any], labels: torch.Tensor, names: list[str], shape: tuple[int, ...]
+) -> CorruptedSet | None:
+    """The cached set at `path` if it exists and matches (metadata, labels, per-image types, image shape);
+    None otherwise, with a warning when a file was there but unusable (truncated, stale, foreign)."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        images, stored = payload["images"], payload["labels"]
+        problem = (
+            "metadata differ" if payload["meta"] != meta
+            else "labels differ" if not torch.equal(stored, labels)
+            else "corruption types differ" if payload["corruptions"] != names
+            else "images have the wrong shape or dtype"
+            if images.dtype != torch.uint8 or tuple(images.shape) != (len(names), *shape)
+            else None
+        )
+    except Exception as err:  # a truncated or foreign file can fail in many ways; any of them means rebuild
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    if problem is not None:
+        warnings.warn(f"corruption cache {path}: {problem}; rebuilding it", stacklevel=3)
+        return None
+    return CorruptedSet(meta["setting"], meta["severity"], images, stored, names, from_cache=True)
+
+
+def _init_worker() -> None:
+    """One worker per core: keep OpenCV (used by several types) single-threaded to avoid oversubscription."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _compute(
+    images: np.ndarray, names: list[str], severity: int, seed: int, pool: Executor | None, workers: int, bar: Any
+) -> torch.Tensor:
+    """Corrupt images (N, H, W, 3) uint8, image i with names[i] at `severity`, in chunks (in `pool` if any;
+    at least 4 chunks per worker so that uneven chunk costs even out)."""
+    n, height, width = images.shape[:3]
+    seeds = [image_seed(seed, name, severity, i) for i, name in enumerate(names)]
+    chunks = np.array_split(np.arange(n), max(math.ceil(n / CHUNK), min(n, 4 * workers)))
+    args = ([images[c] for c in chunks], [[names[i] for i in c] for c in chunks], [severity] * len(chunks),
+            [[seeds[i] for i in c] for c in chunks])
+    results = pool.map(_corrupt_chunk, *args) if pool is not None else map(_corrupt_chunk, *args)
+    out = []
+    for chunk in results:
+        out.extend(_chw(img, height, width) for img in chunk)
+        bar.update(len(chunk))
+    return torch.stack(out)
+
+
+def _check(
+    dataset: Dataset, setting: str, severity: int, seed: int, workers: int | None, names: Sequence[str] | None
+) -> tuple[int, ...]:
+    """ValueError naming the first bad argument; the (3, H, W) shape of the dataset's images otherwise."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+        raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers must be a non-negative int or None, got {workers!r}")
+    if names is not None and (not names or any(name not in ALL for name in names)):
+        raise ValueError(f"names must be a non-empty selection of {ALL}, got {names!r}")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty")
+    image = dataset[0][0]
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"dataset items must be uint8 (3, H, W) tensors, got {getattr(image, 'dtype', type(image))} "
+                         f"{tuple(getattr(image, 'shape', ()))}")
+    if min(image.shape[1:]) < MIN_SIZE:
+        raise ValueError(f"dataset images must be at least {MIN_SIZE}x{MIN_SIZE} (imagecorruptions' minimum), "
+                         f"got {tuple(image.shape[1:])}")
+    return tuple(image.shape)
+
+
+def build(
+    dataset: Dataset,
+    *,
+    key: dict,
+    setting: str = "study",
+    severity: int = 3,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    names: Sequence[str] | None = None,
+) -> list[CorruptedSet]:
+    """The corrupted copies of `dataset` (items (uint8 (3, H, W), label), at the evaluation resolution).
+
+    setting "study": one set, image i corrupted with assign(N, names)[i] at `severity` (names default: STUDY).
+    setting "full": one set per type in `names` (default: ALL) and severity 1..5, type-major (`severity`
+    ignored): 75 sets of all N images by default.
+    key: identifies the images for the cache (e.g. dataset, split, image_size, n, subset_seed; JSON-able).
+    cache_dir: None for no cache; else each set is loaded from there when present and valid (no corruption
+    is computed then) or computed and written there, set by set, so an interrupted grid build resumes.
+    workers: processes (default os.cpu_count()); 0 or 1 computes in this process. Results do not depend on it.
+    """
+    shape = _check(dataset, setting, severity, seed, workers, names)
+    n = len(dataset)
+    labels = torch.as_tensor(labels_of(dataset), dtype=torch.int64)
+    if setting == "study":
+        types = tuple(names or STUDY)
+        plan = [("study", severity, types, assign(n, types))]
+    else:
+        plan = [(name, s, (name,), [name] * n) for name in (names or ALL) for s in SEVERITIES]
+    results: list[CorruptedSet | None] = []
+    todo = []
+    for label, sev, types, per_image in plan:
+        meta = {**_identity(key, label, sev, seed, types), "n_images": n}
+        path = None if cache_dir is None else cache_path(key, label, sev, seed, cache_dir, types)
+        results.append(None if path is None else _load(path, meta, labels, per_image, shape))
+        if results[-1] is None:
+            todo.append((len(results) - 1, label, sev, per_image, path, meta))
+    if todo:
+        from tqdm.auto import tqdm
+
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        images = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(n)])
+        if images.dtype != np.uint8:
+            raise ValueError(f"dataset items must be uint8 (3, H, W) tensors, got {images.dtype} among them")
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker) if workers > 1 else None
+        try:
+            with tqdm(total=n * len(todo), desc="corruptions", unit="img", disable=not progress) as bar:
+                for index, label, sev, per_image, path, meta in todo:
+                    corrupted = _compute(images, per_image, sev, seed, pool, workers, bar)
+                    result = CorruptedSet(label, sev, corrupted, labels, per_image, from_cache=False)
+                    if path is not None:
+                        _save(path, meta, result)
+                    results[index] = result
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+    return results  # type: ignore[return-value]  # every None was filled above
+
+
+def time_build(dataset: Dataset, *, workers: int, severity: int = 3, seed: int = 0) -> float:
+    """Seconds to build the study setting of `dataset` without a cache (reading the images included), for
+    `rft-fast bench eval`."""
+    start = time.perf_counter()
+    build(dataset, key={}, setting="study", severity=severity, seed=seed, workers=workers)
+    return time.perf_counter() - start
