@@ -113,6 +113,25 @@ def _bench_train(args: argparse.Namespace) -> int:
     return _emit(train_bench, result, args.json)
 
 
+def _bench_eval(args: argparse.Namespace) -> int:
+    from rft_fast.bench import eval_bench
+
+    datasets = None
+    if args.datasets:
+        datasets = {}
+        for item in args.datasets:
+            name, _, root = item.partition("=")
+            datasets[name] = root or None
+    try:
+        result = eval_bench.run(
+            device=_device(args), model=args.model, n=args.n, image_size=args.image_size, mode=args.mode,
+            datasets=datasets, cache_size=args.cache_size, worker_counts=tuple(args.workers) if args.workers else None,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    return _emit(eval_bench, result, args.json)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -198,6 +217,100 @@ def _models_convert(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"wrote {out}")
+    return 0
+
+
+def _default_cache() -> str:
+    import os
+
+    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rft-fast" / "corruptions")
+
+
+def _threat_list(text: str) -> tuple[str, ...]:
+    from rft_fast.eval import THREATS
+
+    threats = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in threats if t not in THREATS]
+    if unknown or not threats:
+        raise argparse.ArgumentTypeError(f"threats must be a comma-separated subset of {','.join(THREATS)}, got {text!r}")
+    return threats
+
+
+def _eval_model(args: argparse.Namespace, device: str):
+    """(model, test split, RunInfo, source key) from a `rft-fast train` checkpoint or --backbone/--weights."""
+    from rft_fast import data, models
+    from rft_fast.eval import RunInfo
+    from rft_fast.train import load_trained
+
+    if args.checkpoint is not None:
+        if args.backbone or args.weights:
+            raise SystemExit("error: give either a checkpoint or --backbone with --weights, not both")
+        model, config = load_trained(args.checkpoint, device)
+        dataset, root, size = config.dataset, args.data_root or config.data_root, config.image_size
+        run = RunInfo(args.run_id or config.run_id(), dataset, config.backbone, config.loss, config.protocol, config.hparams())
+    else:
+        if not (args.backbone and args.weights and args.dataset):
+            raise SystemExit("error: without a checkpoint, --backbone, --weights and --dataset are required")
+        dataset, root, size = args.dataset, args.data_root, args.image_size
+        splits = data.build(dataset, root, image_size=size)
+        model = models.load_finetuned(args.backbone, splits.num_classes, args.weights, image_size=size).to(device).eval()
+        run = RunInfo(args.run_id or Path(args.weights).stem, dataset, args.backbone, args.loss, args.protocol, {})
+    splits = data.build(dataset, root, image_size=size)
+    return model, splits.test, run, {"dataset": dataset, "split": "test", "image_size": size}
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rft_fast.eval import EvalSettings, evaluate
+    from rft_fast.results import Store, format_table
+
+    device = _device(args)
+    try:
+        settings = EvalSettings(
+            threats=args.threats, n=args.n, subset_seed=args.subset_seed, mode=args.mode,
+            eps={"Linf": args.eps_linf, "L2": args.eps_l2, "L1": args.eps_l1}, corruption_setting=args.corruptions,
+            severity=args.severity, cache_dir=None if args.no_cache else args.cache_dir, batch_size=args.batch_size,
+            workers=args.workers, seed=args.seed,
+        )
+        model, test_set, run, key = _eval_model(args, device)
+        with Store(args.store) as store:
+            rows = evaluate(model, test_set, run, settings, store=store, source_key=key, progress=args.progress,
+                            on_result=lambda m: print(f"{m.threat:<10} {m.corruption or m.eps or '':<18} {m.accuracy:.4f}", flush=True))
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(format_table(rows))
+    print(f"stored {len(rows)} measurements in {args.store} (run id {run.run_id})")
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from rft_fast.results import Store, format_table, to_csv, to_json
+
+    if not Path(args.store).is_file():
+        raise SystemExit(f"error: no results store at {args.store} (run `rft-fast eval` first or pass --store)")
+    filters = {k: getattr(args, k) for k in ("run_id", "dataset", "backbone", "loss", "protocol", "threat", "mode") if getattr(args, k)}
+    with Store(args.store) as store:
+        try:
+            if args.wide:
+                model_filters = {k: v for k, v in filters.items() if k not in ("threat", "mode")}
+                rows = store.summary(mode=args.mode or "standard", **model_filters)
+            else:
+                rows = store.query(**filters)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    if args.format == "table":
+        text = format_table(rows)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        else:
+            print(text)
+        return 0
+    writer = to_csv if args.format == "csv" else to_json
+    if args.output:
+        with open(args.output, "w", newline="") as f:
+            writer(rows, f)
+        print(f"wrote {len(rows)} rows to {args.output}")
+    else:
+        writer(rows, sys.stdout)
     return 0
 
 
@@ -295,6 +408,23 @@ def build_parser() -> argparse.ArgumentParser:
     b_train.add_argument("--min-reps", type=int, default=2, help="timed repetitions per case (after one warm-up)")
     b_train.set_defaults(func=_bench_train)
 
+    b_eval = bench_sub.add_parser(
+        "eval",
+        help="seconds of one model's full evaluation (clean, AutoAttack per norm, corruptions) and of corrupted-set builds",
+        description="Model part: a random-init timm model on n images (labels = its clean predictions), seconds per "
+        "threat. Cache part: seconds to corrupt each dataset's 1,000-image test subset (study setting) with 2 and "
+        "with all cores. Default n x size: 1000 x 224 on GPU, 16 x 64 on CPU.",
+    )
+    _common_bench_args(b_eval)
+    b_eval.add_argument("--model", default="resnet50", help="timm name (default resnet50)")
+    b_eval.add_argument("--n", type=int, default=None)
+    b_eval.add_argument("--image-size", type=int, default=None)
+    b_eval.add_argument("--mode", choices=["standard", "fast"], default="standard")
+    b_eval.add_argument("--datasets", nargs="+", help="NAME[=ROOT] whose test split to corrupt (default: digits)")
+    b_eval.add_argument("--cache-size", type=int, default=224, help="resolution of the corrupted sets (default 224)")
+    b_eval.add_argument("--workers", type=int, nargs="+", help="worker counts to time (default: 2 and all cores)")
+    b_eval.set_defaults(func=_bench_eval)
+
     train = sub.add_parser(
         "train",
         help="robustly fine-tune one (backbone, dataset, protocol, loss) configuration",
@@ -326,6 +456,58 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("src", help="the downloaded checkpoint file")
     conv.add_argument("dst", help="output .safetensors path")
     conv.set_defaults(func=_models_convert)
+
+    ev = sub.add_parser(
+        "eval",
+        help="AutoAttack (Linf/L2/L1) and common corruptions of a fine-tuned model, into the results store",
+        description="Evaluates a `rft-fast train` checkpoint (run folder or checkpoint.pt), or any fine-tuned "
+        "timm checkpoint with --backbone/--weights/--dataset, on a stratified seeded test subset: clean accuracy, "
+        "AutoAttack (pyautoattack) robust accuracy per norm at the study's eps, and corruption accuracy "
+        "(imagecorruptions; corrupted sets cached on disk). Each measurement is stored when done.",
+    )
+    ev.add_argument("checkpoint", nargs="?", help="run folder or checkpoint.pt written by `rft-fast train`")
+    ev.add_argument("--backbone", help="registry name (with --weights: a fine-tuned state dict, head included)")
+    ev.add_argument("--weights", help="fine-tuned weights file (.safetensors / .pth)")
+    ev.add_argument("--dataset", help="dataset name (with --backbone)")
+    ev.add_argument("--data-root", help="dataset root (default: the checkpoint's)")
+    ev.add_argument("--image-size", type=int, default=224, help="with --backbone (default 224)")
+    ev.add_argument("--loss", default="unknown", help="label stored with --backbone runs")
+    ev.add_argument("--protocol", default="unknown", help="label stored with --backbone runs")
+    ev.add_argument("--run-id", help="store key of this model (default: the config's hash, or the weights file name)")
+    ev.add_argument("--threats", type=_threat_list, default=("clean", "Linf", "L2", "L1", "corruptions"),
+                    help="comma-separated subset of clean,Linf,L2,L1,corruptions (default: all)")
+    ev.add_argument("--n", type=int, default=1000, help="stratified test subset size (default 1000, the study's)")
+    ev.add_argument("--subset-seed", type=int, default=0)
+    ev.add_argument("--mode", choices=["standard", "fast"], default="standard",
+                    help="AutoAttack standard, or fast = APGD-CE + APGD-T (labelled 'fast' in the store)")
+    ev.add_argument("--eps-linf", type=_fraction, default=4 / 255, help="default 4/255")
+    ev.add_argument("--eps-l2", type=_fraction, default=2.0, help="default 2.0")
+    ev.add_argument("--eps-l1", type=_fraction, default=75.0, help="default 75")
+    ev.add_argument("--corruptions", choices=["study", "full"], default="study",
+                    help="study: 11 types at severity 3, one per image; full: 15 types x 5 severities")
+    ev.add_argument("--severity", type=int, default=3)
+    ev.add_argument("--cache-dir", default=_default_cache(), help="corrupted test sets (default: ~/.cache/rft-fast/corruptions)")
+    ev.add_argument("--no-cache", action="store_true", help="do not read or write the corruption cache")
+    ev.add_argument("--store", default="results.sqlite", help="SQLite results store (default: ./results.sqlite)")
+    ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
+    ev.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
+    ev.add_argument("--batch-size", type=int, default=None, help="attack batch (default: the largest that fits)")
+    ev.add_argument("--workers", type=int, default=None, help="corruption worker processes (default: all cores)")
+    ev.add_argument("--seed", type=int, default=0, help="AutoAttack and corruption seed")
+    ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    ev.set_defaults(func=_eval)
+
+    res = sub.add_parser("results", help="list or export the results store (table, CSV, JSON)",
+                         description="Rows of the store, filtered; --wide gives one row per model with clean, Linf, "
+                         "L2, L1 and common accuracy (AutoAttack rows of one --mode only, never mixed).")
+    res.add_argument("--store", default="results.sqlite")
+    for name in ("run-id", "dataset", "backbone", "loss", "protocol", "threat"):
+        res.add_argument(f"--{name}")
+    res.add_argument("--mode", choices=["standard", "fast", "-"])
+    res.add_argument("--wide", action="store_true", help="one row per model: clean, Linf, L2, L1, common")
+    res.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    res.add_argument("--output", help="write here instead of stdout")
+    res.set_defaults(func=_results)
 
     ds = sub.add_parser("datasets", help="the dataset registry: names, classes, expected layout under --data-root")
     ds.set_defaults(func=_datasets)

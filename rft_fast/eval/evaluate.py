@@ -1,0 +1,167 @@
+"""evaluate(): the study's five measurements of one fine-tuned model, each written to the store when done.
+
+Clean accuracy, AutoAttack Linf / L2 / L1 robust accuracy and common-corruption accuracy, all on the same
+stratified, seeded subset of the test split (1,000 images by default). Each measurement is stored the moment
+it is finished, in its own transaction, so a crash loses at most the one in flight; re-running replaces rows.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from rft_fast import data
+from rft_fast.eval import corruptions
+from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack
+from rft_fast.modes import eval_mode
+from rft_fast.results import Measurement, Store
+
+THREATS = ("clean", "Linf", "L2", "L1", "corruptions")
+SETTINGS = ("study", "full")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What identifies the evaluated model in the store."""
+
+    run_id: str
+    dataset: str
+    backbone: str
+    loss: str
+    protocol: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalSettings:
+    """threats: any of THREATS; n: test subset size (the study: 1,000); eps: per norm (default the study's);
+    mode: AutoAttack "standard" | "fast"; corruption_setting: "study" (11 types, severity 3, one per image) |
+    "full" (15 types x 5 severities); cache_dir: corrupted test sets (None: not cached)."""
+
+    threats: tuple[str, ...] = THREATS
+    n: int = 1000
+    subset_seed: int = 0
+    eps: dict[str, float] = field(default_factory=lambda: dict(STUDY_EPS))
+    mode: str = "standard"
+    corruption_setting: str = "study"
+    severity: int = 3
+    cache_dir: str | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.threats if t not in THREATS]
+        if unknown or not self.threats:
+            raise ValueError(f"threats must be a non-empty subset of {list(THREATS)}, got {list(self.threats)}")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
+            raise ValueError(f"n must be an int >= 1, got {self.n!r}")
+        if self.corruption_setting not in SETTINGS:
+            raise ValueError(f"corruption_setting must be one of {list(SETTINGS)}, got {self.corruption_setting!r}")
+        bad = {k: v for k, v in self.eps.items() if k not in NORMS or not isinstance(v, (int, float)) or not v > 0}
+        if bad:
+            raise ValueError(f"eps must map norms {list(NORMS)} to numbers > 0, got {bad}")
+
+
+def versions() -> dict[str, str]:
+    """Package versions recorded with every measurement."""
+    out = {"torch": torch.__version__}
+    for dist in ("rft-fast", "timm", "pyautoattack", "imagecorruptions-imaug"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _tensors(dataset: Dataset, device: torch.device) -> tuple[Tensor, Tensor]:
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    x, y = data.to_device(torch.stack(images), torch.tensor(labels, dtype=torch.int64), device)
+    return x, y
+
+
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """Per-image correctness (bool (N,)), model in eval mode."""
+    with torch.no_grad(), eval_mode(model):
+        return torch.cat([model(xb).argmax(1) for xb in x.split(batch_size)]) == y
+
+
+def evaluate(
+    model: nn.Module,
+    test_set: Dataset,
+    run: RunInfo,
+    settings: EvalSettings,
+    *,
+    store: Store | None = None,
+    source_key: dict[str, Any] | None = None,
+    progress: bool = False,
+    on_result: Callable[[Measurement], None] | None = None,
+) -> list[Measurement]:
+    """Measures `model` (taking [0, 1] images, on its device) on the threats of `settings` and returns the
+    measurements, each also put into `store` (when given) and passed to `on_result` as soon as it exists.
+
+    test_set: the test split (uint8 items at the model's resolution); the same stratified subset of
+    settings.n images (seed settings.subset_seed) serves every threat. source_key identifies test_set for
+    the corruption cache (dataset, split, resolution); by default it is built from `run.dataset`.
+    """
+    device = next(model.parameters()).device
+    subset = data.stratified_subset(test_set, settings.n, seed=settings.subset_seed)
+    x, y = _tensors(subset, device)
+    batch = settings.batch_size or 128
+    stamp = versions()
+    results: list[Measurement] = []
+
+    def record(threat: str, accuracy: float, n: int, seconds: float, **key: Any) -> None:
+        m = Measurement(
+            run_id=run.run_id, dataset=run.dataset, backbone=run.backbone, loss=run.loss, protocol=run.protocol,
+            hparams=run.hparams, threat=threat, accuracy=accuracy, n=n, seconds=seconds, versions=stamp,
+            eps=key.get("eps"), corruption=key.get("corruption"), severity=key.get("severity"), mode=key.get("mode", "-"),
+        )
+        if store is not None:
+            store.put(m)
+        if on_result is not None:
+            on_result(m)
+        results.append(m)
+
+    clean_acc = None
+    if "clean" in settings.threats:
+        t0 = time.perf_counter()
+        clean_acc = _accuracy(model, x, y, batch).float().mean().item()
+        record("clean", clean_acc, len(y), time.perf_counter() - t0)
+    for norm in NORMS:
+        if norm not in settings.threats:
+            continue
+        r = autoattack(model, x, y, norm=norm, eps=settings.eps.get(norm, STUDY_EPS[norm]), mode=settings.mode,
+                       batch_size=settings.batch_size, seed=settings.seed)
+        record(norm, r.robust, r.n, r.seconds, eps=r.eps, mode=r.mode)
+    if "corruptions" in settings.threats:
+        key = dict(source_key or {"dataset": run.dataset, "split": "test", "image_size": int(x.shape[-1])})
+        key.update(n=settings.n, subset_seed=settings.subset_seed)
+        # The full grid is built one corruption type at a time (5 sets in memory, not 75).
+        groups = [None] if settings.corruption_setting == "study" else [(name,) for name in corruptions.ALL]
+        for names in groups:
+            t0 = time.perf_counter()
+            sets = corruptions.build(
+                subset, key=key, setting=settings.corruption_setting, severity=settings.severity, seed=settings.seed,
+                cache_dir=settings.cache_dir, workers=settings.workers, progress=progress, names=names,
+            )
+            build_seconds = (time.perf_counter() - t0) / len(sets)
+            for cs in sets:
+                t0 = time.perf_counter()
+                xc, yc = data.to_device(cs.images, cs.labels, device)
+                correct = _accuracy(model, xc, yc, batch).cpu()
+                seconds = time.perf_counter() - t0 + build_seconds
+                label = "study" if cs.setting == "study" else cs.setting
+                record("corruption", correct.float().mean().item(), len(yc), seconds, corruption=label, severity=cs.severity)
+                if cs.setting == "study":
+                    for name in dict.fromkeys(cs.corruptions):
+                        mask = torch.tensor([c == name for c in cs.corruptions])
+                        record("corruption", correct[mask].float().mean().item(), int(mask.sum()), 0.0,
+                               corruption=name, severity=cs.severity)
+    return results
