@@ -1,0 +1,13 @@
+"""The study's report from the results store: Borda count with medals, per-dataset rankings, group means, TRADES
+vs Classic AT and tier-1 odds ratios (Fisher's exact test), as markdown with PNG plots (`rft-fast report`).
+
+    from rft_fast import report
+    rows = report.rows_from_store(store, mode="standard")
+    report.write(rows, "report")
+"""
+from rft_fast.report.analyses import FEATURES, GROUPINGS, borda, group_means, tier1, tier1_odds, trades_vs_classic
+from rft_fast.report.markdown import write
+from rft_fast.report.rows import ACCURACIES, Row, rows_from_store
+
+__all__ = ["ACCURACIES", "FEATURES", "GROUPINGS", "Row", "rows_from_store", "borda", "trades_vs_classic", "tier1",
+           "tier1_odds", "group_means", "write"]

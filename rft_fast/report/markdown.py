@@ -1,0 +1,146 @@
+"""`write`: the report as one markdown file with its PNG plots beside it (what `rft-fast report` produces)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rft_fast.report import plots
+from rft_fast.report.analyses import (
+    FEATURES,
+    TIE_TOLERANCE,
+    borda,
+    group_means,
+    ordered,
+    tier1_odds,
+    trades_vs_classic,
+)
+from rft_fast.report.rows import ACCURACIES, Row, check_unique
+
+RANKING_TOP = 10  # rows per dataset / accuracy ranking
+NO_DATA = "_Not enough data yet._"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else "inf" if math.isinf(value) else f"{value:.2f}"
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> list[str]:
+    """A markdown table ('|' in cells escaped)."""
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return [line(header), line(["---"] * len(header)), *map(line, body), ""]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("s") else "s")
+
+
+def _overview(rows: Sequence[Row]) -> list[str]:
+    def names(field: str) -> str:
+        values = ordered(field, {getattr(r, field) for r in rows})
+        return f"{_count(len(values), field)} ({', '.join(values)})"
+    complete = sum(r.complete for r in rows)
+    backbones = len({r.backbone for r in rows})
+    return [f"{_count(len(rows), 'configuration')}: {_count(backbones, 'backbone')}, {names('dataset')}, "
+            f"{names('loss')}, {names('protocol')}. {complete} of {len(rows)} have all five accuracies (clean, Linf, "
+            "L2, L1, common).",
+            "", "Partial results are fine: Borda gives 0 points for a missing accuracy and ranks the others among the "
+            "rows that have it; TRADES vs Classic AT compares a pair on the accuracies both have; tier 1 uses complete "
+            "rows only. Accuracies are in percent; score_sum and geom use accuracies in [0, 1].", ""]
+
+
+def _borda(ranking: list[dict[str, Any]], protocol: str, image: str) -> list[str]:
+    header = ["#", "medal", "backbone", "loss", "arch", "size", "pretraining", "points", "score_sum", "geom",
+              "datasets", "missing"]
+    body = [[e["position"], e["medal"], e["backbone"], e["loss"], e["arch"], e["size"], e["pretraining"],
+             e["points"], f"{e['score_sum']:.3f}", f"{e['geom']:.4f}", e["datasets"], e["missing"]] for e in ranking]
+    return [f"### {protocol}", "", *_table(header, body), f"![Borda points, {protocol}]({image})", ""]
+
+
+def _rankings(rows: Sequence[Row], protocol: str, dataset: str) -> list[str]:
+    group = [r for r in rows if r.protocol == protocol and r.dataset == dataset]
+    columns = []
+    for accuracy in ACCURACIES:
+        have = sorted((r for r in group if getattr(r, accuracy) is not None),
+                      key=lambda r: (-getattr(r, accuracy), r.backbone, r.loss))
+        columns.append([f"{r.backbone} ({r.loss}) {_pct(getattr(r, accuracy))}" for r in have[:RANKING_TOP]])
+    depth = max(map(len, columns))
+    body = [[i + 1, *(c[i] if i < len(c) else "" for c in columns)] for i in range(depth)]
+    return [f"### {protocol}, {dataset}", "", *_table(["#", *ACCURACIES], body)]
+
+
+def _groups(rows: Sequence[Row]) -> list[str]:
+    out = []
+    for by in ("arch", "size", "pretraining", "loss", "protocol"):
+        body = [[g[by], g["n"], *(_pct(g[a]) for a in ACCURACIES)] for g in group_means(rows, by)]
+        out += [f"### By {by}", "", *_table([by, "configurations", *ACCURACIES], body)]
+    return out
+
+
+def _trades(rows: Sequence[Row]) -> list[str]:
+    found = trades_vs_classic(rows)
+    intro = ["Per size class and protocol, for each backbone and dataset measured with both losses: the loss with the "
+             f"higher score_sum (over the accuracies both have) wins; equal sums (within {TIE_TOLERANCE:g}) are ties "
+             "and left out. Odds ratio (T/C)^2 and two-sided p of Fisher's exact test on [[T, C], [C, T]].", ""]
+    if not found:
+        return intro + [NO_DATA + " (no backbone and dataset measured with both TRADES and Classic AT)", ""]
+    body = [[e["size"], e["protocol"], e["trades_wins"], e["classic_wins"], e["ties"], _ratio(e["odds_ratio"]),
+             _p(e["p_value"])] for e in found]
+    return intro + _table(["size", "protocol", "TRADES wins", "Classic AT wins", "ties", "odds ratio", "p"], body)
+
+
+def _tier1(rows: Sequence[Row]) -> list[str]:
+    out = ["Tier 1: the top third (ceil(n/3), ties at the cut included) by score_sum among the complete rows of one "
+           "size class and dataset (groups under 3 rows left out). Per size class and feature value: a = value in "
+           "tier 1, b = value not in tier 1, c = other values in tier 1, d = other values not; odds ratio a*d/(b*c), "
+           "Fisher's exact two-sided p (n/a where a row or column of the table is empty).", ""]
+    for feature in FEATURES:
+        found = tier1_odds(rows, feature)
+        body = [[e["size"], e["value"], e["a"], e["b"], e["c"], e["d"], _ratio(e["odds_ratio"]), _p(e["p_value"])]
+                for e in found]
+        out += [f"### {feature}", ""]
+        out += _table(["size", feature, "a", "b", "c", "d", "odds ratio", "p"], body) if found else [NO_DATA, ""]
+    return out
+
+
+def write(rows: Sequence[Row], out_dir: str | Path, *, title: str = "rft-fast report") -> Path:
+    """Writes out_dir/report.md (Borda per protocol with medals, top-10 rankings per dataset and accuracy, group
+    means, TRADES vs Classic AT and tier-1 odds ratios) and its PNG plots; returns the report's path."""
+    if not rows:
+        raise ValueError("no results to report")
+    check_unique(rows)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    protocols = ordered("protocol", {r.protocol for r in rows})
+    datasets = ordered("dataset", {r.dataset for r in rows})
+    lines = [f"# {title}", "", *_overview(rows), "## Borda count", "",
+             "Within a protocol, per dataset and accuracy, rows earn rankdata(method=\"min\") points (ties share the "
+             "minimum, highest accuracy most); summed over the five accuracies and the datasets. score_sum: sum of "
+             "the accuracies; geom: product of the five (datasets with all five); both summed over datasets.", ""]
+    for protocol in protocols:
+        ranking = borda(rows, protocol)
+        image = plots.borda_chart(ranking, protocol, out / f"borda_{plots.slug(protocol)}.png").name
+        lines += _borda(ranking, protocol, image)
+    lines += [f"## Rankings per dataset and accuracy (top {RANKING_TOP})", ""]
+    for protocol in protocols:
+        for dataset in datasets:
+            if any(r.protocol == protocol and r.dataset == dataset for r in rows):
+                lines += _rankings(rows, protocol, dataset)
+    lines += ["## Group comparisons (mean accuracy, %)", "", *_groups(rows)]
+    lines += ["## TRADES vs Classic AT", "", *_trades(rows)]
+    lines += ["## Tier-1 odds ratios", "", *_tier1(rows)]
+    scatter = plots.clean_vs_linf(rows, out / "clean_vs_linf.png").name
+    lines += ["## Clean vs Linf accuracy", "", f"![clean vs Linf by architecture]({scatter})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
