@@ -31,7 +31,8 @@ def defaults(device: torch.device) -> tuple[int, int]:
     return (1000, 224) if device.type == "cuda" else (16, 64)
 
 
-def _model_rows(model_name: str, n: int, size: int, mode: str, device: torch.device, test_set) -> list[dict]:
+def _model_rows(model_name: str, n: int, size: int, mode: str, norms: tuple[str, ...], device: torch.device,
+                test_set) -> list[dict]:
     model = common.make_model(model_name, size, 10, device).eval()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(n, 3, size, size, generator=gen).to(device)
@@ -42,7 +43,7 @@ def _model_rows(model_name: str, n: int, size: int, mode: str, device: torch.dev
     with torch.no_grad():
         acc = (model(x).argmax(1) == y).float().mean().item()
     rows.append({"what": "clean", "seconds": time.perf_counter() - t0, "accuracy": acc})
-    for norm in NORMS:
+    for norm in norms:
         r = autoattack(model, x, y, norm=norm, eps=STUDY_EPS[norm], mode=mode)
         rows.append({"what": f"{norm} {mode}", "seconds": r.seconds, "accuracy": r.robust})
     sets = corruptions.build(test_set, key={"bench": size, "n": len(test_set)}, workers=0)
@@ -64,6 +65,7 @@ def run(
     n: int | None = None,
     image_size: int | None = None,
     mode: str = "standard",
+    norms: tuple[str, ...] = NORMS,
     datasets: dict[str, str | None] | None = None,
     cache_size: int = 224,
     worker_counts: tuple[int, ...] | None = None,
@@ -71,7 +73,7 @@ def run(
     dev = torch.device(device)
     n, image_size = n or defaults(dev)[0], image_size or defaults(dev)[1]
     digits = data.stratified_subset(data.build("digits", image_size=image_size).test, n, seed=0)
-    rows = _model_rows(model, n, image_size, mode, dev, digits)
+    rows = _model_rows(model, n, image_size, mode, norms, dev, digits)
     counts = worker_counts or tuple(sorted({2, os.cpu_count() or 1}))
     for name, root in (datasets or {"digits": None}).items():
         test = data.stratified_subset(data.build(name, root, image_size=cache_size).test, 1000, seed=0)
