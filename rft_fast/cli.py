@@ -125,7 +125,7 @@ def _bench_eval(args: argparse.Namespace) -> int:
     try:
         result = eval_bench.run(
             device=_device(args), model=args.model, n=args.n, image_size=args.image_size, mode=args.mode,
-            datasets=datasets, cache_size=args.cache_size, worker_counts=tuple(args.workers) if args.workers else None,
+            norms=tuple(args.norms), datasets=datasets, cache_size=args.cache_size, worker_counts=tuple(args.workers) if args.workers else None,
         )
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -314,6 +314,79 @@ def _results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_records(folder: Path) -> list[dict]:
+    rows = []
+    for f in sorted(folder.glob("train-*.json")):
+        rows += json.loads(f.read_text())["rows"]
+    return rows
+
+
+def _grid(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from rft_fast.grid import estimate, load_spec, plan
+
+    try:
+        spec = load_spec(args.spec)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.dry_run:
+        print(json.dumps({"plan": plan(spec), "estimate": estimate(spec, _bench_records(Path(args.bench_results)))}, indent=2, default=str))
+        return 0
+    from rft_fast.grid.runner import run_grid
+
+    start = _time.perf_counter()
+    best: dict[str, float] = {}
+
+    def show(i: int, n: int, outcome) -> None:
+        elapsed = _time.perf_counter() - start
+        eta = elapsed / (i + 1) * (n - i - 1)
+        if outcome.best_metric is not None:
+            best[outcome.key] = outcome.best_metric
+        line = f"[{i + 1}/{n}] {outcome.key}: {outcome.status}"
+        if outcome.best_metric is not None:
+            line += f" (best {spec.asha.metric} {outcome.best_metric:.4f}, {outcome.trials} trials, {outcome.failed_trials} failed)"
+        if outcome.message:
+            line += f": {outcome.message}"
+        line += f"  elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
+        if best:
+            line += f", best so far {min(best.values()) if spec.asha.mode == 'min' else max(best.values()):.4f}"
+        print(line, flush=True)
+
+    outcomes = run_grid(spec, address=args.address, progress=args.progress, on_config=show)
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} configurations in {spec.store}; {len(failed)} failed")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rft_fast import report
+    from rft_fast.results import Store
+
+    if not Path(args.store).is_file():
+        raise SystemExit(f"error: no results store at {args.store}")
+    with Store(args.store) as store:
+        rows = report.rows_from_store(store, mode=args.mode)
+    if not rows:
+        raise SystemExit(f"error: {args.store} holds no {args.mode} results yet")
+    path = report.write(rows, Path(args.out))
+    print(f"wrote {path}")
+    return 0
+
+
+def _results_import(args: argparse.Namespace) -> int:
+    from rft_fast.results import Store
+    from rft_fast.results.importing import import_csv
+
+    try:
+        with Store(args.store) as store:
+            count = import_csv(args.file, store, run_prefix=args.prefix)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"imported {count} measurements into {args.store}")
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from rft_fast import data
 
@@ -420,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     b_eval.add_argument("--n", type=int, default=None)
     b_eval.add_argument("--image-size", type=int, default=None)
     b_eval.add_argument("--mode", choices=["standard", "fast"], default="standard")
+    b_eval.add_argument("--norms", nargs="+", choices=ops.NORMS, default=list(ops.NORMS))
     b_eval.add_argument("--datasets", nargs="+", help="NAME[=ROOT] whose test split to corrupt (default: digits)")
     b_eval.add_argument("--cache-size", type=int, default=224, help="resolution of the corrupted sets (default 224)")
     b_eval.add_argument("--workers", type=int, nargs="+", help="worker counts to time (default: 2 and all cores)")
@@ -508,6 +582,33 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--format", choices=["table", "csv", "json"], default="table")
     res.add_argument("--output", help="write here instead of stdout")
     res.set_defaults(func=_results)
+    res_sub = res.add_subparsers(dest="action")
+    imp = res_sub.add_parser("import", help="load per-configuration accuracies from a CSV (a published study's table)",
+                             description="Columns: backbone, dataset, loss, protocol, clean, Linf, L2, L1, common; "
+                             "optional run_id, Linf_eps, L2_eps, L1_eps, n, mode, source. Accuracies in [0,1] or percent.")
+    imp.add_argument("file")
+    imp.add_argument("--store", default="results.sqlite")
+    imp.add_argument("--prefix", default="import", help="run id prefix of the imported rows")
+    imp.set_defaults(func=_results_import)
+
+    grid = sub.add_parser("grid", help="run a grid spec: ASHA on Ray Tune per configuration, evaluate the best, store",
+                          description="Runs every configuration of SPEC (YAML) not yet in its results store: a Ray Tune "
+                          "run with ASHA over the search space within the time budget, then the best trial's checkpoint "
+                          "through `rft-fast eval` into the store. Rerun the same command after any interruption. "
+                          "--dry-run prints the plan and a GPU-hours estimate from bench/results.")
+    grid.add_argument("spec", help="grid spec YAML (examples/quick.yaml, examples/study.yaml)")
+    grid.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
+    grid.add_argument("--address", help="attach to an existing Ray cluster (e.g. auto or ray://host:10001)")
+    grid.add_argument("--bench-results", default="bench/results", help="folder of train-*.json step times for --dry-run")
+    grid.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="evaluation progress bars")
+    grid.set_defaults(func=_grid)
+
+    rep = sub.add_parser("report", help="the study's analyses from the store: Borda, odds ratios, groups, plots",
+                         description="Writes OUT/report.md and PNG plots from the store's results (works on partial results).")
+    rep.add_argument("--store", default="results.sqlite")
+    rep.add_argument("--out", default="report", help="output folder (default ./report)")
+    rep.add_argument("--mode", choices=["standard", "fast"], default="standard", help="which AutoAttack rows to use")
+    rep.set_defaults(func=_report)
 
     ds = sub.add_parser("datasets", help="the dataset registry: names, classes, expected layout under --data-root")
     ds.set_defaults(func=_datasets)

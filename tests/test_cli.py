@@ -163,3 +163,35 @@ def test_bench_train_rows(tmp_path):
             assert r["speedup"] == pytest.approx(1.0) and r["mem_ratio"] == pytest.approx(1.0)
     trades = {r["impl"]: r for r in rows if r["loss"] == "trades"}
     assert trades["rft-fast"]["mem_ratio"] < 0.75  # memory-saving TRADES keeps one graph of two
+
+
+def test_bench_eval_rows(tmp_path):
+    out = tmp_path / "eval.json"
+    assert cli.main(["bench", "eval", "--device", "cpu", "--model", "test_resnet", "--n", "2", "--image-size", "32",
+                     "--mode", "fast", "--norms", "L2", "--cache-size", "32", "--workers", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["what"] for r in rows] == ["clean", "L2 fast", "corruptions", "digits"]
+    assert rows[0]["accuracy"] == 1.0  # labels are the model's own predictions
+    assert all(r["seconds"] > 0 for r in rows)
+    assert rows[-1]["part"] == "cache build" and rows[-1]["workers"] == 1 and rows[-1]["n"] == 359
+
+
+def test_results_import_and_report_commands(tmp_path, capsys):
+    csv_file = tmp_path / "study.csv"
+    csv_file.write_text(
+        "backbone,dataset,loss,protocol,clean,Linf,L2,L1,common\n"
+        "resnet50.a1_in1k,uc_merced,classic_at,FFT-50,90.0,60.0,70.0,50.0,80.0\n"
+        "resnet50.a1_in1k,uc_merced,trades,FFT-50,88.0,62.0,71.0,52.0,79.0\n"
+        "deit_tiny_patch16_224.fb_in1k,uc_merced,classic_at,FFT-50,85.0,55.0,65.0,45.0,75.0\n"
+    )
+    store = tmp_path / "s.sqlite"
+    assert cli.main(["results", "import", str(csv_file), "--store", str(store)]) == 0
+    assert "imported 15 measurements" in capsys.readouterr().out
+    assert cli.main(["results", "--store", str(store), "--wide", "--format", "json"]) == 0
+    wide = json.loads(capsys.readouterr().out)
+    assert len(wide) == 3 and {r["clean"] for r in wide} == {0.90, 0.88, 0.85}
+    assert cli.main(["report", "--store", str(store), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "gold" in text and "resnet50.a1_in1k" in text
+    with pytest.raises(SystemExit, match="no results store"):
+        cli.main(["report", "--store", str(tmp_path / "missing.sqlite")])

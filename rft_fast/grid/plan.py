@@ -1,0 +1,204 @@
+"""Dry-run arithmetic for a grid: how many configurations, how many hours the budget binds, and an estimate
+of the work from measured training-step times (`rft-fast bench train` rows).
+
+Everything here is an estimate and says so. The budget-bound figure is exact arithmetic on the spec (each
+configuration's Tuner runs until budget_minutes, unless num_samples trials finish sooner). The step-time
+estimate multiplies measured seconds per image by the images a trial sees under ASHA; what it leaves out
+(Tune and process start-up, data loading, the final evaluation of the best trial) is listed in its notes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from rft_fast import models
+from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space
+from rft_fast.models.registry import build_timm
+from rft_fast.train.config import TrainConfig
+
+# Approximate split sizes (train, val) after the study's splits (DATASETS[name].split_rule): official counts
+# where official, else the carved fractions of the full set. Caltech-101: 8,677 images (torchvision drops
+# BACKGROUND_Google) -> 80% = 6,942 train+val -> 85% = 5,900 train / 1,042 val. Oxford Pets: 3,680 trainval
+# -> 3,128 / 552. Stanford Cars: 8,144 train -> 6,922 / 1,222. UC Merced: 2,100 -> 1,680 -> 1,428 / 252.
+# digits: 1,797 -> 1,438 -> 1,222 / 216 (measured with data.build). FGVC-Aircraft and Flowers-102: official.
+SPLIT_SIZES: dict[str, tuple[int, int]] = {
+    "caltech101": (5_900, 1_042),
+    "fgvc_aircraft": (3_334, 3_333),
+    "flowers102": (1_020, 1_020),
+    "oxford_pets": (3_128, 552),
+    "stanford_cars": (6_922, 1_222),
+    "uc_merced": (1_428, 252),
+    "digits": (1_222, 216),
+}
+BENCH_ATTACK_STEPS = 10  # `bench train` times APGD-10 + loss + backward + AdamW step (its meta "step")
+_RESOLUTION = 224  # where parameter counts of bench architectures are taken
+
+
+def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: float, max_t: int | None = None) -> float:
+    """Expected epochs of one trial under ASHA, in the idealized steady state.
+
+    Trials stop at T = min(max_t or epochs, epochs). Rungs sit at r_k = grace * eta^k for every r_k < T
+    (k = 0..K-1), as in Ray's ASHAScheduler; a fraction 1/eta of the trials reaching a rung goes on. A trial
+    stops at rung k with probability eta^-k (1 - 1/eta), and runs all T epochs with probability eta^-K:
+
+        E = sum_k eta^-k (1 - 1/eta) r_k + eta^-K T
+
+    With grace 1 and eta 2 each rung adds 1/2: FFT-50 / LP-50 (rungs 1..32, K = 6): E = 3 + 50/64 = 3.78
+    epochs; FFT-5 (rungs 1, 2, 4): E = 1.5 + 5/8 = 2.13. Asynchronous promotion lets early trials through more
+    often, and the trials running when the budget ends are cut, so real runs differ somewhat.
+    """
+    stop = min(max_t or epochs, epochs)
+    eta = reduction_factor
+    rungs = []
+    while grace_period * eta ** len(rungs) < stop:
+        rungs.append(grace_period * eta ** len(rungs))
+    stopped = sum(eta ** -k * (1 - 1 / eta) * r for k, r in enumerate(rungs))
+    return stopped + eta ** -len(rungs) * stop
+
+
+def read_bench(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The rows of `bench train` JSON files (bench/results/train-*.json), each with "device" from its meta."""
+    rows = []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        meta = payload.get("meta", {})
+        device = f"{meta.get('device_type', '?')} {meta.get('device', '?')}"
+        rows.extend({**row, "device": device} for row in payload["rows"])
+    return rows
+
+
+def concurrent_trials(spec: GridSpec, gpus: int) -> int:
+    """Trials a configuration runs at once on `gpus` GPUs (Tune packs floor(gpus / gpus_per_trial))."""
+    n = math.floor(gpus / spec.resources.gpus_per_trial + 1e-9)
+    if n < 1:
+        raise ValueError(f"resources.gpus_per_trial ({spec.resources.gpus_per_trial}) exceeds the {gpus} GPU(s)")
+    return n
+
+
+def plan(spec: GridSpec, bench_results: list[dict[str, Any]] | None = None, *, gpus: int = 1) -> dict[str, Any]:
+    """The dry run: configurations per axis, search dims per protocol, trials, budget-bound hours on `gpus`
+    GPUs (configurations run one after another, each Tuner using every GPU), and `estimate` when bench rows
+    are given."""
+    configs = expand(spec)
+    budget_hours = len(configs) * spec.budget_minutes / 60
+    out: dict[str, Any] = {
+        "name": spec.name,
+        "n_configs": len(configs),
+        "axes": {axis: len(getattr(spec, axis)) for axis in ("backbones", "losses", "protocols", "datasets")},
+        "search": {
+            protocol: [d.name for d in search_space(spec, Config(spec.backbones[0], spec.losses[0], protocol, spec.datasets[0]))]
+            for protocol in spec.protocols
+        },
+        "trials_per_config": spec.num_samples if spec.num_samples is not None else "unlimited within the budget",
+        "budget_minutes_per_config": spec.budget_minutes,
+        "gpus": gpus,
+        "concurrent_trials": concurrent_trials(spec, gpus),
+        "budget_bound_hours": budget_hours,
+        "budget_bound_gpu_hours": budget_hours * gpus,
+    }
+    if bench_results is not None:
+        out["estimate"] = estimate(spec, bench_results, gpus=gpus)
+    return out
+
+
+def estimate(
+    spec: GridSpec, bench_results: list[dict[str, Any]], *, gpus: int = 1, impl: str = "rft-fast"
+) -> dict[str, Any]:
+    """Hours from measured step times (rows of `bench train`, implementation `impl`).
+
+    Per configuration: seconds per training image = median_s / batch of the bench row for the backbone's timm
+    architecture (same loss, bf16 when the grid uses AMP, batch closest to the grid's), scaled by pixels
+    (image_size / row size)^2 and by attack passes (attack_steps + 1) / 11. An architecture without rows takes
+    the measured one nearest in parameter count, scaled by the parameter ratio: "extrapolated". Validation
+    images cost (val_steps + 1) / (attack_steps + 1) of a training image. An epoch is train images x that
+    + validation images x theirs; a trial runs `asha_expected_epochs`. Linear probing is costed as full
+    fine-tuning (the attack still backpropagates through the backbone): an upper bound.
+    Hours per configuration: the budget when trials are unlimited, else the time num_samples trials take at
+    `concurrent_trials`, capped by the budget.
+    """
+    rows = [r for r in bench_results if r.get("impl") == impl]
+    if not rows:
+        raise ValueError(f"no bench rows with impl {impl!r} (of {len(bench_results)} rows)")
+    parallel = concurrent_trials(spec, gpus)
+    budget_s = spec.budget_minutes * 60
+    per_config = []
+    for config in expand(spec):
+        train = TrainConfig(**config.train_fields(spec), **{d.name: _sample(d) for d in search_space(spec, config)})
+        if config.dataset not in SPLIT_SIZES:
+            raise ValueError(f"no split sizes for dataset {config.dataset!r}: add (train, val) to SPLIT_SIZES")
+        sec, source = _seconds_per_image(rows, models.get(config.backbone).timm_name, train)
+        n_train, n_val = SPLIT_SIZES[config.dataset]
+        if train.max_batches is not None:
+            n_train = min(n_train, train.max_batches * train.batch_size)
+        if train.val_samples is not None:
+            n_val = min(n_val, train.val_samples)
+        epoch_s = sec * (n_train + n_val * (train.val_steps + 1) / (train.attack_steps + 1))
+        epochs = asha_expected_epochs(
+            train.num_epochs, spec.asha.grace_period, spec.asha.reduction_factor, spec.asha.max_t
+        )
+        trial_s = epochs * epoch_s
+        config_s = budget_s if spec.num_samples is None else min(budget_s, spec.num_samples * trial_s / parallel)
+        per_config.append({
+            "key": config.key, "source": source, "seconds_per_image": sec, "epoch_seconds": epoch_s,
+            "asha_expected_epochs": epochs, "expected_trial_seconds": trial_s,
+            "full_trial_seconds": train.num_epochs * epoch_s,
+            "trials_within_budget": parallel * budget_s / trial_s, "hours": config_s / 3600,
+        })
+    hours = sum(c["hours"] for c in per_config)
+    return {
+        "bench_devices": sorted({r.get("device", "?") for r in rows}),
+        "gpus": gpus,
+        "concurrent_trials": parallel,
+        "budget_bound_hours": len(per_config) * budget_s / 3600,
+        "estimated_hours": hours,
+        "estimated_gpu_hours": hours * gpus,
+        "measured_configs": sum(c["source"] == "measured" for c in per_config),
+        "extrapolated_configs": sum(c["source"] != "measured" for c in per_config),
+        "configs": per_config,
+        "notes": [
+            "estimates: step times come from the bench device(s) listed, which may not be the grid's",
+            "ASHA epochs per trial are the idealized expectation (asha_expected_epochs)",
+            "not counted: Tune / process start-up, data loading, the best trial's evaluation",
+            "LP-50 is costed as full fine-tuning (an upper bound)",
+        ],
+    }
+
+
+def _sample(dim: SearchDim) -> Any:
+    """A representative value of a search dim (its cost does not depend on the value)."""
+    return dim.low if dim.kind in ("loguniform", "uniform") else dim.values[0]
+
+
+def _seconds_per_image(rows: list[dict[str, Any]], arch: str, train: TrainConfig) -> tuple[float, str]:
+    """Seconds per training image of `arch` for `train`'s settings, and "measured" or "extrapolated from X"."""
+    measured = sorted({r["model"] for r in rows})
+    if arch in measured:
+        base, source = arch, "measured"
+    else:
+        target = _params(arch)
+        base = min(measured, key=lambda m: abs(math.log(target / _params(m))))
+        source = f"extrapolated from {base} by parameters"
+    dtype = "float32" if train.amp == "none" else "bfloat16"
+    row = min(
+        (r for r in rows if r["model"] == base),
+        key=lambda r: (r["loss"] != train.loss, r["dtype"] != dtype, abs(math.log(r["batch"] / train.batch_size))),
+    )
+    sec = row["median_s"] / row["batch"]
+    sec *= (train.image_size / row.get("size", train.image_size)) ** 2
+    sec *= (train.attack_steps + 1) / (BENCH_ATTACK_STEPS + 1)
+    if base != arch:
+        sec *= _params(arch) / _params(base)
+    return sec, source
+
+
+@functools.lru_cache(maxsize=None)
+def _params(arch: str) -> int:
+    """Parameters of timm architecture `arch` without its classifier (built on the meta device)."""
+    with torch.device("meta"):
+        model = build_timm(arch, 0, _RESOLUTION)
+    return sum(p.numel() for p in model.parameters())
