@@ -68,7 +68,8 @@ def auto_batch_size(model: nn.Module, x: Tensor, start: int = 1024) -> int:
     return 1
 
 
-def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+def predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    """Predicted classes (N,), batched, without grad, the model in eval mode (modes restored after)."""
     with torch.no_grad(), eval_mode(model):
         return torch.cat([model(xb).argmax(1) for xb in x.split(batch_size)])
 
@@ -113,8 +114,8 @@ def autoattack(
         if mode == "fast":
             adversary.attacks_to_run = list(FAST_ATTACKS)
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
-    clean_ok = _predict(model, x, batch_size) == y
-    robust_ok = _predict(model, x_adv, batch_size) == y
+    clean_ok = predict(model, x, batch_size) == y
+    robust_ok = predict(model, x_adv, batch_size) == y
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     seconds = time.perf_counter() - t0

@@ -18,8 +18,7 @@ from torch.utils.data import Dataset
 
 from rft_fast import data
 from rft_fast.eval import corruptions
-from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack
-from rft_fast.modes import eval_mode
+from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack, predict
 from rft_fast.results import Measurement, Store
 
 THREATS = ("clean", "Linf", "L2", "L1", "corruptions")
@@ -86,12 +85,6 @@ def _tensors(dataset: Dataset, device: torch.device) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
-    """Per-image correctness (bool (N,)), model in eval mode."""
-    with torch.no_grad(), eval_mode(model):
-        return torch.cat([model(xb).argmax(1) for xb in x.split(batch_size)]) == y
-
-
 def evaluate(
     model: nn.Module,
     test_set: Dataset,
@@ -132,7 +125,7 @@ def evaluate(
     clean_acc = None
     if "clean" in settings.threats:
         t0 = time.perf_counter()
-        clean_acc = _accuracy(model, x, y, batch).float().mean().item()
+        clean_acc = (predict(model, x, batch) == y).float().mean().item()
         record("clean", clean_acc, len(y), time.perf_counter() - t0)
     for norm in NORMS:
         if norm not in settings.threats:
@@ -155,7 +148,7 @@ def evaluate(
             for cs in sets:
                 t0 = time.perf_counter()
                 xc, yc = data.to_device(cs.images, cs.labels, device)
-                correct = _accuracy(model, xc, yc, batch).cpu()
+                correct = (predict(model, xc, batch) == yc).cpu()
                 seconds = time.perf_counter() - t0 + build_seconds
                 label = "study" if cs.setting == "study" else cs.setting
                 record("corruption", correct.float().mean().item(), len(yc), seconds, corruption=label, severity=cs.severity)
