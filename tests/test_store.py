@@ -248,6 +248,26 @@ def test_sigkill_mid_grid_then_rerun(tmp_path: Path) -> None:
     assert integrity(path) == "ok"
 
 
+def test_open_waits_for_a_writer_holding_a_fresh_file(tmp_path: Path) -> None:
+    """SQLite does not run the busy handler for the switch to WAL: opening while another connection writes the
+    fresh file's lock must wait for it, not fail with 'database is locked'."""
+    path = tmp_path / "results.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # a reserved lock: the opener can read, and must not upgrade past it
+    holder.execute("CREATE TABLE scratch (x)")
+    release = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        start = time.monotonic()
+        store = Store(path, timeout=10)
+        assert time.monotonic() - start >= 0.4  # it waited for the lock instead of failing
+        assert store.query() == []
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        release.join()
+        holder.close()
+
+
 def test_two_processes_write_concurrently(tmp_path: Path) -> None:
     path, go = tmp_path / "fresh" / "results.db", tmp_path / "go"
     procs = [writer(path, 0, 150, pause=0.002, go=go), writer(path, 150, 300, pause=0.002, go=go)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -218,12 +219,30 @@ class Store:
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")  # persistent in the file; a no-op once set
+            self._set_wal(timeout)
             self._db.execute("PRAGMA synchronous = FULL")
             self._init_schema()
         except BaseException:
             self._db.close()
             raise
+
+    def _set_wal(self, timeout: float) -> None:
+        """Switches the file to WAL (persistent; a no-op once set). The switch needs an exclusive lock and SQLite
+        does not run the busy handler for it, so two processes creating one fresh file retry here by hand."""
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 0.1)
+                continue
+            if mode.lower() != "wal":
+                raise ValueError(f"{self.path}: SQLite could not switch the file to WAL (journal mode {mode!r})")
+            return
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
