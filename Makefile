@@ -1,4 +1,4 @@
-# Two entry points (README quick start): `make demo` runs the main job, `make test` the whole test suite.
+# Two entry points (README quick start): `make demo` runs the main job (the quick grid end to end), `make test` the whole test suite.
 # Both create/reuse .venv and install what they need. setup.py imports torch, so the package is installed
 # with --no-build-isolation after torch is in the venv.
 PYTHON ?= python3
@@ -30,7 +30,8 @@ $(BIN)/.installed: $(BIN)/.deps $(SOURCES)
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/rft-fast bench ops --device cpu
+	$(BIN)/rft-fast grid examples/quick.yaml
+	$(BIN)/rft-fast report --store runs/quick/results.sqlite --out runs/quick/report --mode fast
 
 test: install
 	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q tests

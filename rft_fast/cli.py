@@ -314,24 +314,24 @@ def _results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_records(folder: Path) -> list[dict]:
-    rows = []
-    for f in sorted(folder.glob("train-*.json")):
-        rows += json.loads(f.read_text())["rows"]
-    return rows
-
-
 def _grid(args: argparse.Namespace) -> int:
     import time as _time
 
-    from rft_fast.grid import estimate, load_spec, plan
+    from rft_fast.grid import format_plan, load_spec, plan, read_bench
 
     try:
         spec = load_spec(args.spec)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     if args.dry_run:
-        print(json.dumps({"plan": plan(spec), "estimate": estimate(spec, _bench_records(Path(args.bench_results)))}, indent=2, default=str))
+        bench = read_bench(sorted(Path(args.bench_results).glob("train-*.json")))
+        try:
+            summary = plan(spec, bench or None, gpus=args.gpus)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        print(json.dumps(summary, indent=2, default=str) if args.json else format_plan(summary))
+        if not bench:
+            print(f"(no train-*.json in {args.bench_results}: run `rft-fast bench train` for a step-time estimate)")
         return 0
     from rft_fast.grid.runner import run_grid
 
@@ -600,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     grid.add_argument("--address", help="attach to an existing Ray cluster (e.g. auto or ray://host:10001)")
     grid.add_argument("--bench-results", default="bench/results", help="folder of train-*.json step times for --dry-run")
+    grid.add_argument("--gpus", type=int, default=1, help="GPUs the --dry-run estimate assumes (default 1)")
+    grid.add_argument("--json", action="store_true", help="--dry-run prints JSON, per configuration")
     grid.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="evaluation progress bars")
     grid.set_defaults(func=_grid)
 

@@ -195,3 +195,37 @@ def test_results_import_and_report_commands(tmp_path, capsys):
     assert "gold" in text and "resnet50.a1_in1k" in text
     with pytest.raises(SystemExit, match="no results store"):
         cli.main(["report", "--store", str(tmp_path / "missing.sqlite")])
+
+
+def test_grid_dry_run_text_and_json(tmp_path, capsys):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "train-x.json").write_text(json.dumps({
+        "meta": {"device_type": "cuda", "device": "NVIDIA H100"},
+        "rows": [{"impl": "rft-fast", "model": "deit_tiny_patch16_224", "loss": "classic_at", "dtype": "float32",
+                  "batch": 64, "size": 32, "median_s": 0.64},
+                 {"impl": "rft-fast", "model": "deit_tiny_patch16_224", "loss": "trades", "dtype": "float32",
+                  "batch": 64, "size": 32, "median_s": 0.64}],
+    }))
+    assert cli.main(["grid", "examples/quick.yaml", "--dry-run", "--bench-results", str(bench), "--gpus", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "grid 'quick': 4 configurations (2 backbones x 2 losses x 1 protocols x 1 datasets)" in text
+    assert "trials per configuration: 2, 2 at a time on 2 GPU(s)" in text
+    assert "estimate from measured step times (cuda NVIDIA H100)" in text
+    assert "2 configurations measured, 2 extrapolated" in text
+    assert cli.main(["grid", "examples/quick.yaml", "--dry-run", "--bench-results", str(bench), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_configs"] == 4 and summary["budget_bound_hours"] == pytest.approx(4 * 2 / 60)
+    # 0.01 s per image at APGD-10, x (3 + 1) / 11 for the grid's 3 attack steps; an epoch is 384 train + 64 val
+    # images x (3 + 1) / (3 + 1); 2 epochs under ASHA(grace 1, eta 2) = 1 + 2/2 = 1.5 expected; 2 trials in turn
+    measured = [c for c in summary["estimate"]["configs"] if c["source"] == "measured"]
+    expected = 0.01 * 4 / 11 * (384 + 64) * 1.5 * 2
+    assert [c["hours"] * 3600 for c in measured] == pytest.approx([expected, expected])
+
+
+def test_grid_rejects_a_bad_spec(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("backbones: [resnet50.a1_in1kk]\nlosses: [trades]\nprotocols: [FFT-5]\ndatasets: [digits]\n"
+                    "search: {}\nbudget_minutes: 1\nstore: r.sqlite\nout_dir: runs\nrandom_init: true\n")
+    with pytest.raises(SystemExit, match="backbones: unknown backbone 'resnet50.a1_in1kk'"):
+        cli.main(["grid", str(spec), "--dry-run"])

@@ -202,3 +202,30 @@ def _params(arch: str) -> int:
     with torch.device("meta"):
         model = build_timm(arch, 0, _RESOLUTION)
     return sum(p.numel() for p in model.parameters())
+
+
+def format_plan(summary: dict[str, Any]) -> str:
+    """The dry run as text: the plan's counts, the budget-bound hours and, when present, the step-time
+    estimate with the bench device(s) it rests on (per configuration only in the JSON form)."""
+    axes = " x ".join(f"{n} {axis}" for axis, n in summary["axes"].items())
+    lines = [
+        f"grid {summary['name']!r}: {summary['n_configs']} configurations ({axes})",
+        f"trials per configuration: {summary['trials_per_config']}, "
+        f"{summary['concurrent_trials']} at a time on {summary['gpus']} GPU(s)",
+    ]
+    lines += [f"  search over {', '.join(dims) or 'nothing'} for {protocol}" for protocol, dims in summary["search"].items()]
+    lines.append(
+        f"budget: {summary['budget_minutes_per_config']:g} min per configuration -> at most "
+        f"{summary['budget_bound_hours']:,.1f} h ({summary['budget_bound_gpu_hours']:,.1f} GPU-hours)"
+    )
+    est = summary.get("estimate")
+    if est is not None:
+        lines.append(
+            f"estimate from measured step times ({'; '.join(est['bench_devices'])}): {est['estimated_hours']:,.1f} h "
+            f"({est['estimated_gpu_hours']:,.1f} GPU-hours); {est['measured_configs']} configurations measured, "
+            f"{est['extrapolated_configs']} extrapolated by parameter count"
+        )
+        bound = sum(c["hours"] >= summary["budget_minutes_per_config"] / 60 - 1e-9 for c in est["configs"])
+        lines.append(f"  {bound} of {len(est['configs'])} configurations use their whole budget")
+        lines += [f"  note: {note}" for note in est["notes"]]
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ inside its trainable, so Tune marks it failed with the reason, and the grid goes
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import time
@@ -162,7 +163,11 @@ def run_grid(
 
     configs = expand(spec)
     storage = (Path(spec.out_dir) / TUNE_DIR).resolve()
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
+    # Tune snapshots the experiment state at every trial checkpoint (num_to_keep=1): that is what makes a killed
+    # grid resumable, so its warning that these snapshots are frequent is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # "local" starts a private Ray instance even when another one runs on this machine; a cluster is opt-in.
+    ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
              configure_logging=False)
     outcomes = []
     try:
