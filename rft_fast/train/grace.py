@@ -30,6 +30,7 @@ Driving it with gradient accumulation (the loop's micro-batches of one optimizer
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Callable, Iterator
 
@@ -113,9 +114,10 @@ class CurvatureSAM(Optimizer):
                 st["curvature"], st["step"] = torch.zeros_like(p), 0
             st["step"] += 1
             st["curvature"].mul_(self.beta2).addcmul_(p.grad, p.grad, value=1 - self.beta2)
+        acc = functools.reduce(torch.promote_types, {p.dtype for p in params}, torch.float32)  # sums' dtype
         numel = sum(p.numel() for p in params)
-        mean_c = torch.stack([self._metric(p).sum(dtype=torch.float32) for p in params]).sum() / numel
-        quad = torch.stack([(p.grad.float().square() / self._metric(p)).sum() for p in params]).sum() * mean_c
+        mean_c = torch.stack([self._metric(p).sum(dtype=acc) for p in params]).sum() / numel
+        quad = torch.stack([(p.grad.to(acc).square() / self._metric(p)).sum(dtype=acc) for p in params]).sum() * mean_c
         scale = torch.where(quad > 0, self.rho * mean_c / quad.sqrt(), 0.0)  # g = 0 everywhere: e = 0 (no sync)
         for p in params:
             self.state[p]["w"] = p.detach().clone()
