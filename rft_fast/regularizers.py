@@ -46,7 +46,8 @@ _NORM_FLOOR = 1e-8
 
 def _check_features(name: str, t: Tensor) -> None:
     if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() != 2 or t.shape[0] < 1:
-        raise ValueError(f"{name} must be a float tensor of features (N, D) with N >= 1, got {getattr(t, 'shape', type(t))}")
+        got = getattr(t, "shape", type(t))
+        raise ValueError(f"{name} must be a float tensor of features (N, D) with N >= 1, got {got}")
 
 
 def gram_matrix(features: Tensor) -> Tensor:
@@ -68,7 +69,8 @@ def gram_alignment_loss(clean: Tensor, *views: Tensor) -> Tensor:
     for i, v in enumerate(views):
         _check_features(f"views[{i}]", v)
         if v.shape != clean.shape:
-            raise ValueError(f"views[{i}] must have the clean features' shape {tuple(clean.shape)}, got {tuple(v.shape)}")
+            raise ValueError(f"views[{i}] must have the clean features' shape {tuple(clean.shape)}, "
+                             f"got {tuple(v.shape)}")
     g = gram_matrix(clean)
     n = clean.shape[0]
     return torch.stack([(g - gram_matrix(v)).square().sum() for v in views]).mean() / n**2
@@ -95,16 +97,14 @@ def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     return features, net.get_classifier()(features)
 
 
-def _fraction(name: str, value: float) -> float:
+def _fraction(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
-def _weight(name: str, value: float) -> float:
+def _weight(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def draw_seed(seed: int, draw: int) -> int:

@@ -204,7 +204,8 @@ def test_errors():
     model = make_model()
     with pytest.raises(TypeError, match="base must be a torch.optim.Optimizer"):
         CurvatureSAM(model.parameters())
-    for kwargs, message in ((dict(rho=-1.0), "rho must be"), (dict(beta2=1.0), "beta2 must be"), (dict(eps=0.0), "eps must be")):
+    bad = ((dict(rho=-1.0), "rho must be"), (dict(beta2=1.0), "beta2 must be"), (dict(eps=0.0), "eps must be"))
+    for kwargs, message in bad:
         with pytest.raises(ValueError, match=message):
             CurvatureSAM(torch.optim.SGD(model.parameters(), lr=0.1), **kwargs)
     opt = CurvatureSAM(torch.optim.SGD(model.parameters(), lr=0.1))

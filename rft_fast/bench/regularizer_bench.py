@@ -31,7 +31,9 @@ COLUMNS = (
 )
 
 
-def step_fn(variant: str, loss: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_steps: int) -> Callable[[], None]:
+def step_fn(
+    variant: str, loss: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_steps: int
+) -> Callable[[], None]:
     """One training step of `variant` on a fixed batch (AdamW, lr 1e-8: the model stays put across repetitions)."""
     attack = APGD(norm="Linf", eps=4 / 255, steps=attack_steps, random_start=False)
     base = ClassicATLoss(attack) if loss == "classic_at" else TRADESLoss(attack, beta=6.0)
