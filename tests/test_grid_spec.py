@@ -160,6 +160,13 @@ def test_check_paths(tmp_path):
         ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial must be a fraction <= 1 or a whole number"),
         ({"eval": {"threats": ["Linf", "L3"]}}, "eval.threats must be a non-empty subset of"),
         ({"eval": {"mode": "plus"}}, "eval.mode must be one of"),
+        ({"axes": {"betta": [1.0]}}, "axes.betta: not a TrainConfig field an axis can vary"),
+        ({"axes": {"loss": ["trades"]}}, "axes.loss: not a TrainConfig field an axis can vary"),
+        ({"axes": {"beta": []}}, "axes.beta must be a non-empty list"),
+        ({"axes": {"beta": [1.0, 1.0]}}, "axes.beta: a value is listed more than once"),
+        ({"axes": {"beta": [1.0, -1.0]}}, "axes.beta: beta must be a finite number >= 0, got -1.0"),
+        ({"axes": {"lr_head": [0.1]}}, "axes.lr_head: also in search"),
+        ({"axes": {"beta": [1.0]}, "fixed": {"beta": 2.0}}, "axes.beta: also in fixed"),
     ],
 )
 def test_errors_name_their_key(changes, message):
@@ -263,3 +270,18 @@ def test_read_bench(tmp_path):
     path = tmp_path / "train-x.json"
     path.write_text(json.dumps({"meta": {"device_type": "cuda", "device": "H100"}, "rows": [{"model": "m"}]}))
     assert read_bench([path]) == [{"model": "m", "device": "cuda H100"}]
+
+
+def test_extra_axes_expand_label_the_protocol_and_reach_the_trials():
+    spec = spec_with(axes={"beta": [1.0, 6.0], "attack_steps": [3, 10]}, protocols=["FFT-5"])
+    configs = expand(spec)
+    assert len(configs) == 2 * 2 * 2  # backbones x beta x attack_steps (one loss, protocol, dataset)
+    assert [c.variant for c in configs[:2]] == [(("beta", 1.0), ("attack_steps", 3))] * 2  # backbones innermost
+    assert configs[0].protocol_label == "FFT-5[beta=1.0,attack_steps=3]"
+    assert configs[-1].key == "deit_tiny_patch16_224.fb_in1k|classic_at|FFT-5[beta=6.0,attack_steps=10]|digits"
+    assert len({c.key for c in configs}) == len(configs)
+    fields = configs[-1].train_fields(spec)
+    assert fields["protocol"] == "FFT-5" and fields["beta"] == 6.0 and fields["attack_steps"] == 10
+    assert plan(spec)["axes"] == {"backbones": 2, "losses": 1, "protocols": 1, "datasets": 1, "beta": 2,
+                                  "attack_steps": 2}
+    assert expand(spec_with())[0].protocol_label == "FFT-5"  # no axes: the plain protocol

@@ -89,7 +89,8 @@ def plan(spec: GridSpec, bench_results: list[dict[str, Any]] | None = None, *, g
     out: dict[str, Any] = {
         "name": spec.name,
         "n_configs": len(configs),
-        "axes": {axis: len(getattr(spec, axis)) for axis in ("backbones", "losses", "protocols", "datasets")},
+        "axes": {**{axis: len(getattr(spec, axis)) for axis in ("backbones", "losses", "protocols", "datasets")},
+                 **{name: len(values) for name, values in spec.axes.items()}},
         "search": {
             protocol: [d.name for d in search_space(spec, Config(spec.backbones[0], spec.losses[0], protocol, spec.datasets[0]))]
             for protocol in spec.protocols

@@ -77,13 +77,19 @@ def _tune_dim(dim: SearchDim) -> Any:
     return dim.values[0]
 
 
+def _reason(error: BaseException) -> str:
+    """The exception line of a trial's error: Ray wraps it in a traceback whose first line names the actor."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def _name(config: Config) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", config.key)
 
 
 def _done(store: Store, config: Config, spec: GridSpec) -> bool:
     """Whether every evaluation row the spec asks for is in the store for this configuration."""
-    rows = store.query(backbone=config.backbone, dataset=config.dataset, loss=config.loss, protocol=config.protocol)
+    rows = store.query(backbone=config.backbone, dataset=config.dataset, loss=config.loss, protocol=config.protocol_label)
     have = {("corruption" if m.threat == "corruption" else m.threat, m.mode if m.threat in ("Linf", "L2", "L1") else "-")
             for m in rows if m.threat != "corruption" or m.corruption in ("study", None)}
     want = set()
@@ -131,7 +137,7 @@ def _tune_and_evaluate(spec: GridSpec, config: Config, storage: Path, store: Sto
     finished = [r for r in grid if r.checkpoint is not None and r.metrics and spec.asha.metric in r.metrics
                 and math.isfinite(r.metrics[spec.asha.metric])]
     if not finished:
-        errors = "; ".join(str(r.error).splitlines()[0] for r in grid if r.error is not None)[:500]
+        errors = "; ".join(_reason(r.error) for r in grid if r.error is not None)[:500]
         return ConfigOutcome(config.key, "failed", trials=len(grid), failed_trials=failed,
                              seconds=time.perf_counter() - t0, message=errors or "no trial reported a finite metric")
     sign = 1 if spec.asha.mode == "min" else -1
@@ -139,7 +145,8 @@ def _tune_and_evaluate(spec: GridSpec, config: Config, storage: Path, store: Sto
     with best.checkpoint.as_directory() as folder:
         model, train_config = load_trained(Path(folder) / "checkpoint.pt", "cuda" if torch.cuda.is_available() else "cpu")
     splits = data.build(train_config.dataset, train_config.data_root, image_size=train_config.image_size)
-    run = RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss, config.protocol, train_config.hparams())
+    run = RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss, config.protocol_label,
+                  train_config.hparams())
     settings = EvalSettings(threats=spec.eval.threats, n=spec.eval.n, mode=spec.eval.mode,
                             corruption_setting=spec.eval.corruption_setting,
                             cache_dir=str(Path(spec.out_dir) / "corruption-cache"))

@@ -94,6 +94,7 @@ class GridSpec:
     weights_dir: str | None = None
     random_init: bool = False
     fixed: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     num_samples: int | None = None
     asha: ASHA = ASHA()
     resources: Resources = Resources()
@@ -102,17 +103,27 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class Config:
-    """One configuration of the grid: a Tune experiment of many trials."""
+    """One configuration of the grid: a Tune experiment of many trials. `variant` holds the values of the
+    spec's extra `axes` (TrainConfig field, value), e.g. (("tora_lambda", 0.9),)."""
 
     backbone: str
     loss: str
     protocol: str
     dataset: str
+    variant: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def protocol_label(self) -> str:
+        """The protocol as stored and reported: "FFT-5", or with the variant, "TORA-10[tora_lambda=0.9]", so
+        the store keeps variants apart and the report groups them like protocols."""
+        if not self.variant:
+            return self.protocol
+        return f"{self.protocol}[{','.join(f'{k}={v}' for k, v in self.variant)}]"
 
     @property
     def key(self) -> str:
-        """A stable id, "backbone|loss|protocol|dataset"."""
-        return f"{self.backbone}|{self.loss}|{self.protocol}|{self.dataset}"
+        """A stable id, "backbone|loss|protocol_label|dataset"."""
+        return f"{self.backbone}|{self.loss}|{self.protocol_label}|{self.dataset}"
 
     def train_fields(self, spec: GridSpec) -> dict[str, Any]:
         """The TrainConfig fields every trial of this configuration shares (not the searched ones, not out_dir)."""
@@ -122,6 +133,7 @@ class Config:
             "data_root": spec.data_roots.get(self.dataset),
             **({"random_init": True} if weights is None else {"pretrained_path": weights}),
             **spec.fixed,
+            **dict(self.variant),
         }
 
     def epochs(self, spec: GridSpec) -> int:
@@ -140,12 +152,13 @@ def weights_path(spec: GridSpec, backbone: str) -> str | None:
 
 
 def expand(spec: GridSpec) -> list[Config]:
-    """Every configuration, datasets outermost, then protocols, backbones, losses (each in the spec's order):
-    an interrupted grid leaves whole (dataset, protocol) tables, which the analyses compare."""
+    """Every configuration, datasets outermost, then protocols, the extra axes, backbones, losses (each in the
+    spec's order): an interrupted grid leaves whole (dataset, protocol) tables, which the analyses compare."""
+    variants = [tuple(zip(spec.axes, values)) for values in itertools.product(*spec.axes.values())]
     return [
-        Config(backbone, loss, protocol, dataset)
-        for dataset, protocol, backbone, loss in itertools.product(
-            spec.datasets, spec.protocols, spec.backbones, spec.losses
+        Config(backbone, loss, protocol, dataset, variant)
+        for dataset, protocol, variant, backbone, loss in itertools.product(
+            spec.datasets, spec.protocols, variants, spec.backbones, spec.losses
         )
     ]
 
@@ -190,6 +203,7 @@ _KEYS = {
     "random_init": "train from random initialization instead of weights (offline / smoke grids)",
     "search": "TrainConfig field -> {loguniform: [low, high]} | {uniform: [low, high]} | {choice: [...]} | value",
     "fixed": "TrainConfig field -> value, for every trial",
+    "axes": "TrainConfig field -> list of values: extra grid axes (e.g. tora_lambda, eps_schedule)",
     "budget_minutes": "wall-clock tuning budget per configuration",
     "num_samples": "trials per configuration (null: unlimited within the budget)",
     "asha": "metric, mode, grace_period, reduction_factor, max_t (null: the configuration's epochs)",
@@ -258,6 +272,7 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> GridSpec:
 
     fixed = _fixed(raw.get("fixed") or {})
     search = _search(raw["search"], fixed)
+    axes = _axes(raw.get("axes") or {}, fixed, search)
     spec = GridSpec(
         name=_name(raw.get("name", default_name)),
         backbones=backbones, losses=losses, protocols=protocols, datasets=datasets,
@@ -266,7 +281,7 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> GridSpec:
         store=_path("store", raw["store"]),
         out_dir=_path("out_dir", raw["out_dir"]),
         data_roots=data_roots, pretrained=pretrained, weights_dir=weights_dir, random_init=random_init,
-        fixed=fixed,
+        fixed=fixed, axes=axes,
         num_samples=None if raw.get("num_samples") is None else _int("num_samples", raw["num_samples"]),
         asha=_asha(raw.get("asha") or {}),
         resources=_resources(raw.get("resources") or {}),
@@ -341,6 +356,25 @@ def _fixed(values: object) -> dict[str, Any]:
         if name not in _TRAIN_FIELDS:
             raise ValueError(f"fixed.{name}: not a TrainConfig field; known: {sorted(set(_TRAIN_FIELDS) - set(_GRID_OWNED))}")
     return dict(values)
+
+
+def _axes(values: object, fixed: dict[str, Any], search: tuple[SearchDim, ...]) -> dict[str, tuple[Any, ...]]:
+    if not isinstance(values, dict):
+        raise ValueError(f"axes must map TrainConfig fields to lists of values, got {values!r}")
+    searched = {d.name for d in search}
+    out = {}
+    for name, options in values.items():
+        key = f"axes.{name}"
+        if name in _GRID_OWNED or name not in _TRAIN_FIELDS:
+            raise ValueError(f"{key}: not a TrainConfig field an axis can vary; known: {sorted(set(_TRAIN_FIELDS) - set(_GRID_OWNED))}")
+        if name in fixed or name in searched:
+            raise ValueError(f"{key}: also in {'fixed' if name in fixed else 'search'}; a field is one of axis, fixed, searched")
+        if not isinstance(options, list) or not options:
+            raise ValueError(f"{key} must be a non-empty list, got {options!r}")
+        if len(set(map(repr, options))) != len(options):
+            raise ValueError(f"{key}: a value is listed more than once: {options!r}")
+        out[name] = tuple(options)
+    return out
 
 
 def _search(values: object, fixed: dict[str, Any]) -> tuple[SearchDim, ...]:
@@ -438,3 +472,9 @@ def _probe(spec: GridSpec) -> None:
                 TrainConfig(**base, **spec.fixed, **{dim.name: value})
             except (TypeError, ValueError) as err:
                 raise ValueError(f"search.{dim.name}: {err}") from None
+    for name, options in spec.axes.items():
+        for value in options:
+            try:
+                TrainConfig(**base, **spec.fixed, **{name: value})
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"axes.{name}: {err}") from None
