@@ -244,7 +244,7 @@ def test_sigkill_mid_grid_then_rerun(tmp_path: Path) -> None:
     with Store(path) as store:
         rows = store.query()
         assert len(rows) == 200 and len(keys(store)) == 200
-        assert {m.threat for m in rows} == set(THREATS)
+        assert {m.threat for m in rows} == set(THREATS) - {"smoothing-L2"}  # the writer writes the other five
     assert integrity(path) == "ok"
 
 
@@ -445,3 +445,167 @@ def test_refuses_newer_schema_and_foreign_databases(tmp_path: Path) -> None:
         Store(foreign)
     with sqlite3.connect(foreign) as db:
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["t"]  # left untouched
+
+
+# randomized smoothing (smoothing-L2) and the version-1 -> 2 migration ----------------------------------------
+
+CERTIFY = {"n0": 100, "n": 1000, "alpha": 0.001}
+
+
+def smooth(radius: float | None = 0.5, sigma: float = 0.25, accuracy: float = 0.4, **kw) -> Measurement:
+    """A smoothing-L2 row: certified accuracy at `radius` (None: the smoothed classifier's accuracy)."""
+    versions = {"torch": "2.x", "smoothing": {"sigma": sigma, **CERTIFY}}
+    return Measurement(**{**MODEL, "threat": "smoothing-L2", "eps": radius, "corruption": None, "severity": None,
+                          "mode": f"sigma={sigma}", "accuracy": accuracy, "n": 500, "seconds": 12.0,
+                          "versions": versions, **STAMP, **kw})
+
+
+def test_smoothing_rows_roundtrip_keyed_by_sigma_and_radius(store: Store) -> None:
+    rows = [smooth(r, s, acc) for s in (0.5, 0.25) for r, acc in ((None, 0.6), (0.0, 0.55), (0.25, 0.4), (1.0, 0.1))]
+    assert store.put_many(rows) == 8  # 8 distinct keys: sigma and radius both in the key
+    got = store.query(threat="smoothing-L2")
+    assert len(got) == 8
+    # ordered by sigma, then the smoothed row (eps None) before the radii ascending
+    assert [(m.mode, m.eps) for m in got] == [(f"sigma={s}", r) for s in (0.25, 0.5) for r in (None, 0.0, 0.25, 1.0)]
+    assert got[1] == smooth(0.0, 0.25, 0.55) and got[1].versions["smoothing"] == {"sigma": 0.25, **CERTIFY}
+    assert store.query(threat="smoothing-L2", mode="sigma=0.5", eps=0.0) == [smooth(0.0, 0.5, 0.55)]
+    assert store.query(mode="sigma=0.50") == store.query(mode="sigma=0.5")  # the filter is canonicalised too
+    assert store.has(**smooth(0.25, 0.5).key()) and not store.has(**smooth(0.5, 0.5).key())
+    assert not store.has(**smooth(0.25, 0.125).key())
+    store.put(smooth(0.25, 0.5, 0.3, versions={"smoothing": {"sigma": 0.5, "n0": 10, "n": 99, "alpha": 0.01}}))
+    assert len(store.query(threat="smoothing-L2")) == 8  # n0 / n / alpha are recorded, not keyed: replaced
+    assert store.query(mode="sigma=0.5", eps=0.25)[0].versions["smoothing"]["n"] == 99
+    assert store.delete(threat="smoothing-L2", mode="sigma=0.25") == 4
+
+
+def test_smoothing_mode_is_canonical() -> None:
+    from rft_fast.results import smoothing_mode, smoothing_sigma
+
+    assert smooth(mode="sigma=0.250").mode == "sigma=0.25" == smoothing_mode(0.25)
+    assert smoothing_mode(1) == "sigma=1.0" and smoothing_sigma("sigma=1.0") == 1.0
+    assert smooth(0.0).eps == 0.0 and isinstance(smooth(1).eps, float)
+    with pytest.raises(ValueError, match="^sigma:"):
+        smoothing_mode(0.0)
+
+
+def test_summary_ignores_smoothing_rows(store: Store) -> None:
+    store.put_many([clean(), attack(), smooth(0.0), smooth(None)])
+    (row,) = store.summary()
+    assert row["clean"] == 0.9 and row["Linf"] == 0.5 and "smoothing-L2" not in row
+    other = dict(MODEL, run_id="only-smoothing")
+    store.put(smooth(0.5, **{k: other[k] for k in ("run_id",)}))
+    assert [r["run_id"] for r in store.summary()] == ["r1"]  # a model with smoothing rows only has no wide row
+
+
+@pytest.mark.parametrize("make, field, message", [
+    (lambda: smooth(-0.1), "eps", "radius >= 0"),
+    (lambda: smooth(math.nan), "eps", "finite"),
+    (lambda: smooth(mode="standard"), "mode", "sigma="),
+    (lambda: smooth(mode="-"), "mode", "sigma="),
+    (lambda: smooth(mode="sigma=0"), "mode", "sigma="),
+    (lambda: smooth(mode="sigma=abc"), "mode", "sigma="),
+    (lambda: smooth(corruption="fog"), "corruption", "None"),
+    (lambda: smooth(severity=3), "severity", "None"),
+    (lambda: smooth(versions={"torch": "2.x"}), "versions", "CERTIFY"),
+    (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 10}}), "versions", "alpha"),
+    (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 0, "alpha": 0.1}}), "versions", "'n'"),
+    (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 9, "alpha": 1.0}}), "versions", "alpha"),
+    (lambda: smooth(versions={"smoothing": {"sigma": 0.5, "n0": 1, "n": 9, "alpha": 0.1}}), "versions", "sigma"),
+    (lambda: attack(eps=0.0), "eps", "eps > 0"),
+    (lambda: clean(eps=0.0), "eps", "None"),
+])
+def test_smoothing_validation_names_the_field(make, field: str, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{field}:.*{message}"):
+        make()
+
+
+def test_query_rejects_a_bad_mode_filter(store: Store) -> None:
+    with pytest.raises(ValueError, match="^mode:.*sigma="):
+        store.query(mode="sigma=-1")
+
+
+# The version-1 schema exactly as rft_fast wrote it (before smoothing-L2), by hand: the migration must not rely on
+# the code that creates it.
+V1_SCHEMA = """
+CREATE TABLE measurements (
+    run_id TEXT NOT NULL, dataset TEXT NOT NULL, backbone TEXT NOT NULL, loss TEXT NOT NULL, protocol TEXT NOT NULL,
+    hparams TEXT NOT NULL,
+    threat TEXT NOT NULL CHECK (threat IN ('clean', 'Linf', 'L2', 'L1', 'corruption')),
+    eps REAL NOT NULL CHECK ((threat IN ('Linf', 'L2', 'L1')) = (eps > 0) AND (eps > 0 OR eps = -1.0)),
+    corruption TEXT NOT NULL CHECK ((threat = 'corruption') = (corruption != '')),
+    severity INTEGER NOT NULL CHECK (CASE threat WHEN 'corruption' THEN severity BETWEEN 1 AND 5 ELSE severity = 0 END),
+    mode TEXT NOT NULL CHECK (CASE WHEN threat IN ('Linf', 'L2', 'L1') THEN mode IN ('standard', 'fast')
+                                   ELSE mode = '-' END),
+    accuracy REAL NOT NULL CHECK (accuracy BETWEEN 0 AND 1),
+    n INTEGER NOT NULL CHECK (n >= 1),
+    seconds REAL NOT NULL CHECK (seconds >= 0),
+    versions TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    PRIMARY KEY (run_id, dataset, backbone, loss, protocol, hparams, threat, eps, corruption, severity, mode)
+)
+"""
+
+
+def v1_store(path: Path) -> list[tuple]:
+    """A version-1 store at `path` holding a clean, an attack and a corruption row; returns its raw rows."""
+    rows = [
+        ("r1", "cifar10", "vit_s", "trades", "FFT-5", '{"lr":0.0001}', "clean", -1.0, "", 0, "-", 0.9, 1000, 3.5,
+         '{"torch":"2.x"}', "2026-01-01T12:00:00+00:00"),
+        ("r1", "cifar10", "vit_s", "trades", "FFT-5", '{"lr":0.0001}', "Linf", 4 / 255, "", 0, "standard", 0.5, 1000,
+         120.0, '{"torch":"2.x"}', "2026-01-01T12:00:00+00:00"),
+        ("r1", "cifar10", "vit_s", "trades", "FFT-5", '{"lr":0.0001}', "corruption", -1.0, "study", 3, "-", 0.7, 1000,
+         30.0, '{"torch":"2.x"}', "2026-01-01T12:00:00+00:00"),
+    ]
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO schema_version VALUES (1)")
+        db.execute(V1_SCHEMA)
+        db.executemany(f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})", rows)
+    return rows
+
+
+def test_migrates_a_version_1_store_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    raw = v1_store(path)
+    with sqlite3.connect(path) as db:
+        with pytest.raises(sqlite3.IntegrityError):  # the v1 CHECKs refuse smoothing rows
+            db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})",
+                       raw[0][:6] + ("smoothing-L2", 0.5, "", 0, "sigma=0.25") + raw[0][11:])
+    with Store(path) as store:
+        before = store.query()
+        assert [(m.threat, m.eps, m.mode, m.accuracy) for m in before] == [
+            ("clean", None, "-", 0.9), ("Linf", 4 / 255, "standard", 0.5), ("corruption", None, "-", 0.7)]
+        store.put(smooth(0.5, hparams={"lr": 1e-4}))  # the new CHECKs allow smoothing rows
+        assert len(store.query()) == 4
+        (row,) = store.summary()
+        assert (row["clean"], row["Linf"], row["common"]) == (0.9, 0.5, 0.7)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"schema_version", "measurements"}
+        assert sorted(db.execute("SELECT * FROM measurements WHERE threat != 'smoothing-L2'")) == sorted(raw)  # v1 values unchanged
+        with pytest.raises(sqlite3.IntegrityError):  # and the new CHECKs still hold attack eps > 0
+            db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})",
+                       raw[1][:7] + (0.0,) + raw[1][8:])
+    with Store(path) as store:  # a second open finds version 2: nothing to do
+        assert len(store.query()) == 4
+
+
+def test_failed_migration_leaves_the_version_1_store_untouched(tmp_path: Path, monkeypatch) -> None:
+    from rft_fast.results import store as store_module
+
+    path = tmp_path / "v1.db"
+    raw = v1_store(path)
+
+    def broken(db: sqlite3.Connection) -> int:
+        store_module._rebuild_measurements(db)
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(store_module._MIGRATIONS, 1, broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        Store(path)
+    with sqlite3.connect(path) as db:  # rolled back: still version 1 with its rows and its table
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert sorted(db.execute("SELECT * FROM measurements")) == sorted(raw)
+        assert "smoothing" not in db.execute("SELECT sql FROM sqlite_master WHERE name = 'measurements'").fetchone()[0]

@@ -5,6 +5,17 @@ A measurement is one number (an accuracy) under one threat for one fine-tuned mo
 writing a key again replaces the row, so re-running a grid after a crash never duplicates work. SQLite's UNIQUE
 treats NULLs as distinct, so the "none" values of eps / corruption / severity are stored as sentinels
 (-1.0 / '' / 0) in NOT NULL columns and mapped back to None in Python: the primary key really is unique.
+
+Randomized smoothing ("smoothing-L2", rft_fast.eval.smoothing) fits the same key: one row per (sigma, radius).
+  eps        the certified L2 radius r >= 0 (accuracy = certified accuracy at r: correct and certified at >= r);
+             None for the smoothed classifier's Monte-Carlo accuracy (no abstention, no certificate)
+  mode       "sigma=<sigma>" (smoothing_mode(sigma), the noise level; e.g. "sigma=0.25"), so sigmas never mix
+  versions   must hold "smoothing": {"sigma", "n0", "n", "alpha", ...}: the CERTIFY parameters (recorded, not
+             keyed: re-certifying with other n0 / n / alpha replaces the row). The row's own `n` counts images.
+Attack rows keep eps > 0 and mode "standard" | "fast"; clean and corruption rows eps None and mode "-".
+
+Schema history: 1 (clean, Linf, L2, L1, corruption); 2 adds smoothing-L2. A version-1 file is migrated in
+place on first open (one transaction: the table rebuilt under the new CHECKs, rows copied, version set).
 """
 from __future__ import annotations
 
@@ -20,15 +31,17 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-THREATS = ("clean", "Linf", "L2", "L1", "corruption")
+SMOOTHING = "smoothing-L2"
+THREATS = ("clean", "Linf", "L2", "L1", "corruption", SMOOTHING)
 ATTACKS = ("Linf", "L2", "L1")
 MODES = ("standard", "fast")  # AutoAttack standard vs APGD-CE + APGD-T: attack rows only
 NO_MODE = "-"  # the mode of clean and corruption rows
+SIGMA_PREFIX = "sigma="  # the mode of smoothing rows: "sigma=0.25"
 STUDY_CORRUPTION, STUDY_SEVERITY = "study", 3  # the study's aggregate: 11 corruption types at severity 3
 
 MODEL_FIELDS = ("run_id", "dataset", "backbone", "loss", "protocol", "hparams")
 KEY_FIELDS = MODEL_FIELDS + ("threat", "eps", "corruption", "severity", "mode")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Sentinels for the key columns whose Python value is None (see the module docstring).
 _NONE_EPS, _NONE_CORRUPTION, _NONE_SEVERITY = -1.0, "", 0
@@ -42,11 +55,15 @@ CREATE TABLE measurements (
     protocol   TEXT    NOT NULL,
     hparams    TEXT    NOT NULL,  -- canonical JSON (sorted keys, compact)
     threat     TEXT    NOT NULL CHECK (threat IN {THREATS}),
-    eps        REAL    NOT NULL CHECK ((threat IN {ATTACKS}) = (eps > 0) AND (eps > 0 OR eps = {_NONE_EPS})),
+    eps        REAL    NOT NULL CHECK (CASE WHEN threat IN {ATTACKS} THEN eps > 0
+                                            WHEN threat = '{SMOOTHING}' THEN eps >= 0 OR eps = {_NONE_EPS}
+                                            ELSE eps = {_NONE_EPS} END),
     corruption TEXT    NOT NULL CHECK ((threat = 'corruption') = (corruption != '')),
     severity   INTEGER NOT NULL CHECK (CASE threat WHEN 'corruption' THEN severity BETWEEN 1 AND 5
                                                    ELSE severity = {_NONE_SEVERITY} END),
     mode       TEXT    NOT NULL CHECK (CASE WHEN threat IN {ATTACKS} THEN mode IN {MODES}
+                                            WHEN threat = '{SMOOTHING}' THEN mode LIKE '{SIGMA_PREFIX}%'
+                                                 AND CAST(substr(mode, {len(SIGMA_PREFIX) + 1}) AS REAL) > 0
                                             ELSE mode = '{NO_MODE}' END),
     accuracy   REAL    NOT NULL CHECK (accuracy BETWEEN 0 AND 1),
     n          INTEGER NOT NULL CHECK (n >= 1),
@@ -90,6 +107,46 @@ def _integer(name: str, value: Any) -> int:
     return int(value)
 
 
+def smoothing_mode(sigma: float) -> str:
+    """The mode of smoothing rows at noise level sigma (> 0): "sigma=0.25" (the float's shortest repr)."""
+    if isinstance(sigma, bool) or not isinstance(sigma, Real) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma: must be a finite number > 0, got {sigma!r}")
+    return f"{SIGMA_PREFIX}{float(sigma)!r}"
+
+
+def smoothing_sigma(mode: str) -> float:
+    """The sigma of a smoothing row's mode ("sigma=0.25" -> 0.25); ValueError naming `mode` otherwise."""
+    text = mode[len(SIGMA_PREFIX):] if isinstance(mode, str) and mode.startswith(SIGMA_PREFIX) else None
+    try:
+        sigma = float(text) if text is not None else math.nan
+    except ValueError:
+        sigma = math.nan
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"mode: threat {SMOOTHING} needs mode '{SIGMA_PREFIX}<sigma > 0>' (e.g. "
+                         f"{smoothing_mode(0.25)!r}), got {mode!r}")
+    return sigma
+
+
+def _smoothing_params(versions: Mapping[str, Any], mode: str) -> None:
+    """A smoothing row's versions must record CERTIFY's parameters, sigma matching the mode."""
+    params = versions.get("smoothing")
+    if not isinstance(params, Mapping):
+        raise ValueError(f"versions: threat {SMOOTHING} needs versions['smoothing'] = {{'sigma', 'n0', 'n', "
+                         f"'alpha', ...}} (the CERTIFY parameters), got {params!r}")
+    missing = [k for k in ("sigma", "n0", "n", "alpha") if k not in params]
+    if missing:
+        raise ValueError(f"versions: versions['smoothing'] lacks {missing}")
+    for k in ("n0", "n"):
+        if isinstance(params[k], bool) or not isinstance(params[k], int) or params[k] < 1:
+            raise ValueError(f"versions: versions['smoothing']['{k}'] must be an int >= 1, got {params[k]!r}")
+    alpha = params["alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 < alpha < 1:
+        raise ValueError(f"versions: versions['smoothing']['alpha'] must be in (0, 1), got {alpha!r}")
+    sigma = params["sigma"]
+    if isinstance(sigma, bool) or not isinstance(sigma, Real) or float(sigma) != smoothing_sigma(mode):
+        raise ValueError(f"versions: versions['smoothing']['sigma'] ({sigma!r}) must equal the mode's ({mode!r})")
+
+
 def validated_key(run_id: Any, dataset: Any, backbone: Any, loss: Any, protocol: Any, hparams: Any, threat: Any,
                   eps: Any = None, corruption: Any = None, severity: Any = None, mode: Any = NO_MODE) -> dict[str, Any]:
     """The key fields checked and normalised (eps to float, hparams to its JSON round trip); ValueError names
@@ -105,6 +162,12 @@ def validated_key(run_id: Any, dataset: Any, backbone: Any, loss: Any, protocol:
         if mode not in MODES:
             raise ValueError(f"mode: threat {threat} needs mode in {MODES}, got {mode!r}")
         key["eps"] = float(eps)
+    elif threat == SMOOTHING:
+        if eps is not None and _real("eps", eps) < 0:
+            raise ValueError(f"eps: threat {threat} needs eps = the certified radius >= 0 (or None for the "
+                             f"smoothed accuracy), got {eps!r}")
+        key["eps"] = None if eps is None else float(eps)
+        mode = smoothing_mode(smoothing_sigma(mode))  # canonical: "sigma=0.250" and "sigma=0.25" are one key
     else:
         if eps is not None:
             raise ValueError(f"eps: must be None for threat {threat}, got {eps!r}")
@@ -159,6 +222,8 @@ class Measurement:
         if values["seconds"] < 0:
             raise ValueError(f"seconds: must be >= 0, got {self.seconds!r}")
         values["versions"] = json.loads(canonical_json(self.versions, "versions"))
+        if values["threat"] == SMOOTHING:
+            _smoothing_params(values["versions"], values["mode"])
         try:
             datetime.fromisoformat(self.timestamp)
         except (TypeError, ValueError):
@@ -199,7 +264,25 @@ _UPSERT = (
 )
 _ORDER = ("ORDER BY run_id, dataset, backbone, loss, protocol, hparams, "
           f"CASE threat {' '.join(f'WHEN {t!r} THEN {i}' for i, t in enumerate(THREATS))} END, "
+          f"CASE WHEN threat = '{SMOOTHING}' THEN CAST(substr(mode, {len(SIGMA_PREFIX) + 1}) AS REAL) END, "
           "eps, mode, corruption, severity")
+
+
+def _rebuild_measurements(db: sqlite3.Connection) -> None:
+    """Recreates `measurements` with the current _SCHEMA (its CHECKs) and copies every row over."""
+    db.execute("ALTER TABLE measurements RENAME TO measurements_old")
+    db.execute(_SCHEMA)
+    db.execute(f"INSERT INTO measurements ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM measurements_old")
+    db.execute("DROP TABLE measurements_old")
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> int:
+    """Version 2 allows threat smoothing-L2 (eps >= 0, mode 'sigma=...'): SQLite cannot alter CHECKs in place."""
+    _rebuild_measurements(db)
+    return 2
+
+
+_MIGRATIONS = {1: _migrate_1_to_2}  # from version -> step returning the next version, inside one transaction
 
 
 class Store:
@@ -260,10 +343,22 @@ class Store:
                     self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                     self._db.execute(_SCHEMA)
         version = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        if version in _MIGRATIONS:
+            self._migrate()
+            version = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             newer = ": it was written by a newer rft_fast, upgrade" if (version or 0) > SCHEMA_VERSION else ""
             raise ValueError(f"{self.path} has results schema version {version}, this rft_fast reads version "
                              f"{SCHEMA_VERSION}{newer}")
+
+    def _migrate(self) -> None:
+        """Brings an older store up to SCHEMA_VERSION in one transaction (all or nothing; re-checked under the
+        write lock, as another process may have just migrated it)."""
+        with self._write():
+            version = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+            while version in _MIGRATIONS:
+                version = _MIGRATIONS[version](self._db)
+                self._db.execute("UPDATE schema_version SET version = ?", (version,))
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -301,7 +396,11 @@ class Store:
         if filters.get("threat", THREATS[0]) not in THREATS:
             raise ValueError(f"threat: must be one of {THREATS}, got {filters['threat']!r}")
         if filters.get("mode", NO_MODE) not in MODES + (NO_MODE,):
-            raise ValueError(f"mode: must be one of {MODES + (NO_MODE,)}, got {filters['mode']!r}")
+            try:
+                filters = {**filters, "mode": smoothing_mode(smoothing_sigma(filters["mode"]))}
+            except ValueError:
+                raise ValueError(f"mode: must be one of {MODES + (NO_MODE,)} or '{SIGMA_PREFIX}<sigma>', "
+                                 f"got {filters['mode']!r}") from None
         clause = " AND ".join(f"{k} = ?" for k in filters) or "TRUE"
         return clause, [_encode(k, v) for k, v in filters.items()]
 
@@ -330,6 +429,7 @@ class Store:
                 **filters: Any) -> list[dict[str, Any]]:
         """One wide row per model: clean, Linf, L2, L1 (attack rows of `mode` only: standard and fast are never
         mixed), common (corruption 'study' at severity 3) and the eps of each attack column; None where missing.
+        smoothing-L2 rows are not among these columns and never enter it (query(threat="smoothing-L2") lists them).
 
         A model measured at several eps of one threat is ambiguous: pass `eps={'Linf': 8/255, ...}` to pick,
         else ValueError. `filters` restrict the models (run_id, dataset, backbone, loss, protocol, hparams).
