@@ -5,6 +5,7 @@
     model = models.create(spec.name, num_classes=37, pretrained_path="convnext_tiny.safetensors")
     backbone_params, head_params = models.split_parameters(model)
 """
+from rft_fast.models.adapters import ToraParams, ToraViT, tora
 from rft_fast.models.factory import create, load_finetuned
 from rft_fast.models.registry import (
     ARCHS,
@@ -28,6 +29,8 @@ __all__ = [
     "PRETRAININGS",
     "REGISTRY",
     "SIZES",
+    "ToraParams",
+    "ToraViT",
     "BackboneSpec",
     "Normalized",
     "convert_checkpoint",
@@ -40,4 +43,5 @@ __all__ = [
     "num_params",
     "register",
     "split_parameters",
+    "tora",
 ]

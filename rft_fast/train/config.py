@@ -27,7 +27,8 @@ class TrainConfig:
     """Everything one run needs; `fit(config)` trains it. Paths are strings so the config is JSON data.
 
     Args (groups):
-        backbone, dataset, protocol ("FFT-50" | "FFT-5" | "LP-50"), loss ("ce" | "classic_at" | "trades").
+        backbone, dataset, protocol ("FFT-50" | "FFT-5" | "LP-50" | "TORA-<epochs>"), loss ("ce" | "classic_at" |
+            "trades").
         data_root: the dataset's local root (None for the built-in "digits"); split_seed: the study's 42.
         pretrained_path: the backbone's weights file; random_init=True trains from scratch (tests only).
         image_size: training and validation resolution (the study resizes every dataset to 224).
@@ -44,6 +45,9 @@ class TrainConfig:
         amp: "auto" (bf16 autocast on GPU, none on CPU) | "bf16" | "none"; channels_last: None = on GPU.
         device: None = cuda when visible; workers: data-loading processes (None: automatic).
         max_batches: cap on micro-batches per epoch (smoke tests); out_dir: checkpoints and metrics.jsonl.
+        tora_*: TORA protocols only (ignored, and left out of hparams / run_id, otherwise): tora_lambda, the
+            phase-2 weight of the robust loss; tora_bottleneck / tora_fusion_dim, adapter and fusion widths;
+            tora_phase1_epochs, epochs of phase 1 (None: half, rounded up).
     """
 
     backbone: str
@@ -80,6 +84,10 @@ class TrainConfig:
     seed: int = 0
     max_batches: int | None = None
     out_dir: str | None = None
+    tora_lambda: float = 0.5
+    tora_bottleneck: int = 64
+    tora_fusion_dim: int = 64
+    tora_phase1_epochs: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -109,11 +117,36 @@ class TrainConfig:
             )
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
             raise ValueError(f"workers must be an int >= 0 or None, got {self.workers!r}")
+        self._validate_tora()
         if self.pretrained_path is None and not self.random_init:
             raise ValueError(
                 f"backbone {self.backbone!r} needs pretrained_path (its weights file), or random_init=True to "
                 "train from scratch (tests and smoke runs)"
             )
+
+    def _validate_tora(self) -> None:
+        ok = isinstance(self.tora_lambda, (int, float)) and not isinstance(self.tora_lambda, bool)
+        if not ok or not 0.0 <= self.tora_lambda <= 1.0:
+            raise ValueError(f"tora_lambda must be a number in [0, 1], got {self.tora_lambda!r}")
+        _count("tora_bottleneck", self.tora_bottleneck)
+        _count("tora_fusion_dim", self.tora_fusion_dim)
+        if self.tora_phase1_epochs is not None:
+            _count("tora_phase1_epochs", self.tora_phase1_epochs)
+        if self.tora and not 1 <= self.tora_phase1_epochs_resolved < self.num_epochs:
+            raise ValueError(
+                f"{self.protocol} with {self.num_epochs} epochs needs 1 <= tora_phase1_epochs < epochs (phase 2 "
+                f"trains the fusion in the remaining epochs), got tora_phase1_epochs={self.tora_phase1_epochs!r}"
+            )
+
+    @property
+    def tora(self) -> bool:
+        """Whether the protocol trains TORA adapters (rft_fast.train.tora)."""
+        return get_protocol(self.protocol).tora
+
+    @property
+    def tora_phase1_epochs_resolved(self) -> int:
+        """Epochs of TORA's phase 1: the explicit value or half the run, rounded up."""
+        return self.tora_phase1_epochs if self.tora_phase1_epochs is not None else math.ceil(self.num_epochs / 2)
 
     @property
     def num_epochs(self) -> int:
@@ -135,13 +168,19 @@ class TrainConfig:
     def hparams(self) -> dict[str, Any]:
         """The settings that shape the trained model, beyond its identity (backbone, dataset, protocol, loss)
         and where or how fast it ran: what the results store keys measurements by."""
-        skip = _IDENTITY | _RUNTIME
+        skip = _IDENTITY | _RUNTIME | self._unused()
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def run_id(self) -> str:
         """A stable 12-hex-digit id of identity + hparams: the same configuration always gets the same id."""
-        payload = {k: v for k, v in asdict(self).items() if k not in _RUNTIME}
+        skip = _RUNTIME | self._unused()
+        payload = {k: v for k, v in asdict(self).items() if k not in skip}
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def _unused(self) -> set[str]:
+        """Fields without effect on this run: TORA's outside TORA protocols (so adding them kept every other
+        run's id)."""
+        return set() if self.tora else set(_TORA_FIELDS)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -159,7 +198,7 @@ class TrainConfig:
 FIELD_HELP: dict[str, str] = {
     "backbone": "registry name (`rft-fast models` lists them)",
     "dataset": "dataset name (`rft-fast datasets` lists them; 'digits' is built in)",
-    "protocol": "FFT-50 | FFT-5 | LP-50",
+    "protocol": "FFT-50 | FFT-5 | LP-50 | TORA-<epochs> (robust adapters on a frozen ViT, e.g. TORA-50)",
     "loss": "ce (standard) | classic_at (CE on APGD examples) | trades (CE + beta KL)",
     "data_root": "the dataset's local root folder (not needed for digits)",
     "split_seed": "seed of the train/val/test split (the study: 42)",
@@ -188,11 +227,16 @@ FIELD_HELP: dict[str, str] = {
     "seed": "training seed (initialization, data order, augmentation)",
     "max_batches": "at most this many micro-batches per epoch (smoke runs)",
     "out_dir": "where checkpoint.pt, metrics.jsonl and config.json go (resumed when present)",
+    "tora_lambda": "TORA phase 2: weight of the robust loss, lambda L_ROB + (1 - lambda) L_ACC, in [0, 1]",
+    "tora_bottleneck": "TORA: hidden width of each adapter (psi_A, psi_R)",
+    "tora_fusion_dim": "TORA: width of the fusion gate's query/key projections",
+    "tora_phase1_epochs": "TORA: epochs of phase 1, the adapters (default: half the epochs, rounded up)",
 }
 
 
 _IDENTITY = {"backbone", "dataset", "protocol", "loss"}
 _RUNTIME = {"data_root", "pretrained_path", "device", "workers", "out_dir"}
+_TORA_FIELDS = ("tora_lambda", "tora_bottleneck", "tora_fusion_dim", "tora_phase1_epochs")
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

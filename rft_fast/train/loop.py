@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from rft_fast import data, models
 from rft_fast.train import checkpoint
+from rft_fast.train import tora as tora_train
 from rft_fast.train.config import TrainConfig
 from rft_fast.train.criterion import make_criterion, validation_sums
 from rft_fast.train.optim import group_lrs, make_optimizer, make_scheduler, param_groups
@@ -115,17 +116,31 @@ class _Run:
             config.backbone, self.splits.num_classes, pretrained_path=config.pretrained_path,
             random_init=config.random_init, image_size=self.image_size,
         )
-        backbone, head = models.split_parameters(model)
-        if config.linear_probe:
-            for p in backbone:
-                p.requires_grad_(False)
+        if config.tora:
+            model = tora_train.build_model(model, config)
+        else:
+            backbone, head = models.split_parameters(model)
+            if config.linear_probe:
+                for p in backbone:
+                    p.requires_grad_(False)
         self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
-        self.optimizer = make_optimizer(param_groups(backbone, head, config), config)
-        self.scheduler = make_scheduler(self.optimizer, config)
-        self.criterion = make_criterion(config)
+        self.phase: int | None = None  # TORA's phase (1 | 2); None for the other protocols
+        if config.tora:
+            self.enter_phase(1)
+        else:
+            self.optimizer = make_optimizer(param_groups(backbone, head, config), config)
+            self.scheduler = make_scheduler(self.optimizer, config)
+            self.criterion = make_criterion(config)
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.out = config.output_dir()
+
+    def enter_phase(self, phase: int) -> None:
+        """TORA: the phase's trainable parameters, a fresh optimizer and schedule, and the phase's criterion."""
+        self.phase = phase
+        tora_train.set_phase(self.model, phase)
+        self.optimizer, self.scheduler = tora_train.phase_optimizer(self.model, self.config, phase)
+        self.criterion = tora_train.phase_criterion(self.config, phase)
 
     # ------------------------------------------------------------------ files
     def resume(self) -> None:
@@ -141,6 +156,8 @@ class _Run:
                 "out_dir or resume=False"
             )
         self.model.load_state_dict(state["model"])
+        if self.phase is not None and state["tora_phase"] != self.phase:
+            self.enter_phase(state["tora_phase"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -169,13 +186,16 @@ class _Run:
         if self.out is None:
             return
         if epoch_done is not None:
-            checkpoint.save(self.out / CHECKPOINT, {
+            payload = {
                 "epoch": epoch_done, "config": self.config.to_dict(), "num_classes": self.splits.num_classes,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "rng": checkpoint.rng_state(), "metrics": self.metrics,
-            })
+            }
+            if self.phase is not None:
+                payload["tora_phase"] = self.phase
+            checkpoint.save(self.out / CHECKPOINT, payload)
         with open(self.out / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -183,6 +203,8 @@ class _Run:
     def train_epoch(self, epoch: int) -> tuple[dict[str, Any], str]:
         """Runs one epoch; returns (metrics, "" or the divergence message)."""
         cfg = self.config
+        if self.phase is not None and tora_train.phase_of_epoch(cfg, epoch) != self.phase:
+            self.enter_phase(tora_train.phase_of_epoch(cfg, epoch))
         _set_modes(self.model, cfg.linear_probe)
         loader = data.loader(
             self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
@@ -220,6 +242,8 @@ class _Run:
         seconds = time.perf_counter() - t0
         row = {"train_loss": loss_sum.item() / max(seen, 1), "train_samples": seen, "optimizer_steps": steps,
                "train_seconds": seconds, "images_per_s": seen / seconds, **group_lrs(self.optimizer)}
+        if self.phase is not None:
+            row["tora_phase"] = self.phase
         return row, ""
 
     def validate(self) -> dict[str, float]:

@@ -12,7 +12,8 @@ from rft_fast.train.config import TrainConfig
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
-    """(model in eval mode on `device`, its TrainConfig) from a `rft-fast train` checkpoint file or run folder."""
+    """(model in eval mode on `device`, its TrainConfig) from a `rft-fast train` checkpoint file or run folder.
+    A TORA run gives its ToraViT (the fused prediction; `model.view("acc" | "rob")` for one path)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -20,6 +21,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if not {"config", "model", "num_classes"} <= set(state):
         raise ValueError(f"{path} is not a checkpoint written by `rft-fast train` (keys: {sorted(state)[:8]})")
     config = TrainConfig.from_dict(state["config"])
-    model = models.create(config.backbone, state["num_classes"], random_init=True, image_size=config.image_size)
+    model: nn.Module = models.create(config.backbone, state["num_classes"], random_init=True, image_size=config.image_size)
+    if config.tora:
+        model = models.tora(model, bottleneck=config.tora_bottleneck, fusion_dim=config.tora_fusion_dim)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config
