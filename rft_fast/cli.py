@@ -132,6 +132,20 @@ def _bench_eval(args: argparse.Namespace) -> int:
     return _emit(eval_bench, result, args.json)
 
 
+def _bench_regularizers(args: argparse.Namespace) -> int:
+    from rft_fast.bench import regularizer_bench
+
+    try:
+        result = regularizer_bench.run(
+            device=_device(args), model=args.model, batch=args.batch, image_size=args.image_size,
+            attack_steps=args.attack_steps, losses=tuple(args.losses), variants=tuple(args.variants),
+            min_reps=args.min_reps, min_seconds=args.min_seconds,
+        )
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return _emit(regularizer_bench, result, args.json)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -227,13 +241,30 @@ def _default_cache() -> str:
 
 
 def _threat_list(text: str) -> tuple[str, ...]:
-    from rft_fast.eval import THREATS
+    from rft_fast.eval import ALL_THREATS
 
     threats = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = [t for t in threats if t not in THREATS]
+    unknown = [t for t in threats if t not in ALL_THREATS]
     if unknown or not threats:
-        raise argparse.ArgumentTypeError(f"threats must be a comma-separated subset of {','.join(THREATS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"threats must be a comma-separated subset of {','.join(ALL_THREATS)}, got {text!r}")
     return threats
+
+
+def _number_list(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers (fractions such as 1/4 allowed), e.g. 0,0.25,0.5."""
+    values = tuple(_fraction(t.strip()) for t in text.split(",") if t.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.25,0.5, got {text!r}")
+    return values
+
+
+def _show_measurement(m) -> None:
+    """One line per stored measurement while `rft-fast eval` runs."""
+    if m.threat == "smoothing-L2":
+        what = f"{m.mode} " + ("smoothed" if m.eps is None else f"r={m.eps:g}")
+    else:
+        what = m.corruption or m.eps or ""
+    print(f"{m.threat:<12} {what:<18} {m.accuracy:.4f}", flush=True)
 
 
 def _eval_model(args: argparse.Namespace, device: str):
@@ -269,12 +300,14 @@ def _eval(args: argparse.Namespace) -> int:
             threats=args.threats, n=args.n, subset_seed=args.subset_seed, mode=args.mode,
             eps={"Linf": args.eps_linf, "L2": args.eps_l2, "L1": args.eps_l1}, corruption_setting=args.corruptions,
             severity=args.severity, cache_dir=None if args.no_cache else args.cache_dir, batch_size=args.batch_size,
-            workers=args.workers, seed=args.seed,
+            workers=args.workers, seed=args.seed, smoothing_sigmas=args.sigma, smoothing_radii=args.radii,
+            smoothing_n0=args.smoothing_n0, smoothing_n=args.smoothing_n, smoothing_alpha=args.smoothing_alpha,
+            smoothing_batch_size=args.smoothing_batch_size,
         )
         model, test_set, run, key = _eval_model(args, device)
         with Store(args.store) as store:
             rows = evaluate(model, test_set, run, settings, store=store, source_key=key, progress=args.progress,
-                            on_result=lambda m: print(f"{m.threat:<10} {m.corruption or m.eps or '':<18} {m.accuracy:.4f}", flush=True))
+                            on_result=_show_measurement)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     print(format_table(rows))
@@ -499,6 +532,25 @@ def build_parser() -> argparse.ArgumentParser:
     b_eval.add_argument("--workers", type=int, nargs="+", help="worker counts to time (default: 2 and all cores)")
     b_eval.set_defaults(func=_bench_eval)
 
+    b_reg = bench_sub.add_parser(
+        "regularizers",
+        help="training-step overhead of GRACE (Gram term, CurvatureSAM) and the consistency loss over plain Classic AT / TRADES",
+        description="Median seconds and images/s of one training step (APGD-CE Linf 4/255 + loss + backward + AdamW) "
+        "per loss x variant: plain, gram (GraceLoss), grace (GraceLoss + CurvatureSAM), consistency "
+        "(ConsistencyLoss), and each variant's step time over the plain one. Random-init timm model.",
+    )
+    _common_bench_args(b_reg)
+    b_reg.set_defaults(min_seconds=1.0)
+    b_reg.add_argument("--model", default="test_resnet", help="timm name (default test_resnet)")
+    b_reg.add_argument("--batch", type=int, default=16)
+    b_reg.add_argument("--image-size", type=int, default=32)
+    b_reg.add_argument("--attack-steps", type=int, default=5)
+    b_reg.add_argument("--losses", nargs="+", choices=["classic_at", "trades"], default=["classic_at", "trades"])
+    b_reg.add_argument("--variants", nargs="+", choices=["plain", "gram", "grace", "consistency"],
+                       default=["plain", "gram", "grace", "consistency"])
+    b_reg.add_argument("--min-reps", type=int, default=5, help="timed repetitions per case (after one warm-up)")
+    b_reg.set_defaults(func=_bench_regularizers)
+
     train = sub.add_parser(
         "train",
         help="robustly fine-tune one (backbone, dataset, protocol, loss) configuration",
@@ -533,11 +585,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "eval",
-        help="AutoAttack (Linf/L2/L1) and common corruptions of a fine-tuned model, into the results store",
+        help="AutoAttack (Linf/L2/L1), common corruptions and (opt-in) randomized smoothing of a fine-tuned model, "
+        "into the results store",
         description="Evaluates a `rft-fast train` checkpoint (run folder or checkpoint.pt), or any fine-tuned "
         "timm checkpoint with --backbone/--weights/--dataset, on a stratified seeded test subset: clean accuracy, "
         "AutoAttack (pyautoattack) robust accuracy per norm at the study's eps, and corruption accuracy "
-        "(imagecorruptions; corrupted sets cached on disk). Each measurement is stored when done.",
+        "(imagecorruptions; corrupted sets cached on disk). Opt-in threat smoothing-L2: randomized-smoothing "
+        "certification (Cohen et al. 2019 CERTIFY) per --sigma, stored as the smoothed accuracy and the certified "
+        "accuracy at each of --radii. Each measurement is stored when done.",
     )
     ev.add_argument("checkpoint", nargs="?", help="run folder or checkpoint.pt written by `rft-fast train`")
     ev.add_argument("--backbone", help="registry name (with --weights: a fine-tuned state dict, head included)")
@@ -549,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", default="unknown", help="label stored with --backbone runs")
     ev.add_argument("--run-id", help="store key of this model (default: the config's hash, or the weights file name)")
     ev.add_argument("--threats", type=_threat_list, default=("clean", "Linf", "L2", "L1", "corruptions"),
-                    help="comma-separated subset of clean,Linf,L2,L1,corruptions (default: all)")
+                    help="comma-separated subset of clean,Linf,L2,L1,corruptions,smoothing-L2 (default: all but "
+                    "smoothing-L2, which runs only when named)")
     ev.add_argument("--n", type=int, default=1000, help="stratified test subset size (default 1000, the study's)")
     ev.add_argument("--subset-seed", type=int, default=0)
     ev.add_argument("--mode", choices=["standard", "fast"], default="standard",
@@ -567,7 +623,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
     ev.add_argument("--batch-size", type=int, default=None, help="attack batch (default: the largest that fits)")
     ev.add_argument("--workers", type=int, default=None, help="corruption worker processes (default: all cores)")
-    ev.add_argument("--seed", type=int, default=0, help="AutoAttack and corruption seed")
+    ev.add_argument("--seed", type=int, default=0, help="AutoAttack, corruption and smoothing-noise seed")
+    sm = ev.add_argument_group("randomized smoothing (threat smoothing-L2)")
+    sm.add_argument("--sigma", type=_number_list, default=(0.25,),
+                    help="comma-separated noise levels sigma > 0 in pixel units, each certified separately (default 0.25)")
+    sm.add_argument("--radii", type=_number_list, default=(0.0, 0.25, 0.5, 0.75, 1.0),
+                    help="comma-separated L2 radii >= 0 of the stored certified accuracies (default 0,0.25,0.5,0.75,1)")
+    sm.add_argument("--smoothing-n0", type=int, default=100, help="selection draws per image (default 100)")
+    sm.add_argument("--smoothing-n", type=int, default=100_000, help="estimation draws per image (default 100000)")
+    sm.add_argument("--smoothing-alpha", type=float, default=0.001,
+                    help="failure probability of the certificate (default 0.001)")
+    sm.add_argument("--smoothing-batch-size", type=int, default=1000, help="noisy images per forward pass (default 1000)")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     ev.set_defaults(func=_eval)
 

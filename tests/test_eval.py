@@ -2,6 +2,7 @@
 corruption accuracy, the store rows, crash-and-rerun, and the errors of `rft-fast eval`."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -212,3 +213,65 @@ def test_settings_reject_bad_values():
         EvalSettings(n=0)
     with pytest.raises(ValueError, match="corruption_setting"):
         EvalSettings(corruption_setting="mild")
+
+
+# randomized smoothing (smoothing-L2; settings and CLI errors in test_eval_smoothing.py) ----------------------------
+
+def test_evaluate_stores_smoothed_and_certified_accuracy_per_sigma(trained, tmp_path):
+    _, model, test_set = trained
+    from rft_fast.eval.smoothing import certified_accuracy, certify, smoothed_accuracy
+
+    sigmas, radii = (0.12, 0.5), (0.0, 0.1, 0.25, 0.5)
+    settings = EvalSettings(threats=("clean", "smoothing-L2"), n=24, seed=3, smoothing_sigmas=sigmas,
+                            smoothing_radii=radii, smoothing_n0=20, smoothing_n=200, smoothing_alpha=0.01,
+                            smoothing_batch_size=500)
+    run = RunInfo("smooth-run", "digits", "tiny_resnet", "ce", "FFT-5", {"lr": 3e-3})
+    with Store(tmp_path / "r.sqlite") as store:
+        returned = evaluate(model, test_set, run, settings, store=store)
+        evaluate(model, test_set, run, settings, store=store)  # a rerun replaces, never duplicates
+        rows = store.query(run_id="smooth-run")
+        summary = store.summary()
+    assert len(rows) == len(returned) == 1 + len(sigmas) * (1 + len(radii))
+    assert sorted((m.threat, m.mode, m.eps or 0.0, m.eps is None) for m in returned) == sorted(
+        (m.threat, m.mode, m.eps or 0.0, m.eps is None) for m in rows)
+    clean = rows[0]
+    assert clean.threat == "clean" and clean.accuracy > 0.5
+    assert [r["clean"] for r in summary] == [clean.accuracy]  # the wide summary is unaffected by smoothing rows
+
+    x, y = _points(test_set, 24)  # the subset evaluate() draws (seed 0), as it converts it
+    for sigma in sigmas:
+        mine = [m for m in rows if m.mode == f"sigma={sigma}"]
+        assert all(m.threat == "smoothing-L2" and m.n == 24 for m in mine)
+        assert [m.eps for m in mine] == [None, *radii]
+        smoothed, certified = mine[0].accuracy, [m.accuracy for m in mine[1:]]
+        assert all(a >= b for a, b in zip(certified, certified[1:]))  # non-increasing in the radius
+        assert certified[0] <= smoothed
+        assert mine[0].seconds > 0 and all(m.seconds == 0 for m in mine[1:])  # the certification's time, once
+        assert all(m.versions["smoothing"] == {"sigma": sigma, "n0": 20, "n": 200, "alpha": 0.01, "batch_size": 500,
+                                               "seed": 3} for m in mine)
+        assert all(m.versions["torch"] == torch.__version__ for m in mine)
+        # the same numbers as certify() itself on the same subset and seed
+        cert = certify(model, x, sigma, n0=20, n=200, alpha=0.01, batch_size=500, seed=3)
+        assert smoothed == pytest.approx(smoothed_accuracy(cert, y))
+        assert certified == pytest.approx(certified_accuracy(cert, y, radii))
+    small, large = ([m.accuracy for m in rows if m.mode == f"sigma={s}" and m.eps == 0.0][0] for s in sigmas)
+    assert small > 0.3 and small >= large  # little noise: much of the clean accuracy is certified at radius 0
+
+
+def test_eval_command_with_smoothing(trained, tmp_path, capsys):
+    out, _, _ = trained
+    store = tmp_path / "r.sqlite"
+    assert cli.main(["eval", str(out), "--threats", "clean,smoothing-L2", "--n", "12", "--sigma", "1/4,0.5",
+                     "--radii", "0,0.25", "--smoothing-n0", "10", "--smoothing-n", "100", "--smoothing-alpha", "0.05",
+                     "--store", str(store), "--device", "cpu", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "sigma=0.25 smoothed" in text and "sigma=0.5 r=0.25" in text and "stored 7 measurements" in text
+    with Store(store) as s:
+        rows = s.query(threat="smoothing-L2")
+        assert len(s.query(threat="clean")) == 1
+    assert [(m.mode, m.eps) for m in rows] == [(f"sigma={s}", r) for s in (0.25, 0.5) for r in (None, 0.0, 0.25)]
+    assert {json.dumps(m.versions["smoothing"], sort_keys=True) for m in rows} == {
+        json.dumps({"sigma": s, "n0": 10, "n": 100, "alpha": 0.05, "batch_size": 1000, "seed": 0}, sort_keys=True)
+        for s in (0.25, 0.5)}
+    assert cli.main(["results", "--store", str(store), "--threat", "smoothing-L2", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("smoothing-L2") == 6

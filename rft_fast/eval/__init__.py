@@ -1,6 +1,8 @@
-"""Evaluation: AutoAttack (pyautoattack) and common corruptions (imagecorruptions), written to the results store."""
+"""Evaluation: AutoAttack (pyautoattack), common corruptions (imagecorruptions) and, opt-in, randomized-smoothing
+certification (smoothing-L2), written to the results store."""
 from rft_fast.eval import corruptions
 from rft_fast.eval.autoattack import MODES, NORMS, STUDY_EPS, RobustAccuracy, autoattack
-from rft_fast.eval.evaluate import THREATS, EvalSettings, RunInfo, evaluate
+from rft_fast.eval.evaluate import ALL_THREATS, OPTIONAL_THREATS, THREATS, EvalSettings, RunInfo, evaluate
 
-__all__ = ["corruptions", "MODES", "NORMS", "STUDY_EPS", "RobustAccuracy", "autoattack", "THREATS", "EvalSettings", "RunInfo", "evaluate"]
+__all__ = ["corruptions", "MODES", "NORMS", "STUDY_EPS", "RobustAccuracy", "autoattack", "THREATS", "OPTIONAL_THREATS",
+           "ALL_THREATS", "EvalSettings", "RunInfo", "evaluate"]

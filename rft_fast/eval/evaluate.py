@@ -3,9 +3,16 @@
 Clean accuracy, AutoAttack Linf / L2 / L1 robust accuracy and common-corruption accuracy, all on the same
 stratified, seeded subset of the test split (1,000 images by default). Each measurement is stored the moment
 it is finished, in its own transaction, so a crash loses at most the one in flight; re-running replaces rows.
+
+Opt-in (OPTIONAL_THREATS, never in the default): "smoothing-L2", randomized-smoothing certification
+(rft_fast.eval.smoothing.certify, Cohen et al. 2019) at each sigma of settings.smoothing_sigmas. Per sigma it
+stores the smoothed classifier's Monte-Carlo accuracy (eps None, carrying the certification's seconds) and the
+certified accuracy at each radius of settings.smoothing_radii (eps = the radius, seconds 0), all with mode
+"sigma=<sigma>" and the CERTIFY parameters in versions["smoothing"] (rft_fast.results.store documents the rows).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -19,9 +26,12 @@ from torch.utils.data import Dataset
 from rft_fast import data
 from rft_fast.eval import corruptions
 from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack, predict
-from rft_fast.results import Measurement, Store
+from rft_fast.eval.smoothing import certified_accuracy, certify, smoothed_accuracy
+from rft_fast.results import SMOOTHING, Measurement, Store, smoothing_mode
 
-THREATS = ("clean", "Linf", "L2", "L1", "corruptions")
+THREATS = ("clean", "Linf", "L2", "L1", "corruptions")  # the study's five: the default
+OPTIONAL_THREATS = (SMOOTHING,)  # selectable, never run unless asked for
+ALL_THREATS = THREATS + OPTIONAL_THREATS
 SETTINGS = ("study", "full")
 
 
@@ -39,9 +49,15 @@ class RunInfo:
 
 @dataclass
 class EvalSettings:
-    """threats: any of THREATS; n: test subset size (the study: 1,000); eps: per norm (default the study's);
-    mode: AutoAttack "standard" | "fast"; corruption_setting: "study" (11 types, severity 3, one per image) |
-    "full" (15 types x 5 severities); cache_dir: corrupted test sets (None: not cached)."""
+    """threats: any of ALL_THREATS (default THREATS, the study's five); n: test subset size (the study: 1,000);
+    eps: per norm (default the study's); mode: AutoAttack "standard" | "fast"; corruption_setting: "study"
+    (11 types, severity 3, one per image) | "full" (15 types x 5 severities); cache_dir: corrupted test sets
+    (None: not cached).
+
+    smoothing-L2 only: smoothing_sigmas, the noise levels (> 0, pixel units); smoothing_radii, the L2 radii
+    (>= 0) of the certified accuracies; smoothing_n0 / smoothing_n, selection / estimation draws per image;
+    smoothing_alpha, CERTIFY's failure probability; smoothing_batch_size, noisy images per forward pass (the
+    defaults are Cohen et al.'s: n0 100, n 100,000, alpha 0.001). The noise is seeded with `seed`."""
 
     threats: tuple[str, ...] = THREATS
     n: int = 1000
@@ -54,11 +70,26 @@ class EvalSettings:
     batch_size: int | None = None
     workers: int | None = None
     seed: int = 0
+    smoothing_sigmas: tuple[float, ...] = (0.25,)
+    smoothing_radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    smoothing_n0: int = 100
+    smoothing_n: int = 100_000
+    smoothing_alpha: float = 0.001
+    smoothing_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.threats if t not in THREATS]
+        unknown = [t for t in self.threats if t not in ALL_THREATS]
         if unknown or not self.threats:
-            raise ValueError(f"threats must be a non-empty subset of {list(THREATS)}, got {list(self.threats)}")
+            raise ValueError(f"threats must be a non-empty subset of {list(ALL_THREATS)}, got {list(self.threats)}")
+        self.smoothing_sigmas = _numbers("smoothing_sigmas", self.smoothing_sigmas, "> 0", lambda v: v > 0)
+        self.smoothing_radii = _numbers("smoothing_radii", self.smoothing_radii, ">= 0", lambda v: v >= 0)
+        for name in ("smoothing_n0", "smoothing_n", "smoothing_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        alpha = self.smoothing_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            raise ValueError(f"smoothing_alpha must be a number in (0, 1), got {alpha!r}")
         if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
             raise ValueError(f"n must be an int >= 1, got {self.n!r}")
         if self.corruption_setting not in SETTINGS:
@@ -66,6 +97,23 @@ class EvalSettings:
         bad = {k: v for k, v in self.eps.items() if k not in NORMS or not isinstance(v, (int, float)) or not v > 0}
         if bad:
             raise ValueError(f"eps must map norms {list(NORMS)} to numbers > 0, got {bad}")
+
+
+def _numbers(name: str, values: Any, rule: str, ok: Callable[[float], bool]) -> tuple[float, ...]:
+    """`values` as a non-empty tuple of distinct finite floats each satisfying `ok`, else ValueError naming `name`."""
+    items = (values,) if isinstance(values, (int, float)) else values
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise ValueError(f"{name} must be a non-empty sequence of numbers {rule}, got {values!r}") from None
+    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+           or not ok(v)]
+    if bad or not items:
+        raise ValueError(f"{name} must be a non-empty sequence of finite numbers {rule}, got {values!r}")
+    floats = tuple(float(v) for v in items)
+    if len(set(floats)) != len(floats):
+        raise ValueError(f"{name} must not repeat a value, got {values!r}")
+    return floats
 
 
 def versions() -> dict[str, str]:
@@ -110,10 +158,11 @@ def evaluate(
     stamp = versions()
     results: list[Measurement] = []
 
-    def record(threat: str, accuracy: float, n: int, seconds: float, **key: Any) -> None:
+    def record(threat: str, accuracy: float, n: int, seconds: float, extra: dict[str, Any] | None = None,
+               **key: Any) -> None:
         m = Measurement(
             run_id=run.run_id, dataset=run.dataset, backbone=run.backbone, loss=run.loss, protocol=run.protocol,
-            hparams=run.hparams, threat=threat, accuracy=accuracy, n=n, seconds=seconds, versions=stamp,
+            hparams=run.hparams, threat=threat, accuracy=accuracy, n=n, seconds=seconds, versions={**stamp, **(extra or {})},
             eps=key.get("eps"), corruption=key.get("corruption"), severity=key.get("severity"), mode=key.get("mode", "-"),
         )
         if store is not None:
@@ -157,4 +206,17 @@ def evaluate(
                         mask = torch.tensor([c == name for c in cs.corruptions])
                         record("corruption", correct[mask].float().mean().item(), int(mask.sum()), 0.0,
                                corruption=name, severity=cs.severity)
+    if SMOOTHING in settings.threats:
+        for sigma in settings.smoothing_sigmas:
+            t0 = time.perf_counter()
+            cert = certify(model, x, sigma, n0=settings.smoothing_n0, n=settings.smoothing_n,
+                           alpha=settings.smoothing_alpha, batch_size=settings.smoothing_batch_size, seed=settings.seed)
+            seconds = time.perf_counter() - t0
+            params = {"smoothing": {"sigma": sigma, "n0": settings.smoothing_n0, "n": settings.smoothing_n,
+                                    "alpha": settings.smoothing_alpha, "batch_size": settings.smoothing_batch_size,
+                                    "seed": settings.seed}}
+            mode = smoothing_mode(sigma)
+            record(SMOOTHING, smoothed_accuracy(cert, y), len(y), seconds, params, mode=mode)
+            for radius, accuracy in zip(settings.smoothing_radii, certified_accuracy(cert, y, settings.smoothing_radii)):
+                record(SMOOTHING, accuracy, len(y), 0.0, params, eps=radius, mode=mode)
     return results
