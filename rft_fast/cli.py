@@ -146,6 +146,18 @@ def _bench_regularizers(args: argparse.Namespace) -> int:
     return _emit(regularizer_bench, result, args.json)
 
 
+def _bench_tora(args: argparse.Namespace) -> int:
+    from rft_fast.bench import tora_bench
+
+    try:
+        result = tora_bench.run(device=_device(args), backbones=tuple(args.models) if args.models else None,
+                                batch=args.batch, image_size=args.image_size, loss=args.loss,
+                                attack_steps=args.attack_steps)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return _emit(tora_bench, result, args.json)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -550,6 +562,20 @@ def build_parser() -> argparse.ArgumentParser:
                        default=["plain", "gram", "grace", "consistency"])
     b_reg.add_argument("--min-reps", type=int, default=5, help="timed repetitions per case (after one warm-up)")
     b_reg.set_defaults(func=_bench_regularizers)
+
+    b_tora = bench_sub.add_parser(
+        "tora",
+        help="TORA adapters vs full fine-tuning vs linear probing: trainable parameters, step time, peak memory",
+        description="One training step per method (FFT, LP, TORA phase 1, TORA phase 2) on a random-init ViT. "
+        "Defaults: vit_small and vit_base at 224, batch 64, APGD-10 on GPU; vit_small at 64 px, batch 8, APGD-2 on CPU.",
+    )
+    _common_bench_args(b_tora)
+    b_tora.add_argument("--models", nargs="+", help="registry ViT backbones (default: see above)")
+    b_tora.add_argument("--batch", type=int, default=None)
+    b_tora.add_argument("--image-size", type=int, default=None)
+    b_tora.add_argument("--loss", choices=["classic_at", "trades"], default="trades")
+    b_tora.add_argument("--attack-steps", type=int, default=None)
+    b_tora.set_defaults(func=_bench_tora)
 
     train = sub.add_parser(
         "train",

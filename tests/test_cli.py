@@ -229,3 +229,15 @@ def test_grid_rejects_a_bad_spec(tmp_path, capsys):
                     "search: {}\nbudget_minutes: 1\nstore: r.sqlite\nout_dir: runs\nrandom_init: true\n")
     with pytest.raises(SystemExit, match="backbones: unknown backbone 'resnet50.a1_in1kk'"):
         cli.main(["grid", str(spec), "--dry-run"])
+
+
+def test_bench_tora_rows(tmp_path):
+    out = tmp_path / "tora.json"
+    assert cli.main(["bench", "tora", "--device", "cpu", "--models", "deit_tiny_patch16_224.fb_in1k", "--batch", "2",
+                     "--image-size", "32", "--attack-steps", "1", "--json", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"FFT", "LP", "TORA-phase1", "TORA-phase2"}
+    assert rows["FFT"]["trainable_m"] == rows["FFT"]["total_m"]  # everything trains
+    assert 0 < rows["LP"]["trainable_m"] < rows["TORA-phase2"]["trainable_m"] < rows["TORA-phase1"]["trainable_m"]
+    assert rows["TORA-phase1"]["total_m"] > rows["FFT"]["total_m"]  # the adapters, tokens, fusion and heads
+    assert all(r["median_s"] > 0 and r["batch"] == 2 and r["size"] == 32 for r in rows.values())

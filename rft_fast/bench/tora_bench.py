@@ -8,6 +8,7 @@ on GPU, the saved-activation peak (rft_fast.bench.memory) everywhere.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -85,3 +86,30 @@ def bench_tora(
         })
         del model, optimizer
     return rows
+
+
+def run(
+    device: str = "cpu",
+    backbones: tuple[str, ...] | None = None,
+    batch: int | None = None,
+    image_size: int | None = None,
+    loss: str = "trades",
+    attack_steps: int | None = None,
+) -> dict[str, Any]:
+    """{"meta", "rows"}: `bench_tora` for each backbone. Defaults: vit_small and vit_base at 224, batch 64,
+    APGD-10 on GPU; vit_small at 64 px, batch 8, APGD-2 on CPU (where 224 px takes minutes a step)."""
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    backbones = backbones or (("vit_small_patch16_224.augreg_in1k", "vit_base_patch16_224.augreg_in1k") if gpu
+                              else ("vit_small_patch16_224.augreg_in1k",))
+    batch, image_size = batch or (64 if gpu else 8), image_size or (224 if gpu else 64)
+    steps = attack_steps or (10 if gpu else 2)
+    rows = [row for name in backbones
+            for row in bench_tora(name, image_size=image_size, batch=batch, device=dev, loss=loss, attack_steps=steps)]
+    meta = common.environment(dev, " ".join(sys.argv))
+    meta["step"] = f"APGD-CE Linf 4/255, {steps} steps through the whole model; {loss} + backward + AdamW step"
+    return {"meta": meta, "rows": rows}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    return common.format_table(result["meta"], result["rows"], COLUMNS)
