@@ -285,3 +285,10 @@ def test_extra_axes_expand_label_the_protocol_and_reach_the_trials():
     assert plan(spec)["axes"] == {"backbones": 2, "losses": 1, "protocols": 1, "datasets": 1, "beta": 2,
                                   "attack_steps": 2}
     assert expand(spec_with())[0].protocol_label == "FFT-5"  # no axes: the plain protocol
+
+
+def test_tora_axes_only_multiply_tora_protocols():
+    spec = spec_with(axes={"tora_lambda": [0.1, 0.9]}, protocols=["FFT-5", "TORA-4"],
+                     backbones=["deit_tiny_patch16_224.fb_in1k"])
+    assert [c.protocol_label for c in expand(spec)] == ["FFT-5", "TORA-4[tora_lambda=0.1]", "TORA-4[tora_lambda=0.9]"]
+    assert expand(spec)[-1].train_fields(spec)["tora_lambda"] == 0.9

@@ -154,13 +154,20 @@ def weights_path(spec: GridSpec, backbone: str) -> str | None:
 def expand(spec: GridSpec) -> list[Config]:
     """Every configuration, datasets outermost, then protocols, the extra axes, backbones, losses (each in the
     spec's order): an interrupted grid leaves whole (dataset, protocol) tables, which the analyses compare."""
-    variants = [tuple(zip(spec.axes, values)) for values in itertools.product(*spec.axes.values())]
     return [
         Config(backbone, loss, protocol, dataset, variant)
-        for dataset, protocol, variant, backbone, loss in itertools.product(
-            spec.datasets, spec.protocols, variants, spec.backbones, spec.losses
-        )
+        for dataset, protocol in itertools.product(spec.datasets, spec.protocols)
+        for variant in _variants(spec, protocol)
+        for backbone, loss in itertools.product(spec.backbones, spec.losses)
     ]
+
+
+def _variants(spec: GridSpec, protocol: str) -> list[tuple[tuple[str, Any], ...]]:
+    """The extra axes' value combinations that matter under `protocol`: the tora_* fields only change TORA
+    protocols, so other protocols get one configuration instead of identical copies."""
+    tora = get_protocol(protocol).tora
+    axes = {name: values for name, values in spec.axes.items() if tora or not name.startswith("tora_")}
+    return [tuple(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
 def search_space(spec: GridSpec, config: Config) -> list[SearchDim]:
