@@ -1,0 +1,179 @@
+"""The grid end to end on Ray Tune (CPU, the built-in digits dataset): ASHA trials -> best checkpoint ->
+AutoAttack + corruptions -> store -> report, and a grid killed with SIGKILL mid-run, rerun: nothing lost,
+nothing duplicated, finished configurations not redone, the interrupted one resumed from Tune's state."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rft_fast.results import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "examples" / "quick.yaml"
+THREATS = ("clean", "Linf")  # L2 / L1 AutoAttack cost minutes on CPU; tests/test_eval.py covers them
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def small_spec(tmp_path: Path, backbones: list[str] | None = None, epochs: int = 2,
+               threats: tuple[str, ...] = THREATS) -> Path:
+    """examples/quick.yaml, shrunk to fit CI: fewer batches, a 2-step attack, 16 evaluation images."""
+    spec = yaml.safe_load(QUICK.read_text())
+    if backbones is not None:
+        spec["backbones"] = backbones
+    spec["fixed"].update(epochs=epochs, batch_size=32, effective_batch=32, max_batches=2, attack_steps=2,
+                         val_steps=2, val_samples=32)
+    spec["budget_minutes"] = 10
+    spec["eval"].update(n=16, threats=[*threats, "corruptions"])
+    spec["store"], spec["out_dir"] = "runs/results.sqlite", "runs"
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rft_fast.cli", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def rows(store: Path) -> list[dict]:
+    with Store(store) as s:
+        return [m.__dict__ for m in s.query()]
+
+
+def trial_results(experiment: Path) -> dict[str, list[dict]]:
+    """Per Tune trial folder: the metrics it reported, in order."""
+    out = {}
+    for result in experiment.glob("*/result.json"):
+        out[result.parent.name] = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+    return out
+
+
+def check_config_rows(found: list[dict], keys: set[tuple[str, str]], threats: tuple[str, ...] = THREATS) -> None:
+    """Each configuration: one run id, clean + AutoAttack rows (fast mode) + the study's corruption rows."""
+    for backbone, loss in keys:
+        mine = [r for r in found if (r["backbone"], r["loss"]) == (backbone, loss)]
+        assert len({r["run_id"] for r in mine}) == 1, f"{backbone} {loss}: evaluated under several run ids"
+        assert {r["threat"] for r in mine} == set(threats) | {"corruption"}
+        for r in mine:
+            assert 0.0 <= r["accuracy"] <= 1.0
+            if r["threat"] in ("Linf", "L2", "L1"):
+                assert r["mode"] == "fast" and r["n"] == 16
+        study = [r for r in mine if r["threat"] == "corruption" and r["corruption"] == "study"]
+        assert len(study) == 1 and study[0]["n"] == 16
+
+
+def test_quick_grid_end_to_end_then_report(tmp_path: Path) -> None:
+    spec = small_spec(tmp_path)
+    done = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[4/4]" in done.stdout and "4/4 configurations in runs/results.sqlite; 0 failed" in done.stdout
+    assert "ETA" in done.stdout and "best so far" in done.stdout
+    found = rows(tmp_path / "runs" / "results.sqlite")
+    keys = {(r["backbone"], r["loss"]) for r in found}
+    assert keys == {(b, l) for b in ("deit_tiny_patch16_224.fb_in1k", "mobilenetv3_large_100.ra_in1k")
+                    for l in ("classic_at", "trades")}
+    check_config_rows(found, keys)
+
+    # ASHA ran num_samples trials per configuration, each reporting val_loss per epoch, and the evaluated
+    # model is the trial with the lowest final val_loss.
+    for backbone, loss in keys:
+        experiment = tmp_path / "runs" / "tune" / f"{backbone}_{loss}_FFT-5_digits"
+        trials = trial_results(experiment)
+        assert len(trials) == 2 and all(1 <= len(r) <= 2 for r in trials.values())
+        assert all(r[-1]["epoch"] == len(r) and "val_loss" in r[-1] for r in trials.values())
+        best = min(trials.values(), key=lambda r: r[-1]["val_loss"])[-1]["config"]["hparams"]
+        stored = next(r["hparams"] for r in found if (r["backbone"], r["loss"]) == (backbone, loss))
+        assert {k: stored[k] for k in best} == best
+
+    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
+    assert rerun.returncode == 0 and rerun.stdout.count(": skipped") == 4, rerun.stdout[-2000:]
+    assert rows(tmp_path / "runs" / "results.sqlite") == found
+
+    report = subprocess.run(cli("report", "--store", "runs/results.sqlite", "--out", "report", "--mode", "fast"),
+                            cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Borda count" in text and "deit_tiny_patch16_224.fb_in1k" in text
+    assert list((tmp_path / "report").glob("*.png"))
+
+
+def _wait(predicate, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"the grid ended (rc {proc.returncode}) before {what}: {proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def _config_rows(store: Path, loss: str) -> int:
+    if not store.is_file():
+        return 0
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+    try:
+        return db.execute("SELECT COUNT(*) FROM measurements WHERE loss = ?", (loss,)).fetchone()[0]
+    except sqlite3.OperationalError:  # schema not created yet
+        return 0
+    finally:
+        db.close()
+
+
+def test_grid_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    spec = small_spec(tmp_path, backbones=["deit_tiny_patch16_224.fb_in1k"], epochs=3)
+    store = tmp_path / "runs" / "results.sqlite"
+    second = tmp_path / "runs" / "tune" / "deit_tiny_patch16_224.fb_in1k_trades_FFT-5_digits"
+    proc = subprocess.Popen(cli("grid", str(spec)), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        # the first configuration is stored whole (the last measurement is the corruption summary) ...
+        _wait(lambda: _config_rows(store, "classic_at") > 0 and second.is_dir(), proc, "the first configuration")
+        # ... and a trial of the second has saved a checkpoint: kill everything, Ray's processes too.
+        _wait(lambda: any(second.glob("*/checkpoint_*")), proc, "a checkpoint of the second configuration")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = [r for r in rows(store) if r["loss"] == "classic_at"]
+    assert not [r for r in rows(store) if r["loss"] == "trades"], "killed before the second evaluation began"
+    trials_before = set(trial_results(second))
+    assert len(trials_before) >= 1
+
+    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "classic_at|FFT-5|digits: skipped" in rerun.stdout and "trades|FFT-5|digits: done" in rerun.stdout
+    found = rows(store)
+    assert [r for r in found if r["loss"] == "classic_at"] == first  # not re-evaluated: same rows, same times
+    check_config_rows(found, {("deit_tiny_patch16_224.fb_in1k", loss) for loss in ("classic_at", "trades")})
+    # resumed from Tune's experiment state: the same trials (no fresh search), each with contiguous epochs
+    trials_after = trial_results(second)
+    assert trials_before <= set(trials_after) and len(trials_after) == 2
+    for reported in trials_after.values():
+        epochs = [r["epoch"] for r in reported]
+        assert epochs == list(range(epochs[0], epochs[0] + len(epochs))) and epochs[-1] <= 3
+
+
+def test_diverging_trials_fail_with_a_reason_and_the_grid_goes_on(tmp_path: Path) -> None:
+    spec_path = small_spec(tmp_path, backbones=["deit_tiny_patch16_224.fb_in1k"])
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["search"] = {"lr_backbone": {"choice": [1e30]}, "lr_head": 1e30}  # the first AdamW step overflows
+    spec["num_samples"] = 1
+    spec_path.write_text(yaml.safe_dump(spec))
+    done = subprocess.run(cli("grid", str(spec_path)), cwd=tmp_path, env=env(), capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    # the reason is the trial's exception: fit's own check ("trial diverged: non-finite training loss ...") or,
+    # when NaN weights reach TRADES' fused KL first, the op's input check ("logits_adv contains NaN or Inf")
+    assert len(lines) == 2 and all(": failed" in line and ("diverged" in line or "NaN" in line) for line in lines), lines
+    assert "0/2 configurations in runs/results.sqlite; 2 failed" in done.stdout
+    assert rows(tmp_path / "runs" / "results.sqlite") == []
