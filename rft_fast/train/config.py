@@ -15,7 +15,9 @@ from typing import Any
 
 from rft_fast.train.protocols import get_protocol
 
-LOSSES = ("ce", "classic_at", "trades")
+LOSSES = ("ce", "classic_at", "trades", "classic_at+grace", "trades+grace")
+GRACE_LOSSES = ("classic_at+grace", "trades+grace")
+EPS_SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("adamw", "sgd")
 AMP = ("auto", "bf16", "none")
 NORMS = ("Linf", "L2", "L1")
@@ -28,7 +30,7 @@ class TrainConfig:
 
     Args (groups):
         backbone, dataset, protocol ("FFT-50" | "FFT-5" | "LP-50" | "TORA-<epochs>"), loss ("ce" | "classic_at" |
-            "trades").
+            "trades" | "classic_at+grace" | "trades+grace").
         data_root: the dataset's local root (None for the built-in "digits"); split_seed: the study's 42.
         pretrained_path: the backbone's weights file; random_init=True trains from scratch (tests only).
         image_size: training and validation resolution (the study resizes every dataset to 224).
@@ -48,6 +50,19 @@ class TrainConfig:
         tora_*: TORA protocols only (ignored, and left out of hparams / run_id, otherwise): tora_lambda, the
             phase-2 weight of the robust loss; tora_bottleneck / tora_fusion_dim, adapter and fusion widths;
             tora_phase1_epochs, epochs of phase 1 (None: half, rounded up).
+        grace_*: losses "classic_at+grace" / "trades+grace" only (ignored, and left out of hparams / run_id,
+            otherwise): GRACE (rft_fast.regularizers.GraceLoss around the base loss, and the optimizer wrapped in
+            rft_fast.train.grace.CurvatureSAM): grace_gram_weight, the Gram alignment's weight; grace_rho /
+            grace_beta2, CurvatureSAM's radius and curvature EMA decay.
+        consistency_weight: > 0 adds weight * the symmetric KL between the predictions on two shifted views
+            (rft_fast.regularizers.consistency_loss) to whatever loss is configured; 0 (default) is off and left
+            out of hparams / run_id.
+        eps_schedule: the training attack's radius over the run's optimizer steps (rft_fast.train.schedule):
+            "constant" (default: attack_eps throughout; eps_schedule, eps_start and eps_warmup are then left out
+            of hparams / run_id) | "linear" | "cosine" ramp from eps_start to attack_eps over the first
+            eps_warmup fraction of the optimizer steps. A radius of 0 trains on the clean batch. Validation
+            always attacks at attack_eps.
+        TORA protocols combine with none of grace, consistency_weight > 0 or a non-constant eps_schedule.
     """
 
     backbone: str
@@ -88,6 +103,13 @@ class TrainConfig:
     tora_bottleneck: int = 64
     tora_fusion_dim: int = 64
     tora_phase1_epochs: int | None = None
+    grace_gram_weight: float = 1.0
+    grace_rho: float = 0.05
+    grace_beta2: float = 0.999
+    consistency_weight: float = 0.0
+    eps_schedule: str = "constant"
+    eps_start: float = 0.0
+    eps_warmup: float = 0.3
 
     def __post_init__(self) -> None:
         self.validate()
@@ -118,6 +140,7 @@ class TrainConfig:
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
             raise ValueError(f"workers must be an int >= 0 or None, got {self.workers!r}")
         self._validate_tora()
+        self._validate_options()
         if self.pretrained_path is None and not self.random_init:
             raise ValueError(
                 f"backbone {self.backbone!r} needs pretrained_path (its weights file), or random_init=True to "
@@ -137,6 +160,40 @@ class TrainConfig:
                 f"{self.protocol} with {self.num_epochs} epochs needs 1 <= tora_phase1_epochs < epochs (phase 2 "
                 f"trains the fusion in the remaining epochs), got tora_phase1_epochs={self.tora_phase1_epochs!r}"
             )
+
+    def _validate_options(self) -> None:
+        """GRACE, consistency and the eps schedule: ranges, and the combinations that are not supported."""
+        for name in ("grace_gram_weight", "grace_rho", "consistency_weight", "eps_start"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        for name, value, high_open in (("grace_beta2", self.grace_beta2, True), ("eps_warmup", self.eps_warmup, False)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < 0 or value > 1 or (high_open and value == 1):
+                raise ValueError(f"{name} must be a number in [0, 1{')' if high_open else ']'}, got {value!r}")
+        _choice("eps_schedule", self.eps_schedule, EPS_SCHEDULES)
+        if self.eps_start > self.attack_eps:
+            raise ValueError(f"eps_start must lie in [0, attack_eps={self.attack_eps!r}], got {self.eps_start!r}")
+        if self.eps_schedule != "constant" and self.loss == "ce":
+            raise ValueError(
+                f"eps_schedule={self.eps_schedule!r} needs a loss with a training attack, but loss='ce' has none"
+            )
+        if self.tora:
+            for name, used in (("loss", self.grace), ("consistency_weight", self.consistency_weight > 0),
+                               ("eps_schedule", self.eps_schedule != "constant")):
+                if used:
+                    raise ValueError(
+                        f"protocol {self.protocol!r} (TORA) does not combine with {name}={getattr(self, name)!r}: "
+                        "TORA trains with loss classic_at or trades, consistency_weight=0 and eps_schedule='constant'"
+                    )
+
+    @property
+    def grace(self) -> bool:
+        """Whether the loss is GRACE around Classic AT or TRADES ("classic_at+grace" | "trades+grace")."""
+        return self.loss in GRACE_LOSSES
+
+    @property
+    def base_loss(self) -> str:
+        """The loss without GRACE: "ce" | "classic_at" | "trades"."""
+        return self.loss.split("+")[0]
 
     @property
     def tora(self) -> bool:
@@ -178,9 +235,17 @@ class TrainConfig:
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def _unused(self) -> set[str]:
-        """Fields without effect on this run: TORA's outside TORA protocols (so adding them kept every other
-        run's id)."""
-        return set() if self.tora else set(_TORA_FIELDS)
+        """Fields without effect on this run, left out so that adding them kept every other run's id: TORA's
+        outside TORA protocols, GRACE's outside the grace losses, consistency_weight when 0, and the schedule's
+        when it is constant."""
+        unused = set() if self.tora else set(_TORA_FIELDS)
+        if not self.grace:
+            unused |= set(_GRACE_FIELDS)
+        if self.consistency_weight == 0:
+            unused.add("consistency_weight")
+        if self.eps_schedule == "constant":
+            unused |= set(_SCHEDULE_FIELDS)
+        return unused
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -199,7 +264,8 @@ FIELD_HELP: dict[str, str] = {
     "backbone": "registry name (`rft-fast models` lists them)",
     "dataset": "dataset name (`rft-fast datasets` lists them; 'digits' is built in)",
     "protocol": "FFT-50 | FFT-5 | LP-50 | TORA-<epochs> (robust adapters on a frozen ViT, e.g. TORA-50)",
-    "loss": "ce (standard) | classic_at (CE on APGD examples) | trades (CE + beta KL)",
+    "loss": "ce (standard) | classic_at (CE on APGD examples) | trades (CE + beta KL) | classic_at+grace | "
+            "trades+grace (GRACE: + Gram feature alignment, curvature-scaled sharpness-aware steps)",
     "data_root": "the dataset's local root folder (not needed for digits)",
     "split_seed": "seed of the train/val/test split (the study: 42)",
     "pretrained_path": "the backbone's weights file (safetensors / .pth; see `rft-fast models convert`)",
@@ -231,12 +297,21 @@ FIELD_HELP: dict[str, str] = {
     "tora_bottleneck": "TORA: hidden width of each adapter (psi_A, psi_R)",
     "tora_fusion_dim": "TORA: width of the fusion gate's query/key projections",
     "tora_phase1_epochs": "TORA: epochs of phase 1, the adapters (default: half the epochs, rounded up)",
+    "grace_gram_weight": "GRACE losses: weight of the Gram alignment of clean, adversarial and shifted features",
+    "grace_rho": "GRACE losses: radius of the curvature-scaled sharpness-aware perturbation (0: none)",
+    "grace_beta2": "GRACE losses: EMA decay of the squared gradients (the curvature estimate), in [0, 1)",
+    "consistency_weight": "weight of the KL consistency between two shifted views (0: off; any loss)",
+    "eps_schedule": "training attack radius over the steps: constant | linear | cosine (ramp eps_start -> attack_eps)",
+    "eps_start": "radius at the first step of a linear/cosine eps_schedule, in [0, attack_eps] (0: clean)",
+    "eps_warmup": "fraction of the run's optimizer steps the eps ramp lasts, in [0, 1]",
 }
 
 
 _IDENTITY = {"backbone", "dataset", "protocol", "loss"}
 _RUNTIME = {"data_root", "pretrained_path", "device", "workers", "out_dir"}
 _TORA_FIELDS = ("tora_lambda", "tora_bottleneck", "tora_fusion_dim", "tora_phase1_epochs")
+_GRACE_FIELDS = ("grace_gram_weight", "grace_rho", "grace_beta2")
+_SCHEDULE_FIELDS = ("eps_schedule", "eps_start", "eps_warmup")
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -135,6 +135,14 @@ class CurvatureSAM(Optimizer):
         self._perturbed = []
         self.base.step()
 
+    @torch.no_grad()
+    def cancel(self) -> None:
+        """Restores the weights saved by first_step() exactly without any update (e.g. the loss at w + e was not
+        finite); the curvature estimate keeps first_step()'s update."""
+        for p in self._perturbed:
+            p.copy_(self.state[p].pop("w"))
+        self._perturbed = []
+
     def step(self, closure: Callable[[], Tensor | None] | None = None) -> Tensor | None:  # type: ignore[override]
         """first_step(), zero_grad, closure() (the backward pass(es) at w + e), second_step(); returns
         closure()'s value. The gradient at w must already be in .grad."""

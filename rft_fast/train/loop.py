@@ -5,6 +5,14 @@ device), the criterion under bf16 autocast on GPU, gradients accumulated to the 
 step per group, the scheduler per epoch, then validation (clean and PGD accuracy, the robust objective), one
 JSON line of metrics, an atomic checkpoint, and the callback. A non-finite loss stops the run with status
 "diverged" before the optimizer applies it; the last checkpoint stays the last good epoch.
+
+Options (TrainConfig): the "+grace" losses wrap the optimizer in CurvatureSAM (schedulers act on the base
+optimizer, whose param_groups it shares); each micro-batch's attack and shifted view are drawn once and kept
+for the group, whose gradient is then recomputed at the perturbed weights (BatchNorm statistics preserved)
+before the base step. A non-constant eps_schedule sets the training attack's radius before each optimizer step
+from the schedule over the run's optimizer steps (epochs x steps per epoch) and records the last step's radius
+as the epoch's "attack_eps_now". The checkpoint carries the shifted views' draw counters ("criterion") and
+CurvatureSAM's curvature estimates (in "optimizer").
 """
 from __future__ import annotations
 
@@ -26,8 +34,10 @@ from rft_fast import data, models
 from rft_fast.train import checkpoint
 from rft_fast.train import tora as tora_train
 from rft_fast.train.config import TrainConfig
-from rft_fast.train.criterion import make_criterion, validation_sums
+from rft_fast.train.criterion import TrainingCriterion, make_criterion, validation_sums
+from rft_fast.train.grace import CurvatureSAM, preserved_buffers
 from rft_fast.train.optim import group_lrs, make_optimizer, make_scheduler, param_groups
+from rft_fast.train.schedule import EpsSchedule
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -129,8 +139,16 @@ class _Run:
             self.enter_phase(1)
         else:
             self.optimizer = make_optimizer(param_groups(backbone, head, config), config)
-            self.scheduler = make_scheduler(self.optimizer, config)
+            self.scheduler = make_scheduler(self.optimizer, config)  # on the base optimizer (also under GRACE)
+            if config.grace:
+                self.optimizer = CurvatureSAM(self.optimizer, rho=config.grace_rho, beta2=config.grace_beta2)
             self.criterion = make_criterion(config)
+        self.eps_schedule = (
+            EpsSchedule(config.eps_schedule, config.attack_eps, config.eps_start, config.eps_warmup)
+            if config.eps_schedule != "constant" else None
+        )
+        sizes = _micro_batch_sizes(len(self.splits.train), config.batch_size, config.max_batches)
+        self.steps_per_epoch = math.ceil(len(sizes) / config.accumulation)
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.out = config.output_dir()
@@ -149,7 +167,9 @@ class _Run:
             return
         state = checkpoint.load(self.out / CHECKPOINT)
         mine, theirs = self.config.to_dict(), state["config"]
-        differ = sorted(k for k in mine if k not in _RESUME_FREE and mine[k] != theirs.get(k))
+        defaults = TrainConfig.__dataclass_fields__
+        # a field the checkpoint lacks was added later: the checkpoint's run had its default
+        differ = sorted(k for k in mine if k not in _RESUME_FREE and mine[k] != theirs.get(k, defaults[k].default))
         if differ:
             raise ValueError(
                 f"{self.out / CHECKPOINT} belongs to another configuration (fields {differ} differ); use another "
@@ -161,6 +181,8 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(self.criterion, TrainingCriterion):
+            self.criterion.load_state_dict(state["criterion"])
         self.metrics = state["metrics"]
         self.start_epoch = state["epoch"] + 1
         checkpoint.set_rng_state(state["rng"])
@@ -195,6 +217,8 @@ class _Run:
             }
             if self.phase is not None:
                 payload["tora_phase"] = self.phase
+            if isinstance(self.criterion, TrainingCriterion):
+                payload["criterion"] = self.criterion.state_dict()
             checkpoint.save(self.out / CHECKPOINT, payload)
         with open(self.out / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -215,6 +239,9 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         group_loss = torch.zeros((), device=self.device)
         seen, steps = 0, 0
+        sam = isinstance(self.optimizer, CurvatureSAM)
+        kept: list[tuple[Any, float]] = []  # GRACE: the group's micro-batches, for the gradient at w + e
+        eps_now = cfg.attack_eps
         t0 = time.perf_counter()
         bar = tqdm(total=len(sizes), desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not self.progress, leave=False)
         self.optimizer.zero_grad(set_to_none=True)
@@ -222,9 +249,19 @@ class _Run:
             if i == len(sizes):
                 break
             x, y = data.to_device(xb, yb, self.device, channels_last=self.channels_last)
+            if self.eps_schedule is not None and i % cfg.accumulation == 0:
+                step = epoch * self.steps_per_epoch + i // cfg.accumulation
+                eps_now = self.eps_schedule(step, cfg.num_epochs * self.steps_per_epoch)
+                self.criterion.set_eps(eps_now)
+            share = x.shape[0] / groups[i]
             with _autocast(cfg, self.device):
-                loss = self.criterion(self.model, x, y)
-            (loss * (x.shape[0] / groups[i])).backward()
+                if sam:
+                    b = self.criterion.batch(self.model, x, y)
+                    kept.append((b, share))
+                    loss = self.criterion.objective(self.model, b)
+                else:
+                    loss = self.criterion(self.model, x, y)
+            (loss * share).backward()
             group_loss += loss.detach().float() * x.shape[0]
             seen += x.shape[0]
             bar.update()
@@ -232,7 +269,14 @@ class _Run:
                 if not torch.isfinite(group_loss):
                     bar.close()
                     return {}, f"non-finite training loss at epoch {epoch + 1}, micro-batch {i + 1}"
-                self.optimizer.step()
+                if sam:
+                    failure = self._sharpness_aware_step(kept)
+                    kept = []
+                    if failure:
+                        bar.close()
+                        return {}, f"{failure} at epoch {epoch + 1}, micro-batch {i + 1}"
+                else:
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss_sum += group_loss
                 group_loss.zero_()
@@ -244,7 +288,29 @@ class _Run:
                "train_seconds": seconds, "images_per_s": seen / seconds, **group_lrs(self.optimizer)}
         if self.phase is not None:
             row["tora_phase"] = self.phase
+        if self.eps_schedule is not None:
+            row["attack_eps_now"] = eps_now
         return row, ""
+
+    def _sharpness_aware_step(self, kept: list[tuple[Any, float]]) -> str:
+        """CurvatureSAM's step for one group (grace.py's recipe): the gradient at w is in .grad; perturb, recompute
+        the group's gradient at w + e on the same micro-batches (buffers preserved), restore w, base step.
+        Returns "" or a message when the loss at w + e is not finite (the weights are then left at w)."""
+        opt: CurvatureSAM = self.optimizer  # type: ignore[assignment]
+        opt.first_step()
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        with preserved_buffers(self.model):
+            for b, share in kept:
+                with _autocast(self.config, self.device):
+                    loss = self.criterion.objective(self.model, b)
+                (loss * share).backward()
+                total += loss.detach().float() * share
+        if not torch.isfinite(total):
+            opt.cancel()
+            return "non-finite training loss at the sharpness-aware perturbation"
+        opt.second_step()
+        return ""
 
     def validate(self) -> dict[str, float]:
         cfg = self.config
