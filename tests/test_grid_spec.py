@@ -159,6 +159,7 @@ def test_check_paths(tmp_path):
         ({"asha": {"reduction_factor": 1}}, "asha.reduction_factor must be > 1"),
         ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial must be a fraction <= 1 or a whole number"),
         ({"eval": {"threats": ["Linf", "L3"]}}, "eval.threats must be a non-empty subset of"),
+        ({"eval": {"threats": ["smoothing-L3"]}}, "eval.threats must be a non-empty subset of"),
         ({"eval": {"mode": "plus"}}, "eval.mode must be one of"),
         ({"axes": {"betta": [1.0]}}, "axes.betta: not a TrainConfig field an axis can vary"),
         ({"axes": {"loss": ["trades"]}}, "axes.loss: not a TrainConfig field an axis can vary"),
@@ -292,3 +293,23 @@ def test_tora_axes_only_multiply_tora_protocols():
                      backbones=["deit_tiny_patch16_224.fb_in1k"])
     assert [c.protocol_label for c in expand(spec)] == ["FFT-5", "TORA-4[tora_lambda=0.1]", "TORA-4[tora_lambda=0.9]"]
     assert expand(spec)[-1].train_fields(spec)["tora_lambda"] == 0.9
+
+
+def test_done_knows_every_threat_the_spec_asks_for(tmp_path):
+    from rft_fast.grid.runner import _done
+    from rft_fast.results import Measurement, Store, smoothing_mode
+
+    spec = spec_with(eval={"threats": ["clean", "Linf", "smoothing-L2"], "mode": "fast"},
+                     backbones=["deit_tiny_patch16_224.fb_in1k"], protocols=["FFT-5"])
+    config = expand(spec)[0]
+    model = dict(run_id="r", dataset="digits", backbone=config.backbone, loss=config.loss,
+                 protocol=config.protocol_label, hparams={}, corruption=None, severity=None, accuracy=0.5, n=10,
+                 seconds=1.0)
+    smoothing = {"smoothing": {"sigma": 0.25, "n0": 10, "n": 100, "alpha": 0.001, "batch_size": 10, "seed": 0}}
+    with Store(tmp_path / "r.sqlite") as store:
+        store.put(Measurement(**model, threat="clean", eps=None, mode="-", versions={}))
+        store.put(Measurement(**model, threat="Linf", eps=4 / 255, mode="standard", versions={}))
+        store.put(Measurement(**model, threat="smoothing-L2", eps=0.5, mode=smoothing_mode(0.25), versions=smoothing))
+        assert not _done(store, config, spec)  # Linf only in standard mode, the spec wants fast
+        store.put(Measurement(**model, threat="Linf", eps=4 / 255, mode="fast", versions={}))
+        assert _done(store, config, spec)

@@ -22,7 +22,7 @@ import torch
 from rft_fast import data
 from rft_fast.eval import EvalSettings, RunInfo, evaluate
 from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space
-from rft_fast.results import Store
+from rft_fast.results import SMOOTHING, Store, smoothing_mode
 from rft_fast.train import TrainConfig, fit, load_trained
 
 TUNE_DIR = "tune"
@@ -90,12 +90,13 @@ def _name(config: Config) -> str:
 def _done(store: Store, config: Config, spec: GridSpec) -> bool:
     """Whether every evaluation row the spec asks for is in the store for this configuration."""
     rows = store.query(backbone=config.backbone, dataset=config.dataset, loss=config.loss, protocol=config.protocol_label)
-    have = {("corruption" if m.threat == "corruption" else m.threat, m.mode if m.threat in ("Linf", "L2", "L1") else "-")
-            for m in rows if m.threat != "corruption" or m.corruption in ("study", None)}
+    have = {(m.threat, m.mode) for m in rows if m.threat != "corruption" or m.corruption == "study"}
     want = set()
     for threat in spec.eval.threats:
         if threat == "corruptions":
             want.add(("corruption", "-"))
+        elif threat == SMOOTHING:
+            want |= {(SMOOTHING, smoothing_mode(s)) for s in EvalSettings().smoothing_sigmas}
         else:
             want.add((threat, spec.eval.mode if threat in ("Linf", "L2", "L1") else "-"))
     return want <= have

@@ -24,7 +24,7 @@ from rft_fast import models
 from rft_fast.data.registry import DATASETS
 from rft_fast.eval.autoattack import MODES
 from rft_fast.eval.corruptions import SETTINGS
-from rft_fast.eval.evaluate import THREATS
+from rft_fast.eval.evaluate import ALL_THREATS, THREATS
 from rft_fast.train.config import LOSSES, TrainConfig
 from rft_fast.train.protocols import PROTOCOLS, get_protocol
 
@@ -455,8 +455,8 @@ def _eval(values: object) -> EvalSpec:
     threats = v["threats"]
     if isinstance(threats, str):
         threats = [threats]
-    if not threats or any(t not in THREATS for t in threats):
-        raise ValueError(f"eval.threats must be a non-empty subset of {list(THREATS)}, got {threats!r}")
+    if not threats or any(t not in ALL_THREATS for t in threats):
+        raise ValueError(f"eval.threats must be a non-empty subset of {list(ALL_THREATS)}, got {threats!r}")
     if v["mode"] not in MODES:
         raise ValueError(f"eval.mode must be one of {list(MODES)}, got {v['mode']!r}")
     if v["corruption_setting"] not in SETTINGS:
