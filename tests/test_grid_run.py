@@ -138,14 +138,17 @@ def test_grid_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) 
     try:
         # the first configuration is stored whole (the last measurement is the corruption summary) ...
         _wait(lambda: _config_rows(store, "classic_at") > 0 and second.is_dir(), proc, "the first configuration")
-        # ... and a trial of the second has saved a checkpoint: kill everything, Ray's processes too.
-        _wait(lambda: any(second.glob("*/checkpoint_*")), proc, "a checkpoint of the second configuration")
+        # ... and Tune has saved the second's experiment state and a trial of it has reported an epoch with its
+        # checkpoint: kill everything, Ray's processes too.
+        _wait(lambda: any(second.glob("experiment_state-*.json")) and any(second.glob("*/checkpoint_*"))
+              and any(p.stat().st_size for p in second.glob("*/result.json")), proc,
+              "a checkpoint of the second configuration")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     first = [r for r in rows(store) if r["loss"] == "classic_at"]
     assert not [r for r in rows(store) if r["loss"] == "trades"], "killed before the second evaluation began"
-    trials_before = set(trial_results(second))
+    trials_before = {d.name for d in second.iterdir() if d.is_dir()}  # Tune may not have written results yet
     assert len(trials_before) >= 1
 
     rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
@@ -158,8 +161,9 @@ def test_grid_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) 
     trials_after = trial_results(second)
     assert trials_before <= set(trials_after) and len(trials_after) == 2
     for reported in trials_after.values():
-        epochs = [r["epoch"] for r in reported]
-        assert epochs == list(range(epochs[0], epochs[0] + len(epochs))) and epochs[-1] <= 3
+        # no epoch skipped; an epoch reported after Tune's last state snapshot may be reported again on resume
+        epochs = sorted({r["epoch"] for r in reported})
+        assert epochs == list(range(1, epochs[-1] + 1)) and epochs[-1] <= 3, epochs
 
 
 def test_diverging_trials_fail_with_a_reason_and_the_grid_goes_on(tmp_path: Path) -> None:
