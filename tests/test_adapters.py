@@ -19,11 +19,8 @@ from rft_fast.train import tora as tora_train
 
 @pytest.fixture(scope="module", autouse=True)
 def _tiny_backbones():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one thread each is much faster than oversubscription
-    with tiny.registered():
+    with tiny.registered_single_thread():
         yield
-    torch.set_num_threads(threads)
 
 
 def tiny_tora(name: str = "tiny_vit", dtype: torch.dtype = torch.float32, **kw) -> tuple[models.Normalized, models.ToraViT]:

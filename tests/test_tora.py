@@ -13,11 +13,8 @@ from rft_fast.train.loop import _Run
 
 @pytest.fixture(scope="module", autouse=True)
 def _tiny_backbones():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one thread each is much faster than oversubscription
-    with tiny.registered():
+    with tiny.registered_single_thread():
         yield
-    torch.set_num_threads(threads)
 
 
 BASE = dict(backbone="tiny_vit", dataset="digits", batch_size=64, effective_batch=64, wd_backbone=0.0,

@@ -81,7 +81,7 @@ def test_linear_schedule_ramps_per_epoch_and_starts_clean():
 def test_make_criterion_plain_without_options_and_composed_with_them():
     assert not isinstance(make_criterion(config()), TrainingCriterion)
     crit = make_criterion(config(loss="trades+grace", consistency_weight=0.5, eps_schedule="cosine"))
-    assert isinstance(crit, TrainingCriterion) and crit.sharpness_aware and crit.attack is not None
+    assert isinstance(crit, TrainingCriterion) and crit.grace is not None and crit.attack is not None
 
 
 def test_grace_resume_is_exact(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+import torch
+
 from rft_fast import models
 
 TINY = {"tiny_resnet": "test_resnet", "tiny_vit": "test_vit"}
@@ -31,3 +33,16 @@ def registered() -> Iterator[None]:
     finally:
         models.REGISTRY.clear()
         models.REGISTRY.update(saved)
+
+
+@contextlib.contextmanager
+def registered_single_thread() -> Iterator[None]:
+    """`registered()` with torch on one thread (restored after): the ViT tests run many tiny ops, and on 2
+    shared cores one thread is much faster than oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with registered():
+            yield
+    finally:
+        torch.set_num_threads(threads)

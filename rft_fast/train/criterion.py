@@ -77,10 +77,6 @@ class TrainingCriterion:
     augment: Shift | None = None
     attack: ScheduledAttack | None = None
 
-    @property
-    def sharpness_aware(self) -> bool:
-        return self.grace is not None
-
     def set_eps(self, eps: float) -> None:
         if self.attack is None:
             raise ValueError("this criterion has no scheduled training attack")
