@@ -229,13 +229,24 @@ def test_missing_root_shows_layout(tmp_path: Path, name: str) -> None:
 
 def test_registry() -> None:
     assert set(data.DATASETS) == {"caltech101", "fgvc_aircraft", "flowers102", "oxford_pets", "stanford_cars",
-                                  "uc_merced", "digits"}
+                                  "uc_merced", "digits", "digits3"}
     table = data.format_table()
     for info in data.DATASETS.values():
         assert info.name in table and info.split_rule in table and info.layout[0] in table
     assert data.DATASETS["flowers102"].split_rule == "official test; official train / val"
     assert data.DATASETS["oxford_pets"].split_rule == "official test; 15% of official train as val"
     assert data.DATASETS["caltech101"].split_rule == "20% of all as test; 15% of the rest as val"
+
+
+def test_digits3_is_the_digits_0_to_2_stratified() -> None:
+    three = data.build("digits3", image_size=16)
+    labels = load_digits().target
+    assert three.num_classes == 3 and three.classes == ["0", "1", "2"]
+    sizes = [len(three.train), len(three.val), len(three.test)]
+    assert sum(sizes) == int((labels < 3).sum()) == 537
+    for split in (three.train, three.val, three.test):
+        counts = np.bincount([split[i][1] for i in range(len(split))], minlength=3)
+        assert len(counts) == 3 and counts.min() >= 0.3 * len(split)  # stratified: about a third each
 
 
 def test_argument_errors(digits: data.Splits) -> None:

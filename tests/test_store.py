@@ -580,15 +580,15 @@ def test_migrates_a_version_1_store_in_place(tmp_path: Path) -> None:
         (row,) = store.summary()
         assert (row["clean"], row["Linf"], row["common"]) == (0.9, 0.5, 0.7)
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"schema_version", "measurements"}
+        assert tables == {"schema_version", "measurements", "stages"}
         assert sorted(db.execute("SELECT * FROM measurements WHERE threat != 'smoothing-L2'")) == sorted(raw)  # v1 values unchanged
         with pytest.raises(sqlite3.IntegrityError):  # and the new CHECKs still hold attack eps > 0
             db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})",
                        raw[1][:7] + (0.0,) + raw[1][8:])
-    with Store(path) as store:  # a second open finds version 2: nothing to do
+    with Store(path) as store:  # a second open finds version 3: nothing to do
         assert len(store.query()) == 4
 
 
@@ -609,3 +609,49 @@ def test_failed_migration_leaves_the_version_1_store_untouched(tmp_path: Path, m
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
         assert sorted(db.execute("SELECT * FROM measurements")) == sorted(raw)
         assert "smoothing" not in db.execute("SELECT sql FROM sqlite_master WHERE name = 'measurements'").fetchone()[0]
+
+
+# grid stages (schema 3) ---------------------------------------------------------------------------------------
+def test_stages_record_replace_and_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        assert store.stages() == [] and store.stage("a|b|c|d", "tune") is None
+        store.set_stage("a|b|c|d", "tune", "failed", "trial diverged")
+        store.set_stage("a|b|c|d", "tune", "done", detail={"checkpoint": "/x/checkpoint.pt", "metric": 0.5})
+        store.set_stage("a|b|c|d", "L1", "failed", "RuntimeError: boom")
+    with Store(path) as store:
+        tune = store.stage("a|b|c|d", "tune")
+        assert (tune.status, tune.reason, tune.detail) == ("done", "", {"checkpoint": "/x/checkpoint.pt", "metric": 0.5})
+        assert [(s.stage, s.status) for s in store.stages(status="failed")] == [("L1", "failed")]
+        assert len(store.stages("a|b|c|d")) == 2  # replaced, not duplicated
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(status="broken"), "status"),
+    (dict(status="failed", reason=""), "reason"),
+    (dict(status="done", reason="why"), "reason"),
+    (dict(config=""), "config"),
+    (dict(stage=""), "stage"),
+    (dict(detail={"x": float("nan")}), "detail"),
+])
+def test_stage_errors_name_the_argument(tmp_path: Path, kw, match) -> None:
+    args = dict(config="k", stage="tune", status="done", reason="", detail=None) | kw
+    with Store(tmp_path / "s.sqlite") as store, pytest.raises(ValueError, match=match):
+        store.set_stage(**args)
+        assert store.stages() == []
+
+
+def test_migrates_a_version_2_store_adding_stages(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    v1_store(path)
+    with Store(path):
+        pass
+    with sqlite3.connect(path) as db:  # make it a version-2 store again: drop what version 3 added
+        db.execute("DROP TABLE stages")
+        db.execute("UPDATE schema_version SET version = 2")
+    with Store(path) as store:
+        assert len(store.query()) == 3
+        store.set_stage("k", "tune", "done")
+        assert store.stage("k", "tune").status == "done"
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]

@@ -99,6 +99,12 @@ DATASETS: dict[str, DatasetInfo] = {
             "built in (sklearn.datasets.load_digits)",
             0.2, 0.15, builtin=True,
         ),
+        DatasetInfo(
+            "digits3", "scikit-learn digits 0, 1, 2 only (a 3-class task; built in)", 3,
+            ("(nothing: shipped with scikit-learn; the data root is ignored)",),
+            "built in (sklearn.datasets.load_digits, classes 0-2)",
+            0.2, 0.15, builtin=True,
+        ),
     )
 }
 

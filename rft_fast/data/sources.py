@@ -136,12 +136,13 @@ def open_uc_merced(root: Path, size: int) -> dict[str, ImageSource]:
 class _DigitsImages:
     """scikit-learn's 8x8 digits as grayscale PIL images (values 0..16 scaled to 0..255)."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_classes: int = 10) -> None:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        self.pixels = np.rint(digits.images / 16.0 * 255.0).astype(np.uint8)
-        self.targets = digits.target.astype(np.int64)
+        keep = digits.target < n_classes
+        self.pixels = np.rint(digits.images[keep] / 16.0 * 255.0).astype(np.uint8)
+        self.targets = digits.target[keep].astype(np.int64)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         return Image.fromarray(self.pixels[index]), int(self.targets[index])
@@ -153,6 +154,13 @@ def open_digits(root: Path | None, size: int) -> dict[str, ImageSource]:
     return {"train": ImageSource(base, base.targets, [str(d) for d in range(10)], size)}
 
 
+def open_digits3(root: Path | None, size: int) -> dict[str, ImageSource]:
+    """The digits 0, 1 and 2 of scikit-learn's digits (537 images): a few-class task for AutoAttack's
+    small-C rules, built in like `digits`."""
+    base = _DigitsImages(n_classes=3)
+    return {"train": ImageSource(base, base.targets, ["0", "1", "2"], size)}
+
+
 OPENERS: dict[str, Callable[[Path | None, int], dict[str, ImageSource]]] = {
     "caltech101": open_caltech101,
     "fgvc_aircraft": open_fgvc_aircraft,
@@ -161,5 +169,6 @@ OPENERS: dict[str, Callable[[Path | None, int], dict[str, ImageSource]]] = {
     "stanford_cars": open_stanford_cars,
     "uc_merced": open_uc_merced,
     "digits": open_digits,
+    "digits3": open_digits3,
 }
 """Dataset name -> reader; each returns its official parts ("train" and, where official, "val" / "test")."""

@@ -16,7 +16,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -143,6 +142,7 @@ def evaluate(
     source_key: dict[str, Any] | None = None,
     progress: bool = False,
     on_result: Callable[[Measurement], None] | None = None,
+    on_failure: Callable[[str, Exception], None] | None = None,
 ) -> list[Measurement]:
     """Measures `model` (taking [0, 1] images, on its device) on the threats of `settings` and returns the
     measurements, each also put into `store` (when given) and passed to `on_result` as soon as it exists.
@@ -150,6 +150,8 @@ def evaluate(
     test_set: the test split (uint8 items at the model's resolution); the same stratified subset of
     settings.n images (seed settings.subset_seed) serves every threat. source_key identifies test_set for
     the corruption cache (dataset, split, resolution); by default it is built from `run.dataset`.
+    Threats run in ALL_THREATS order. on_failure(threat, error): a threat that raises is passed to it and the
+    next threat runs (without it, the error propagates). progress: a bar per AutoAttack run and corruption build.
     """
     device = next(model.parameters()).device
     subset = data.stratified_subset(test_set, settings.n, seed=settings.subset_seed)
@@ -171,18 +173,17 @@ def evaluate(
             on_result(m)
         results.append(m)
 
-    clean_acc = None
-    if "clean" in settings.threats:
+    def clean() -> None:
         t0 = time.perf_counter()
-        clean_acc = (predict(model, x, batch) == y).float().mean().item()
-        record("clean", clean_acc, len(y), time.perf_counter() - t0)
-    for norm in NORMS:
-        if norm not in settings.threats:
-            continue
+        record("clean", (predict(model, x, batch) == y).float().mean().item(), len(y), time.perf_counter() - t0)
+
+    def attack(norm: str) -> None:
         r = autoattack(model, x, y, norm=norm, eps=settings.eps.get(norm, STUDY_EPS[norm]), mode=settings.mode,
-                       batch_size=settings.batch_size, seed=settings.seed)
-        record(norm, r.robust, r.n, r.seconds, eps=r.eps, mode=r.mode)
-    if "corruptions" in settings.threats:
+                       batch_size=settings.batch_size, seed=settings.seed, progress=progress)
+        extra = {"autoattack": {**r.plan.record(), "projected": r.projected, "warnings": list(r.warnings)}}
+        record(norm, r.robust, r.n, r.seconds, extra, eps=r.eps, mode=r.mode)
+
+    def common() -> None:
         key = dict(source_key or {"dataset": run.dataset, "split": "test", "image_size": int(x.shape[-1])})
         key.update(n=settings.n, subset_seed=settings.subset_seed)
         # The full grid is built one corruption type at a time (5 sets in memory, not 75).
@@ -200,13 +201,14 @@ def evaluate(
                 correct = (predict(model, xc, batch) == yc).cpu()
                 seconds = time.perf_counter() - t0 + build_seconds
                 label = "study" if cs.setting == "study" else cs.setting
-                record("corruption", correct.float().mean().item(), len(yc), seconds, corruption=label, severity=cs.severity)
-                if cs.setting == "study":
+                if cs.setting == "study":  # the per-type rows first: the aggregate row marks the threat done
                     for name in dict.fromkeys(cs.corruptions):
                         mask = torch.tensor([c == name for c in cs.corruptions])
                         record("corruption", correct[mask].float().mean().item(), int(mask.sum()), 0.0,
                                corruption=name, severity=cs.severity)
-    if SMOOTHING in settings.threats:
+                record("corruption", correct.float().mean().item(), len(yc), seconds, corruption=label, severity=cs.severity)
+
+    def smoothing() -> None:
         for sigma in settings.smoothing_sigmas:
             t0 = time.perf_counter()
             cert = certify(model, x, sigma, n0=settings.smoothing_n0, n=settings.smoothing_n,
@@ -219,4 +221,17 @@ def evaluate(
             record(SMOOTHING, smoothed_accuracy(cert, y), len(y), seconds, params, mode=mode)
             for radius, accuracy in zip(settings.smoothing_radii, certified_accuracy(cert, y, settings.smoothing_radii)):
                 record(SMOOTHING, accuracy, len(y), 0.0, params, eps=radius, mode=mode)
+
+    steps: dict[str, Callable[[], None]] = {"clean": clean, **{norm: (lambda n=norm: attack(n)) for norm in NORMS},
+                                            "corruptions": common, SMOOTHING: smoothing}
+    for threat in ALL_THREATS:
+        if threat not in settings.threats:
+            continue
+        if on_failure is None:
+            steps[threat]()
+            continue
+        try:
+            steps[threat]()
+        except Exception as error:  # noqa: BLE001 - one threat's failure is recorded; the others still run
+            on_failure(threat, error)
     return results

@@ -34,6 +34,7 @@ SPLIT_SIZES: dict[str, tuple[int, int]] = {
     "stanford_cars": (6_922, 1_222),
     "uc_merced": (1_428, 252),
     "digits": (1_222, 216),
+    "digits3": (365, 65),
 }
 BENCH_ATTACK_STEPS = 10  # `bench train` times APGD-10 + loss + backward + AdamW step (its meta "step")
 _RESOLUTION = 224  # where parameter counts of bench architectures are taken

@@ -1,10 +1,13 @@
 """The grid on Ray Tune: one Tuner per configuration with ASHA over function trainables, then the best
 trial's checkpoint through evaluation into the results store. Every Ray call of the project lives here.
 
-Nothing is lost: a configuration whose evaluation rows are all in the store is skipped; an interrupted one
-resumes from Tune's experiment state (trials continue from their last per-epoch checkpoint, which `fit`
-restores exactly); evaluation rows are upserts, so a rerun never duplicates them. A diverged trial raises
-inside its trainable, so Tune marks it failed with the reason, and the grid goes on.
+Nothing is lost, nothing is done twice. Each configuration goes through stages recorded in the store
+(`Store.set_stage`): "tune" (the chosen trial, its checkpoint, run id and trial counts) and one per threat.
+A rerun never re-tunes a configuration whose "tune" stage is done, and evaluates only the threats whose rows
+are not in the store for that run. An interrupted tuning resumes from Tune's experiment state (trials continue
+from their last per-epoch checkpoint, which `fit` restores exactly; ASHA's rungs are rebuilt by ResumableASHA;
+the time budget is Tune's, which survives a restart). A configuration whose tuning or evaluation raises is
+recorded as failed with its reason and the grid goes on; a threat that fails does not stop the others.
 """
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+import traceback
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,21 +31,24 @@ from rft_fast.results import SMOOTHING, Store, smoothing_mode
 from rft_fast.train import TrainConfig, fit, load_trained
 
 TUNE_DIR = "tune"
+TUNE_STAGE = "tune"
+TRIAL_STATES = ("finished", "stopped", "errored", "not started")
 
 
 @dataclass
 class ConfigOutcome:
-    """What happened to one configuration: "skipped" (already in the store), "done" or "failed" (no trial
-    finished; `message` says why)."""
+    """What happened to one configuration: "skipped" (nothing left to do), "done", or "failed" (`message` says
+    why; `failures` maps each failed stage to its reason). trials counts TRIAL_STATES of this run's tuning."""
 
     key: str
     status: str
     best_metric: float | None = None
     best_hparams: dict[str, Any] | None = None
-    trials: int = 0
-    failed_trials: int = 0
+    trials: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     message: str = ""
+    failures: dict[str, str] = field(default_factory=dict)
+    resumed: bool = False
 
 
 def _trainable(params: dict[str, Any]) -> None:
@@ -77,49 +85,44 @@ def _tune_dim(dim: SearchDim) -> Any:
     return dim.values[0]
 
 
-def _reason(error: BaseException) -> str:
-    """The exception line of a trial's error: Ray wraps it in a traceback whose first line names the actor."""
+def reason(error: BaseException) -> str:
+    """One line for an error: the last non-empty line of its message (Ray wraps a trial's error in a traceback
+    whose last line is the exception), else its type's name."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+def _traceback(error: BaseException) -> str:
+    """The error's traceback (its last 4,000 characters), kept in the failed stage's detail."""
+    return "".join(traceback.format_exception(error))[-4000:]
 
 
 def _name(config: Config) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", config.key)
 
 
-def _done(store: Store, config: Config, spec: GridSpec) -> bool:
-    """Whether every evaluation row the spec asks for is in the store for this configuration."""
-    rows = store.query(backbone=config.backbone, dataset=config.dataset, loss=config.loss, protocol=config.protocol_label)
-    have = {(m.threat, m.mode) for m in rows if m.threat != "corruption" or m.corruption == "study"}
-    want = set()
-    for threat in spec.eval.threats:
-        if threat == "corruptions":
-            want.add(("corruption", "-"))
-        elif threat == SMOOTHING:
-            want |= {(SMOOTHING, smoothing_mode(s)) for s in EvalSettings().smoothing_sigmas}
-        else:
-            want.add((threat, spec.eval.mode if threat in ("Linf", "L2", "L1") else "-"))
-    return want <= have
-
-
 def _tuner(spec: GridSpec, config: Config, storage: Path):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    fields = config.train_fields(spec)
+    from rft_fast.grid.asha import ResumableASHA
+
+    fields = trial_fields(spec, config)
     max_t = spec.asha.max_t or TrainConfig(**fields).num_epochs
     gpus = spec.resources.gpus_per_trial if torch.cuda.is_available() else 0
     trainable = tune.with_resources(_trainable, {"cpu": spec.resources.cpus_per_trial, "gpu": gpus})
     path = storage / _name(config)
     if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
+        return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False), True
     space = {"fields": fields, "hparams": {d.name: _tune_dim(d) for d in search_space(spec, config)}}
-    return tune.Tuner(
+    tuner = tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=spec.asha.metric, mode=spec.asha.mode,
-            scheduler=ASHAScheduler(max_t=max_t, grace_period=spec.asha.grace_period, reduction_factor=spec.asha.reduction_factor),
+            scheduler=ResumableASHA(max_t=max_t, grace_period=spec.asha.grace_period,
+                                    reduction_factor=spec.asha.reduction_factor),
+            search_alg=BasicVariantGenerator(random_state=spec.seed),
             num_samples=spec.num_samples if spec.num_samples is not None else -1,
             time_budget_s=spec.budget_minutes * 60,
         ),
@@ -129,33 +132,166 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+    return tuner, False
 
 
-def _tune_and_evaluate(spec: GridSpec, config: Config, storage: Path, store: Store, progress: bool) -> ConfigOutcome:
-    t0 = time.perf_counter()
-    grid = _tuner(spec, config, storage).fit()
-    failed = sum(1 for r in grid if r.error is not None)
+def trial_fields(spec: GridSpec, config: Config) -> dict[str, Any]:
+    """The TrainConfig fields of every trial: the configuration's, with the spec's seed unless fixed sets one."""
+    searched = {d.name for d in spec.search}
+    return {**({} if "seed" in searched else {"seed": spec.seed}), **config.train_fields(spec)}
+
+
+def count_trials(results: list[Any], max_t: int, num_samples: int | None) -> dict[str, int]:
+    """Trials by what happened: finished (reached max_t), stopped (reported, stopped early by ASHA or the
+    budget), errored, not started (never reported: created but not run, or never created within the budget)."""
+    counts = dict.fromkeys(TRIAL_STATES, 0)
+    for r in results:
+        epochs = (r.metrics or {}).get("training_iteration", 0)
+        if r.error is not None:
+            counts["errored"] += 1
+        elif epochs >= max_t:
+            counts["finished"] += 1
+        elif epochs > 0:
+            counts["stopped"] += 1
+        else:
+            counts["not started"] += 1
+    if num_samples is not None:
+        counts["not started"] += max(0, num_samples - len(results))
+    return counts
+
+
+def _tune(spec: GridSpec, config: Config, storage: Path, store: Store, outcome: ConfigOutcome) -> dict[str, Any] | None:
+    """Runs (or resumes) the configuration's Tune experiment; records and returns the "tune" stage's detail,
+    or records the failure and returns None."""
+    tuner, outcome.resumed = _tuner(spec, config, storage)
+    grid = list(tuner.fit())
+    max_t = spec.asha.max_t or TrainConfig(**trial_fields(spec, config)).num_epochs
+    outcome.trials = count_trials(grid, max_t, spec.num_samples)
     finished = [r for r in grid if r.checkpoint is not None and r.metrics and spec.asha.metric in r.metrics
                 and math.isfinite(r.metrics[spec.asha.metric])]
     if not finished:
-        errors = "; ".join(_reason(r.error) for r in grid if r.error is not None)[:500]
-        return ConfigOutcome(config.key, "failed", trials=len(grid), failed_trials=failed,
-                             seconds=time.perf_counter() - t0, message=errors or "no trial reported a finite metric")
+        errors = "; ".join(dict.fromkeys(reason(r.error) for r in grid if r.error is not None))[:500]
+        store.set_stage(config.key, TUNE_STAGE, "failed", errors or "no trial reported a finite metric",
+                        {"trials": outcome.trials})
+        return None
     sign = 1 if spec.asha.mode == "min" else -1
     best = min(finished, key=lambda r: sign * r.metrics[spec.asha.metric])
-    with best.checkpoint.as_directory() as folder:
-        model, train_config = load_trained(Path(folder) / "checkpoint.pt", "cuda" if torch.cuda.is_available() else "cpu")
-    splits = data.build(train_config.dataset, train_config.data_root, image_size=train_config.image_size)
-    run = RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss, config.protocol_label,
-                  train_config.hparams())
-    settings = EvalSettings(threats=spec.eval.threats, n=spec.eval.n, mode=spec.eval.mode,
-                            corruption_setting=spec.eval.corruption_setting,
-                            cache_dir=str(Path(spec.out_dir) / "corruption-cache"))
-    evaluate(model, splits.test, run, settings, store=store, progress=progress,
-             source_key={"dataset": config.dataset, "split": "test", "image_size": train_config.image_size})
-    hparams = {k: best.config["hparams"][k] for k in best.config["hparams"]}
-    return ConfigOutcome(config.key, "done", best.metrics[spec.asha.metric], hparams, len(grid), failed,
-                         time.perf_counter() - t0)
+    checkpoint = Path(best.checkpoint.path) / "checkpoint.pt"
+    train_config = TrainConfig(**best.config["fields"], **best.config["hparams"])
+    detail = {"checkpoint": str(checkpoint), "trial": Path(best.path).name, "metric": best.metrics[spec.asha.metric],
+              "run_id": train_config.run_id(), "hparams": dict(best.config["hparams"]), "trials": outcome.trials}
+    store.set_stage(config.key, TUNE_STAGE, "done", detail=detail)
+    return detail
+
+
+def missing_threats(store: Store, run: RunInfo, settings: EvalSettings, n: int) -> list[str]:
+    """The threats of `settings` whose rows for `run` (n images, the settings' eps and mode) are not all in
+    the store: what an interrupted evaluation still has to measure."""
+    model = {"run_id": run.run_id, "dataset": run.dataset, "backbone": run.backbone, "loss": run.loss,
+             "protocol": run.protocol, "hparams": run.hparams}
+    rows = [m for m in store.query(**model) if m.n == n or m.threat == "corruption"]
+    have = {(m.threat, m.eps, m.mode) for m in rows if m.threat != "corruption"}
+    have |= {("corruption", m.corruption, m.severity) for m in rows if m.threat == "corruption" and m.n == n}
+    want: dict[str, set] = {}
+    for threat in settings.threats:
+        if threat == "clean":
+            want[threat] = {("clean", None, "-")}
+        elif threat == "corruptions":
+            want[threat] = ({("corruption", "study", settings.severity)} if settings.corruption_setting == "study"
+                            else {("corruption", "full", s) for s in range(1, 6)})
+        elif threat == SMOOTHING:
+            want[threat] = {(SMOOTHING, r, smoothing_mode(s)) for s in settings.smoothing_sigmas
+                            for r in (None, *settings.smoothing_radii)}
+        else:
+            want[threat] = {(threat, float(settings.eps[threat]), settings.mode)}
+    return [t for t, keys in want.items() if not keys <= have]
+
+
+def _eval_settings(spec: GridSpec, threats: list[str] | tuple[str, ...]) -> EvalSettings:
+    return EvalSettings(threats=tuple(threats), n=spec.eval.n, mode=spec.eval.mode, seed=spec.seed,
+                        corruption_setting=spec.eval.corruption_setting,
+                        cache_dir=str(Path(spec.out_dir) / "corruption-cache"))
+
+
+def _still_valid(spec: GridSpec, config: Config, detail: dict[str, Any]) -> bool:
+    """Whether a recorded tuning still stands: its checkpoint is there and the spec would give the chosen trial
+    the same run id (a spec whose fixed fields changed needs a new tuning)."""
+    try:
+        same = TrainConfig(**trial_fields(spec, config), **detail["hparams"]).run_id() == detail["run_id"]
+    except (KeyError, TypeError, ValueError):
+        return False
+    return same and Path(detail["checkpoint"]).is_file()
+
+
+def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, progress: bool) -> ConfigOutcome:
+    t0 = time.perf_counter()
+    outcome = ConfigOutcome(config.key, "done")
+    tuned = store.stage(config.key, TUNE_STAGE)
+    fresh = tuned is None or tuned.status != "done" or not _still_valid(spec, config, tuned.detail)
+    if fresh:
+        try:
+            detail = _tune(spec, config, storage, store, outcome)
+        except Exception as error:  # noqa: BLE001 - recorded; the grid goes on with the next configuration
+            store.set_stage(config.key, TUNE_STAGE, "failed", reason(error), {"traceback": _traceback(error)})
+            detail = None
+        if detail is None:
+            why = store.stage(config.key, TUNE_STAGE).reason
+            return ConfigOutcome(config.key, "failed", trials=outcome.trials, seconds=time.perf_counter() - t0,
+                                 message=why, failures={TUNE_STAGE: why}, resumed=outcome.resumed)
+    else:
+        detail = tuned.detail
+        outcome.trials = dict(detail.get("trials", {}))
+    outcome.best_metric, outcome.best_hparams = detail["metric"], detail["hparams"]
+    failures: dict[str, str] = {}
+    try:
+        train_config = TrainConfig(**trial_fields(spec, config), **detail["hparams"])
+        run = RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss, config.protocol_label,
+                      train_config.hparams())
+        splits = data.build(train_config.dataset, train_config.data_root, image_size=train_config.image_size)
+        settings = _eval_settings(spec, spec.eval.threats)
+        n = len(data.stratified_subset(splits.test, settings.n, seed=settings.subset_seed))
+        todo = missing_threats(store, run, settings, n)
+        if not todo and not fresh:
+            outcome.status = "skipped"
+        if todo:
+            model, _ = load_trained(detail["checkpoint"], "cuda" if torch.cuda.is_available() else "cpu")
+
+            def failed(threat: str, error: Exception) -> None:
+                failures[threat] = reason(error)
+                store.set_stage(config.key, threat, "failed", failures[threat], {"traceback": _traceback(error)})
+
+            def measured(m: Any) -> None:
+                stage = "corruptions" if m.threat == "corruption" else m.threat
+                if stage in failures:
+                    return
+                previous = store.stage(config.key, stage)
+                if previous is not None and previous.status == "failed":
+                    store.set_stage(config.key, stage, "done", detail={"run_id": run.run_id})
+
+            evaluate(model, splits.test, run, _eval_settings(spec, todo), store=store, progress=progress,
+                     on_failure=failed, on_result=measured,
+                     source_key={"dataset": config.dataset, "split": "test", "image_size": train_config.image_size})
+    except Exception as error:  # noqa: BLE001 - e.g. an unreadable checkpoint: recorded, the grid goes on
+        failures["evaluate"] = reason(error)
+        store.set_stage(config.key, "evaluate", "failed", failures["evaluate"], {"traceback": _traceback(error)})
+    outcome.seconds = time.perf_counter() - t0
+    if failures:
+        outcome.status, outcome.failures = "failed", failures
+        outcome.message = "; ".join(f"{stage}: {text}" for stage, text in failures.items())
+    return outcome
+
+
+def _quiet_ray(local: bool) -> None:
+    """Ray's start-up notices (token auth, Tune's experiment box and TensorBoard hint into Ray's temporary
+    folder) say nothing about where our results are; the CLI prints that line itself. Token auth guards a
+    shared cluster; the private local instance (local=True) runs without it."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter prints nothing at verbose=0
+    if local:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Tune snapshots the experiment state at every trial checkpoint (num_to_keep=1): that is what makes a killed
+    # grid resumable, so its warning that these snapshots are frequent is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
 
 
 def run_grid(
@@ -165,15 +301,14 @@ def run_grid(
     progress: bool = False,
     on_config: Callable[[int, int, ConfigOutcome], None] | None = None,
 ) -> list[ConfigOutcome]:
-    """Runs every configuration of `spec` not yet in its store: tune with ASHA on Ray (local by default, or the
-    cluster at `address`), evaluate the best trial, store the rows. on_config(i, n, outcome) after each."""
+    """Runs what is left of every configuration of `spec`: tune with ASHA on Ray (local by default, or the
+    cluster at `address`), evaluate the chosen trial's missing threats, store rows and stages. on_config(i, n,
+    outcome) after each. One configuration's failure is recorded and the rest still run."""
     import ray
 
     configs = expand(spec)
     storage = (Path(spec.out_dir) / TUNE_DIR).resolve()
-    # Tune snapshots the experiment state at every trial checkpoint (num_to_keep=1): that is what makes a killed
-    # grid resumable, so its warning that these snapshots are frequent is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    _quiet_ray(local=address is None)
     # "local" starts a private Ray instance even when another one runs on this machine; a cluster is opt-in.
     ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
              configure_logging=False)
@@ -181,10 +316,7 @@ def run_grid(
     try:
         with Store(spec.store) as store:
             for i, config in enumerate(configs):
-                if _done(store, config, spec):
-                    outcome = ConfigOutcome(config.key, "skipped")
-                else:
-                    outcome = _tune_and_evaluate(spec, config, storage, store, progress)
+                outcome = _run_config(spec, config, storage, store, progress)
                 outcomes.append(outcome)
                 if on_config is not None:
                     on_config(i, len(configs), outcome)

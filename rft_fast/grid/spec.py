@@ -99,6 +99,7 @@ class GridSpec:
     asha: ASHA = ASHA()
     resources: Resources = Resources()
     eval: EvalSpec = EvalSpec()
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,8 @@ _KEYS = {
     "eval": "threats, n, mode, corruption_setting of the best trial's evaluation",
     "store": "the SQLite results store",
     "out_dir": "where Tune experiments and runs go",
+    "seed": "seeds the search (the trials' sampled values), each trial's training unless fixed.seed is given, "
+            "and the evaluation's attacks (default 0): the same spec gives the same trials",
 }
 REQUIRED = ("backbones", "losses", "protocols", "datasets", "search", "budget_minutes", "store", "out_dir")
 
@@ -293,6 +296,7 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> GridSpec:
         asha=_asha(raw.get("asha") or {}),
         resources=_resources(raw.get("resources") or {}),
         eval=_eval(raw.get("eval") or {}),
+        seed=_int("seed", raw.get("seed", 0), minimum=0),
     )
     _probe(spec)
     return spec

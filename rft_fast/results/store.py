@@ -14,8 +14,13 @@ Randomized smoothing ("smoothing-L2", rft_fast.eval.smoothing) fits the same key
              keyed: re-certifying with other n0 / n / alpha replaces the row). The row's own `n` counts images.
 Attack rows keep eps > 0 and mode "standard" | "fast"; clean and corruption rows eps None and mode "-".
 
-Schema history: 1 (clean, Linf, L2, L1, corruption); 2 adds smoothing-L2. A version-1 file is migrated in
-place on first open (one transaction: the table rebuilt under the new CHECKs, rows copied, version set).
+Stages (table `stages`): what the grid did per configuration, so a rerun resumes at the finest grain and the
+report shows failures. Key (config, stage): config is the grid's "backbone|loss|protocol|dataset" key, stage is
+"tune" or a threat; status "done" | "failed" with its reason; detail is JSON (for "tune": the chosen trial,
+its checkpoint, run id, hparams and trial counts). Writing a stage again replaces it.
+
+Schema history: 1 (clean, Linf, L2, L1, corruption); 2 adds smoothing-L2; 3 adds `stages`. An older file is
+migrated in place on first open (one transaction: tables rebuilt or added, rows copied, version set).
 """
 from __future__ import annotations
 
@@ -41,7 +46,8 @@ STUDY_CORRUPTION, STUDY_SEVERITY = "study", 3  # the study's aggregate: 11 corru
 
 MODEL_FIELDS = ("run_id", "dataset", "backbone", "loss", "protocol", "hparams")
 KEY_FIELDS = MODEL_FIELDS + ("threat", "eps", "corruption", "severity", "mode")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+STAGE_STATUSES = ("done", "failed")
 
 # Sentinels for the key columns whose Python value is None (see the module docstring).
 _NONE_EPS, _NONE_CORRUPTION, _NONE_SEVERITY = -1.0, "", 0
@@ -73,6 +79,31 @@ CREATE TABLE measurements (
     PRIMARY KEY ({", ".join(KEY_FIELDS)})
 )
 """
+
+
+_STAGES_SCHEMA = f"""
+CREATE TABLE stages (
+    config    TEXT NOT NULL CHECK (config != ''),
+    stage     TEXT NOT NULL CHECK (stage != ''),
+    status    TEXT NOT NULL CHECK (status IN {STAGE_STATUSES}),
+    reason    TEXT NOT NULL CHECK ((status = 'failed') = (reason != '')),
+    detail    TEXT NOT NULL,  -- JSON
+    timestamp TEXT NOT NULL,  -- UTC ISO-8601
+    PRIMARY KEY (config, stage)
+)
+"""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of one grid configuration: "tune" or a threat, done or failed (with its reason)."""
+
+    config: str
+    stage: str
+    status: str
+    reason: str = ""
+    detail: dict = field(default_factory=dict)
+    timestamp: str = ""
 
 
 def canonical_json(value: Any, name: str) -> str:
@@ -282,7 +313,13 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> int:
     return 2
 
 
-_MIGRATIONS = {1: _migrate_1_to_2}  # from version -> step returning the next version, inside one transaction
+def _migrate_2_to_3(db: sqlite3.Connection) -> int:
+    """Version 3 adds the grid's `stages` table; measurements are untouched."""
+    db.execute(_STAGES_SCHEMA)
+    return 3
+
+
+_MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}  # from version -> step returning the next version, inside one transaction
 
 
 class Store:
@@ -342,6 +379,7 @@ class Store:
                     self._db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                     self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                     self._db.execute(_SCHEMA)
+                    self._db.execute(_STAGES_SCHEMA)
         version = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         if version in _MIGRATIONS:
             self._migrate()
@@ -457,6 +495,34 @@ class Store:
                 row[f"{m.threat}_eps"] = m.eps
             row["common" if m.threat == "corruption" else m.threat] = m.accuracy
         return list(rows.values())
+
+    def set_stage(self, config: str, stage: str, status: str, reason: str = "",
+                  detail: Mapping[str, Any] | None = None) -> Stage:
+        """Records the outcome of one stage of a grid configuration, replacing an earlier one."""
+        record = Stage(_text("config", config), _text("stage", stage), status, reason, dict(detail or {}), _now())
+        if status not in STAGE_STATUSES:
+            raise ValueError(f"status: must be one of {STAGE_STATUSES}, got {status!r}")
+        if (status == "failed") != bool(reason):
+            raise ValueError(f"reason: a failed stage needs its reason, a done one none; got {reason!r}")
+        with self._write():
+            self._db.execute("INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?, ?, ?)",
+                             (config, stage, status, reason, canonical_json(record.detail, "detail"), record.timestamp))
+        return record
+
+    def stages(self, config: str | None = None, status: str | None = None) -> list[Stage]:
+        """The recorded stages (of one configuration, of one status), ordered by configuration then time."""
+        where, args = [], []
+        for name, value in (("config", config), ("status", status)):
+            if value is not None:
+                where.append(f"{name} = ?")
+                args.append(value)
+        sql = f"SELECT * FROM stages WHERE {' AND '.join(where) or 'TRUE'} ORDER BY config, timestamp, stage"
+        return [Stage(r["config"], r["stage"], r["status"], r["reason"], json.loads(r["detail"]), r["timestamp"])
+                for r in self._db.execute(sql, args)]
+
+    def stage(self, config: str, stage: str) -> Stage | None:
+        """The record of one stage, or None."""
+        return next((s for s in self.stages(config) if s.stage == stage), None)
 
     def close(self) -> None:
         self._db.close()
