@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -78,8 +79,15 @@ def test_quick_grid_end_to_end_then_report(tmp_path: Path) -> None:
     spec = small_spec(tmp_path)
     done = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "[4/4]" in done.stdout and "4/4 configurations in runs/results.sqlite; 0 failed" in done.stdout
+    assert "[4/4]" in done.stdout and done.stdout.rstrip().endswith("4/4 done, 0 failed")
     assert "ETA" in done.stdout and "best so far" in done.stdout
+    assert "results -> runs/results.sqlite, Tune logs -> runs/tune" in done.stdout
+    # honest trial counts: num_samples 2, each either finished both epochs or was stopped by ASHA at the rung
+    for line in (line for line in done.stdout.splitlines() if line.startswith("[")):
+        counts = re.search(r"trials: (\d+) finished, (\d+) stopped, (\d+) errored, (\d+) not started", line)
+        assert counts and sum(map(int, counts.groups())) == 2 and int(counts[1]) >= 1 and counts[3] == counts[4] == "0"
+    noise = ("Token authentication", "tensorboard", "Configuration for experiment", "View detailed results")
+    assert not [n for n in noise if n in done.stdout + done.stderr], (done.stdout + done.stderr)[-2000:]
     found = rows(tmp_path / "runs" / "results.sqlite")
     keys = {(r["backbone"], r["loss"]) for r in found}
     assert keys == {(b, l) for b in ("deit_tiny_patch16_224.fb_in1k", "mobilenetv3_large_100.ra_in1k")
@@ -174,10 +182,13 @@ def test_diverging_trials_fail_with_a_reason_and_the_grid_goes_on(tmp_path: Path
     spec_path.write_text(yaml.safe_dump(spec))
     done = subprocess.run(cli("grid", str(spec_path)), cwd=tmp_path, env=env(), capture_output=True, text=True,
                           timeout=1800)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
     # the reason is the trial's exception: fit's own check ("trial diverged: non-finite training loss ...") or,
     # when NaN weights reach TRADES' fused KL first, the op's input check ("logits_adv contains NaN or Inf")
     assert len(lines) == 2 and all(": failed" in line and ("diverged" in line or "NaN" in line) for line in lines), lines
-    assert "0/2 configurations in runs/results.sqlite; 2 failed" in done.stdout
+    assert "0/2 done, 2 failed: deit_tiny_patch16_224.fb_in1k|classic_at|FFT-5|digits: " in done.stdout
     assert rows(tmp_path / "runs" / "results.sqlite") == []
+    with Store(tmp_path / "runs" / "results.sqlite") as store:
+        failed = store.stages(status="failed")
+    assert [(s.stage, s.status) for s in failed] == [("tune", "failed")] * 2 and all(s.reason for s in failed)
