@@ -192,3 +192,81 @@ def test_diverging_trials_fail_with_a_reason_and_the_grid_goes_on(tmp_path: Path
     with Store(tmp_path / "runs" / "results.sqlite") as store:
         failed = store.stages(status="failed")
     assert [(s.stage, s.status) for s in failed] == [("tune", "failed")] * 2 and all(s.reason for s in failed)
+
+
+def _threat_rows(store: Path) -> dict[str, int]:
+    if not store.is_file():
+        return {}
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(db.execute("SELECT threat, COUNT(*) FROM measurements GROUP BY threat").fetchall())
+    except sqlite3.OperationalError:  # schema not created yet
+        return {}
+    finally:
+        db.close()
+
+
+def _run_until(spec: Path, cwd: Path, predicate, what: str) -> None:
+    """Starts the grid and SIGKILLs it (Ray's processes too) once predicate() holds."""
+    proc = subprocess.Popen(cli("grid", str(spec)), cwd=cwd, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait(predicate, proc, what)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_grid_killed_inside_and_between_threats_resumes_from_the_first_missing_threat(tmp_path: Path) -> None:
+    threats = ("clean", "Linf", "L2", "L1")
+    spec = small_spec(tmp_path, backbones=["deit_tiny_patch16_224.fb_in1k"], threats=threats)
+    raw = yaml.safe_load(spec.read_text())
+    raw["losses"] = ["classic_at"]
+    spec.write_text(yaml.safe_dump(raw))
+    store = tmp_path / "runs" / "results.sqlite"
+    experiment = tmp_path / "runs" / "tune" / "deit_tiny_patch16_224.fb_in1k_classic_at_FFT-5_digits"
+
+    # kill 1: the clean row is stored, AutoAttack Linf is running
+    _run_until(spec, tmp_path, lambda: _threat_rows(store).get("clean") == 1, "the clean row")
+    first = rows(store)
+    trials = trial_results(experiment)
+    assert {r["threat"] for r in first} <= {"clean", "Linf"} and len(trials) == 2
+    # kill 2: the rerun stores Linf (never re-tuning), then dies inside L2 or just before it
+    _run_until(spec, tmp_path, lambda: _threat_rows(store).get("Linf") == 1, "the Linf row")
+    second = rows(store)
+    assert [r for r in second if r["threat"] == "clean"] == [r for r in first if r["threat"] == "clean"]
+    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True,
+                           timeout=1800)
+    assert rerun.returncode == 0 and "classic_at|FFT-5|digits: done" in rerun.stdout, rerun.stdout[-3000:]
+    found = rows(store)
+    check_config_rows(found, {("deit_tiny_patch16_224.fb_in1k", "classic_at")}, threats)
+    assert len(found) == len({(r["threat"], r["eps"], r["corruption"]) for r in found})  # nothing twice
+    done_before = {(r["threat"], r["eps"]) for r in second}
+    assert [r for r in found if (r["threat"], r["eps"]) in done_before] == second  # never recomputed
+    assert trial_results(experiment) == trials  # the tuning was not touched after it finished
+
+
+def test_a_killed_tuning_spends_only_the_budget_that_was_left(tmp_path: Path) -> None:
+    spec = small_spec(tmp_path, backbones=["deit_tiny_patch16_224.fb_in1k"], threats=("clean",))
+    raw = yaml.safe_load(spec.read_text())
+    budget = 60.0  # killed at 2/3: a rerun that restarted the clock would tune 60 s more, not ~20
+    raw.update(losses=["classic_at"], num_samples=None, budget_minutes=budget / 60)
+    raw["eval"]["threats"] = ["clean"]
+    spec.write_text(yaml.safe_dump(raw))
+    experiment = tmp_path / "runs" / "tune" / "deit_tiny_patch16_224.fb_in1k_classic_at_FFT-5_digits"
+
+    def reported_after(t0: float) -> bool:
+        return any(r["timestamp"] >= t0 for rs in trial_results(experiment).values() for r in rs)
+
+    start = time.time()
+    _run_until(spec, tmp_path, lambda: reported_after(start) and time.time() - start > budget * 2 / 3,
+               "two thirds of the budget, with a reported epoch")
+    restart = time.time()
+    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True,
+                           timeout=1800)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    last = max(r["timestamp"] for rs in trial_results(experiment).values() for r in rs)
+    # Tune's clock runs from the experiment's start and survives the restart: what the rerun tunes ends within
+    # the budget left at the kill, plus one epoch in flight and Ray's start (generous: 25 s on a loaded CPU).
+    spent_before = restart - start
+    assert last - restart <= max(0.0, budget - spent_before) + 25, (last - restart, spent_before)
