@@ -270,3 +270,25 @@ def test_a_killed_tuning_spends_only_the_budget_that_was_left(tmp_path: Path) ->
     # the budget left at the kill, plus one epoch in flight and Ray's start (generous: 25 s on a loaded CPU).
     spent_before = restart - start
     assert last - restart <= max(0.0, budget - spent_before) + 25, (last - restart, spent_before)
+
+
+def test_the_same_seed_gives_the_same_trials_and_numbers(tmp_path: Path) -> None:
+    def run(folder: str, seed: int) -> tuple[list[dict], list[dict]]:
+        (tmp_path / folder).mkdir()
+        spec = small_spec(tmp_path / folder, backbones=["deit_tiny_patch16_224.fb_in1k"], epochs=1, threats=("clean",))
+        raw = yaml.safe_load(spec.read_text())
+        raw.update(losses=["classic_at"], seed=seed)
+        raw["eval"]["threats"] = ["clean"]
+        spec.write_text(yaml.safe_dump(raw))
+        done = subprocess.run(cli("grid", str(spec)), cwd=tmp_path / folder, env=env(), capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        trials = trial_results(tmp_path / folder / "runs" / "tune" / "deit_tiny_patch16_224.fb_in1k_classic_at_FFT-5_digits")
+        hparams = sorted((r[-1]["config"]["hparams"] for r in trials.values()), key=json.dumps)
+        stored = [{k: r[k] for k in ("run_id", "hparams", "threat", "accuracy", "n")}
+                  for r in rows(tmp_path / folder / "runs" / "results.sqlite")]
+        return hparams, stored
+
+    first, again = run("a", 7), run("b", 7)
+    assert first == again  # the same sampled trials; 1 epoch (no ASHA race), so the same chosen model and rows
+    assert run("c", 8)[0] != first[0]  # another seed samples other values
