@@ -329,27 +329,41 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace) -> int:
     from rft_fast.results import Store, format_table, to_csv, to_json
+    from rft_fast.results.export import FAILURE_FIELDS, failure_rows, records, wide_rows
 
     if not Path(args.store).is_file():
         raise SystemExit(f"error: no results store at {args.store} (run `rft-fast eval` first or pass --store)")
     filters = {k: getattr(args, k) for k in ("run_id", "dataset", "backbone", "loss", "protocol", "threat", "mode") if getattr(args, k)}
     with Store(args.store) as store:
         try:
-            if args.wide:
+            # Failed grid stages are per configuration ("backbone|loss|protocol|dataset"): filtered on those parts.
+            failures = failure_rows(store.stages(status="failed"),
+                                    **{k: getattr(args, k) for k in ("backbone", "loss", "protocol", "dataset")})
+            if args.failures:
+                rows = failures
+            elif args.wide:
                 model_filters = {k: v for k, v in filters.items() if k not in ("threat", "mode")}
-                rows = store.summary(mode=args.mode or "standard", **model_filters)
+                rows = records(wide_rows(store, mode=args.mode, **model_filters), hparams=args.hparams)
             else:
-                rows = store.query(**filters)
+                rows = records(store.query(**filters), hparams=args.hparams)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
     if args.format == "table":
-        text = format_table(rows)
+        text = "(no failed stages)" if args.failures and not rows else format_table(rows)
         if args.output:
             Path(args.output).write_text(text + "\n")
+            if failures and not args.failures:
+                print(f"{len(failures)} failed stage(s): `rft-fast results --failures --store {args.store}` lists them")
         else:
             print(text)
+            if failures and not args.failures:
+                print(f"\nfailed stages ({len(failures)}):\n{format_table(failures)}")
         return 0
-    writer = to_csv if args.format == "csv" else to_json
+    if args.format == "csv":
+        def writer(rows, f):
+            to_csv(rows, f, fieldnames=FAILURE_FIELDS if args.failures else None)
+    else:
+        writer = to_json
     if args.output:
         with open(args.output, "w", newline="") as f:
             writer(rows, f)
@@ -363,6 +377,7 @@ def _grid(args: argparse.Namespace) -> int:
     import time as _time
 
     from rft_fast.grid import format_plan, load_spec, plan, read_bench
+    from rft_fast.grid.spec import check_paths
 
     try:
         spec = load_spec(args.spec)
@@ -378,10 +393,11 @@ def _grid(args: argparse.Namespace) -> int:
         if not bench:
             print(f"(no train-*.json in {args.bench_results}: run `rft-fast bench train` for a step-time estimate)")
         return 0
-    from rft_fast.grid.runner import run_grid
+    from rft_fast.grid.runner import TRIAL_STATES, TUNE_DIR, run_grid
 
     start = _time.perf_counter()
     best: dict[str, float] = {}
+    print(f"grid {spec.name}: results -> {spec.store}, Tune logs -> {Path(spec.out_dir) / TUNE_DIR}", flush=True)
 
     def show(i: int, n: int, outcome) -> None:
         elapsed = _time.perf_counter() - start
@@ -389,8 +405,15 @@ def _grid(args: argparse.Namespace) -> int:
         if outcome.best_metric is not None:
             best[outcome.key] = outcome.best_metric
         line = f"[{i + 1}/{n}] {outcome.key}: {outcome.status}"
+        details = []
         if outcome.best_metric is not None:
-            line += f" (best {spec.asha.metric} {outcome.best_metric:.4f}, {outcome.trials} trials, {outcome.failed_trials} failed)"
+            details.append(f"best {spec.asha.metric} {outcome.best_metric:.4f}")
+        if outcome.trials:
+            details.append("trials: " + ", ".join(f"{outcome.trials.get(k, 0)} {k}" for k in TRIAL_STATES))
+        if outcome.resumed:
+            details.append("tuning resumed")
+        if details:
+            line += f" ({'; '.join(details)})"
         if outcome.message:
             line += f": {outcome.message}"
         line += f"  elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
@@ -398,24 +421,41 @@ def _grid(args: argparse.Namespace) -> int:
             line += f", best so far {min(best.values()) if spec.asha.mode == 'min' else max(best.values()):.4f}"
         print(line, flush=True)
 
+    try:
+        problems = check_paths(spec)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))
     outcomes = run_grid(spec, address=args.address, progress=args.progress, on_config=show)
     failed = [o for o in outcomes if o.status == "failed"]
-    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} configurations in {spec.store}; {len(failed)} failed")
-    return 0
+    summary = f"{len(outcomes) - len(failed)}/{len(outcomes)} done, {len(failed)} failed"
+    if failed:
+        summary += ": " + "; ".join(f"{o.key}: {o.message}" for o in failed)
+    print(summary, flush=True)
+    return 1 if failed else 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from rft_fast import report
     from rft_fast.results import Store
+    from rft_fast.results.export import attack_modes
 
     if not Path(args.store).is_file():
         raise SystemExit(f"error: no results store at {args.store}")
     with Store(args.store) as store:
-        rows = report.rows_from_store(store, mode=args.mode)
+        modes = attack_modes(store)
+        mode = args.mode or (modes[0] if len(modes) == 1 else "standard")
+        rows = report.rows_from_store(store, mode=mode)
+        failures = store.stages(status="failed")
     if not rows:
-        raise SystemExit(f"error: {args.store} holds no {args.mode} results yet")
-    path = report.write(rows, Path(args.out))
-    print(f"wrote {path}")
+        failed = f" ({len(failures)} failed stage(s): `rft-fast results --failures`)" if failures else ""
+        raise SystemExit(f"error: {args.store} holds no {mode} results yet{failed}")
+    path = report.write(rows, Path(args.out), mode=mode, failures=failures)
+    print(f"wrote {path} (attack mode {mode}, {len(rows)} configurations, {len(failures)} failed stages)")
+    others = [m for m in modes if m != mode]
+    if others:
+        print(f"the store also holds {others[0]} attack rows: `rft-fast report --mode {others[0]}` reports those")
     return 0
 
 
@@ -665,12 +705,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     res = sub.add_parser("results", help="list or export the results store (table, CSV, JSON)",
                          description="Rows of the store, filtered; --wide gives one row per model with clean, Linf, "
-                         "L2, L1 and common accuracy (AutoAttack rows of one --mode only, never mixed).")
+                         "L2, L1 and common accuracy, for the attack mode the store holds (both modes: one row per "
+                         "model and mode, labelled in the mode column; standard and fast never mixed in a row). The "
+                         "table ends with the grid's failed stages; --failures lists only those.")
     res.add_argument("--store", default="results.sqlite")
     for name in ("run-id", "dataset", "backbone", "loss", "protocol", "threat"):
         res.add_argument(f"--{name}")
-    res.add_argument("--mode", choices=["standard", "fast", "-"])
-    res.add_argument("--wide", action="store_true", help="one row per model: clean, Linf, L2, L1, common")
+    res.add_argument("--mode", choices=["standard", "fast", "-"],
+                     help="only this mode's rows (--wide: default the mode(s) the matching models have attack rows in)")
+    shown = res.add_mutually_exclusive_group()
+    shown.add_argument("--wide", action="store_true", help="one row per model (and attack mode): clean, Linf, L2, L1, common")
+    shown.add_argument("--failures", action="store_true",
+                       help="only the failed grid stages: configuration, stage, reason (filtered by --backbone, "
+                       "--loss, --protocol, --dataset)")
+    res.add_argument("--hparams", action="store_true", help="include the hparams column (JSON; hidden by default)")
     res.add_argument("--format", choices=["table", "csv", "json"], default="table")
     res.add_argument("--output", help="write here instead of stdout")
     res.set_defaults(func=_results)
@@ -701,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Writes OUT/report.md and PNG plots from the store's results (works on partial results).")
     rep.add_argument("--store", default="results.sqlite")
     rep.add_argument("--out", default="report", help="output folder (default ./report)")
-    rep.add_argument("--mode", choices=["standard", "fast"], default="standard", help="which AutoAttack rows to use")
+    rep.add_argument("--mode", choices=["standard", "fast"],
+                     help="which AutoAttack rows to use (default: the mode the store holds; standard when it holds both)")
     rep.set_defaults(func=_report)
 
     ds = sub.add_parser("datasets", help="the dataset registry: names, classes, expected layout under --data-root")

@@ -316,3 +316,126 @@ def test_write_partial_results(tmp_path: Path):
     _pngs(tmp_path)
     with pytest.raises(ValueError, match="no results"):
         report.write([], tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- intervals, header
+def test_wilson_known_values():
+    z2 = 1.959964 ** 2
+    # p = 0.5, n = 16: centre (0.5 + z2/32) / (1 + z2/16) = 0.5, half z / (1 + z2/16) * sqrt(1/64 + z2/1024) = 0.220004
+    low, high = report.wilson(0.5, 16)
+    assert (low, high) == pytest.approx((0.279996, 0.720004), abs=1e-6)
+    assert report.wilson(10 / 16, 16) == pytest.approx((0.386410, 0.815188), abs=1e-6)  # "62.5 [38.6, 81.5]"
+    # Edge cases: the interval keeps its width at p = 0 and 1, [0, z2/(n+z2)] and [n/(n+z2), 1]
+    assert report.wilson(0.0, 16) == pytest.approx((0.0, z2 / (16 + z2)))
+    assert report.wilson(1.0, 16) == pytest.approx((16 / (16 + z2), 1.0))
+    assert report.wilson(0.0, 16)[0] == 0.0 and report.wilson(1.0, 16)[1] == 1.0  # clamped, never -1e-17
+    # scipy's Wilson interval (its own normal quantile) on a few counts
+    from scipy.stats import binomtest
+    for k, n in ((1, 3), (40, 64), (999, 1000)):
+        ci = binomtest(k, n).proportion_ci(method="wilson")
+        assert report.wilson(k / n, n) == pytest.approx((ci.low, ci.high), abs=1e-7)
+    assert report.wilson(0.5, None) is None and report.wilson(0.5, 0) is None  # no n: no interval
+    with pytest.raises(ValueError, match="p: must be a proportion"):
+        report.wilson(1.2, 10)
+    with pytest.raises(ValueError, match="n: must be a count"):
+        report.wilson(0.5, -3)
+
+
+def test_row_n_eps_random_init_are_optional_and_checked():
+    old = Row(RESNET, "D1", "trades", "FFT-50", 0.5, 0.2)  # positional, as existing callers build it
+    assert (old.n, old.eps, old.random_init, old.Linf) == ({}, {}, None, 0.2)
+    new = row(RESNET, "D1", "trades", "FFT-50", 0.5, n={"clean": 64}, eps={"Linf": 4 / 255}, random_init=True)
+    assert (new.n, new.eps, new.random_init) == ({"clean": 64}, {"Linf": 4 / 255}, True)
+    with pytest.raises(ValueError, match="n: keys"):
+        row(RESNET, "D1", "trades", "FFT-50", 0.5, n={"accuracy": 64})
+    with pytest.raises(ValueError, match="n: clean"):
+        row(RESNET, "D1", "trades", "FFT-50", 0.5, n={"clean": 0})
+    with pytest.raises(ValueError, match="eps: Linf"):
+        row(RESNET, "D1", "trades", "FFT-50", 0.5, eps={"Linf": -1.0})
+
+
+def _measure(run_id: str, threat: str, accuracy: float, n: int, hparams: dict, mode: str = "fast",
+             backbone: str = RESNET) -> Measurement:
+    key = dict(eps=None, corruption=None, severity=None, mode="-")
+    if threat in ("Linf", "L2", "L1"):
+        key.update(eps={"Linf": 4 / 255, "L2": 2.0, "L1": 75.0}[threat], mode=mode)
+    elif threat == "corruption":
+        key.update(corruption="study", severity=3)
+    return Measurement(run_id=run_id, dataset="digits", backbone=backbone, loss="trades", protocol="FFT-5",
+                       hparams=hparams, threat=threat, accuracy=accuracy, n=n, seconds=0.0, **key)
+
+
+def test_rows_from_store_carries_n_eps_and_random_init(tmp_path: Path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.put_many([_measure("a", "clean", 0.5, 64, {"random_init": True}),
+                        _measure("a", "Linf", 0.25, 32, {"random_init": True}),
+                        _measure("a", "L1", 0.1, 32, {"random_init": True}, mode="standard"),  # other mode: not here
+                        _measure("a", "corruption", 0.4, 48, {"random_init": True}),
+                        _measure("b", "clean", 0.7, 100, {}, backbone=DEIT_T)])
+        rows = {r.run_id: r for r in report.rows_from_store(store, mode="fast")}
+    a, b = rows["a"], rows["b"]
+    assert a.n == {"clean": 64, "Linf": 32, "common": 48} and a.eps == {"Linf": pytest.approx(4 / 255)}
+    assert a.random_init is True and a.L1 is None
+    assert (b.n, b.eps, b.random_init) == ({"clean": 100}, {}, None)  # no random_init in hparams: not recorded
+
+
+HEADER_ROWS = [
+    row(RESNET, "digits", "trades", "FFT-5", (0.625, 0.25, 0.3, 0.1, 0.5), random_init=True,
+        n={"clean": 16, "Linf": 16, "L2": 16, "L1": 16, "common": 64},
+        eps={"Linf": 4 / 255, "L2": 2.0, "L1": 75.0}),
+    row(DEIT_T, "digits", "trades", "FFT-5", (0.5, 0.2, None, None, None), random_init=False,
+        n={"clean": 32}, eps={"Linf": 4 / 255}),
+]
+
+
+def test_write_header_states_mode_threats_n_intervals_and_init(tmp_path: Path):
+    text = report.write(HEADER_ROWS, tmp_path, mode="fast").read_text()
+    header = text.split("## Borda count")[0]
+    assert "- Attack mode: **fast**, fast (APGD-CE + APGD-T only" in header
+    assert ("- Threat models: clean (no attack); Linf eps 4/255 = 0.0157; L2 eps 2; L1 eps 75; common: corruption "
+            "'study' (the study's 11 types) at severity 3.") in header
+    # deit's Linf has no n: "unknown for 1"; L2 / L1 / common only on resnet
+    assert "- Test images per accuracy (n): clean 16–32; Linf 16 (unknown for 1); L2 16; L1 16; common 64." in header
+    assert "95% Wilson score interval" in header and "At the smallest n (16) the interval around 50% is ±22.0" in header
+    assert "**Randomly initialized: 1 of 2 configurations' models were trained from random weights" in header
+    # Intervals beside the accuracies: 62.5 of 16 -> [38.6, 81.5]; 50.0 of 32 -> [33.6, 66.4]; deit Linf without n
+    assert f"| 1 | {RESNET} (trades) 62.5 [38.6, 81.5] | {RESNET} (trades) 25.0 [10.2, 49.5] |" in text
+    assert f"| 2 | {DEIT_T} (trades) 50.0 [33.6, 66.4] | {DEIT_T} (trades) 20.0 |" in text
+    assert (f"| FFT-5 | digits | {DEIT_T} | trades | pretrained | 50.0 [33.6, 66.4] | 20.0 | – | – | – |") in text
+    assert f"| FFT-5 | digits | {RESNET} | trades | random | 62.5 [38.6, 81.5] |" in text
+    assert "## Failed" not in text  # no failures given: no section
+    assert report.wilson(0.5, 32) == pytest.approx((0.336, 0.664), abs=5e-4)
+    assert report.wilson(0.25, 16) == pytest.approx((0.102, 0.495), abs=5e-4)
+
+
+def test_write_header_all_random_several_eps_and_unrecorded(tmp_path: Path):
+    rows = [row(RESNET, "D1", "trades", "FFT-5", 0.5, random_init=True, eps={"Linf": 4 / 255}),
+            row(DEIT_T, "D1", "trades", "FFT-5", 0.5, random_init=True, eps={"Linf": 8 / 255})]
+    header = report.write(rows, tmp_path, mode="standard").read_text().split("## Borda count")[0]
+    assert "- Attack mode: **standard**, AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square)." in header
+    assert ("Linf eps 4/255 = 0.0157 (1 configuration), 8/255 = 0.0314 (1 configuration) (**several radii: these "
+            "accuracies are not comparable across them**)") in header
+    assert "L2 (eps not recorded)" in header and "- Test images per accuracy (n): clean unknown;" in header
+    assert "**Randomly initialized: all configurations' models" in header
+    assert "At the smallest n" not in header  # no n anywhere
+    unrecorded = report.write([row(RESNET, "D1", "trades", "FFT-5", 0.5)], tmp_path).read_text()
+    assert "- Attack mode: not stated." in unrecorded
+    assert "- Initialization not recorded for 1 configuration (no random_init in their hparams" in unrecorded
+    assert "Randomly initialized" not in unrecorded
+    pretrained = report.write([row(RESNET, "D1", "trades", "FFT-5", 0.5, random_init=False)], tmp_path).read_text()
+    assert "- Initialization: every model was fine-tuned from pretrained weights" in pretrained
+
+
+def test_write_failed_section(tmp_path: Path):
+    from rft_fast.results import Stage
+
+    failures = [Stage(f"{DEIT_T}|trades|FFT-5|digits", "L1", "failed", "RuntimeError: CUDA out of\nmemory"),
+                Stage(f"{RESNET}|trades|FFT-5|digits", "tune", "failed", "no trial reported a finite metric"),
+                Stage(f"{RESNET}|trades|FFT-5|digits", "L2", "done")]  # done: not a failure
+    text = report.write(HEADER_ROWS, tmp_path, failures=failures).read_text()
+    failed = text.split("## Failed")[1]
+    assert "2 stages of the grid failed" in failed
+    assert f"| {DEIT_T}\\|trades\\|FFT-5\\|digits | L1 | RuntimeError: CUDA out of memory |" in failed  # one line
+    assert f"| {RESNET}\\|trades\\|FFT-5\\|digits | tune | no trial reported a finite metric |" in failed
+    assert "| L2 |" not in failed
+    assert "## Failed\n\nNo failed stages." in report.write(HEADER_ROWS, tmp_path, failures=[]).read_text()

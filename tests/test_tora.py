@@ -1,5 +1,5 @@
 """The TORA protocol in fit(): protocol parsing and config fields, the phase switch, resume across the phase
-boundary, load_trained, and the lambda trade-off on the built-in digits with a tiny ViT."""
+boundary, load_trained, and how lambda weighs the phase-2 loss, with a tiny ViT on the built-in digits."""
 from __future__ import annotations
 
 import pytest
@@ -25,18 +25,6 @@ def config(**kw) -> TrainConfig:
     base = dict(BASE, random_init=True, protocol="TORA-2", loss="classic_at", val_samples=32, max_batches=2)
     base.update(kw)
     return TrainConfig(**base)
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> str:
-    """tiny_vit after 3 epochs of standard training on digits: TORA adapts a frozen backbone, so it needs one
-    whose features mean something."""
-    result = fit(TrainConfig(**BASE, random_init=True, protocol="FFT-5", loss="ce", epochs=3, lr_backbone=3e-3,
-                             lr_head=3e-3, val_samples=64))
-    assert result.metrics[-1]["val_clean_acc"] > 0.4
-    path = tmp_path_factory.mktemp("weights") / "tiny_vit.pth"
-    torch.save({k.removeprefix("backbone."): v for k, v in result.model.state_dict().items()}, path)
-    return str(path)
 
 
 def test_protocol_names_and_fields():
@@ -98,29 +86,33 @@ def test_phases_switch_and_resume_across_the_boundary_is_exact(tmp_path):
         torch.testing.assert_close(model(x), straight.model.eval()(x))
 
 
-def _mean_rob_gate(model: models.ToraViT, x: torch.Tensor) -> float:
-    """Mean weight of psi_R in the fusion gates over the blocks and tokens of `x`."""
-    gates = []
-    hooks = [phi.register_forward_hook(lambda m, inp, out: gates.append(m.gate(*inp)[..., 1].mean()))
-             for phi in model.fusion]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return torch.stack(gates).mean().item()
+def test_lambda_weighs_the_robust_loss_in_phase_2():
+    """Phase 2's loss is lambda * L_ROB + (1 - lambda) * L_ACC on the fused model, exactly, and only the fusion
+    learns from it. (A trained effect of lambda, e.g. gates leaning to psi_R, measured +0.023 in the gate and
+    -0.005 in PGD accuracy between lambda 0 and 1 on a 3-epoch digits run: no margin that every machine of the
+    same kind would hold, so the mechanism is what is asserted.)"""
+    from rft_fast.train import tora as tora_train
+    from rft_fast.train.criterion import make_criterion
 
-
-def test_higher_lambda_buys_robustness_after_phase_2(pretrained):
-    """lambda weighs the robust loss in phase 2: at 0.9 the gates lean more to psi_R than at 0.1, and PGD
-    accuracy is at least that of lambda 0.1 (within 2 points: 216 validation images, a short run)."""
-    runs = {}
-    for lam in (0.1, 0.9):
-        cfg = TrainConfig(**BASE, pretrained_path=pretrained, protocol="TORA-3", tora_phase1_epochs=2,
-                          loss="classic_at", attack_eps=4 / 255, lr_backbone=1e-2, lr_head=1e-2, tora_lambda=lam)
-        runs[lam] = fit(cfg)
-    x = torch.stack([data.build("digits", None, image_size=32, seed=42).val[i][0] for i in range(64)]).float() / 255
-    gate = {lam: _mean_rob_gate(r.model.eval(), x) for lam, r in runs.items()}
-    assert gate[0.9] > gate[0.1] + 0.02, gate
-    pgd = {lam: r.metrics[-1]["val_pgd_acc"] for lam, r in runs.items()}
-    assert pgd[0.9] >= pgd[0.1] - 0.02, pgd
-    assert all(r.metrics[-1]["val_clean_acc"] > 0.4 for r in runs.values())
+    splits = data.build("digits", None, image_size=32, seed=42)
+    x = torch.stack([splits.val[i][0] for i in range(8)]).float() / 255
+    y = torch.tensor([splits.val[i][1] for i in range(8)])
+    model = _Run(config(protocol="TORA-3", tora_phase1_epochs=2), progress=False).model
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # stand-in for phase 1: adapters start at zero, where psi_A = psi_R and gates get no gradient
+        for name, param in model.named_parameters():
+            if name.startswith("adapters_"):
+                param.add_(0.05 * torch.randn(param.shape, generator=gen))
+    tora_train.set_phase(model, 2)
+    fused = model.view("fused")
+    robust = make_criterion(config(protocol="TORA-3"))(fused, x, y).item()
+    clean = torch.nn.functional.cross_entropy(fused(x).float(), y).item()
+    for lam in (0.0, 0.3, 1.0):
+        cfg = config(protocol="TORA-3", tora_phase1_epochs=2, tora_lambda=lam)
+        loss = tora_train.phase_criterion(cfg, 2)(model, x, y)
+        assert loss.item() == pytest.approx(lam * robust + (1 - lam) * clean, rel=1e-5), lam
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        learned = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert learned and all(n.startswith("fusion.") for n in learned), sorted(learned)[:5]
+    assert robust > clean  # the attack raises the loss: lambda really trades clean fit for robustness

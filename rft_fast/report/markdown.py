@@ -16,14 +16,119 @@ from rft_fast.report.analyses import (
     tier1_odds,
     trades_vs_classic,
 )
+from rft_fast.report.intervals import wilson
 from rft_fast.report.rows import ACCURACIES, Row, check_unique
+from rft_fast.results.store import ATTACKS, STUDY_CORRUPTION, STUDY_SEVERITY, Stage
 
 RANKING_TOP = 10  # rows per dataset / accuracy ranking
 NO_DATA = "_Not enough data yet._"
+MODE_NAMES = {"standard": "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square)",
+              "fast": "fast (APGD-CE + APGD-T only, without FAB-T and Square: robust accuracy can be higher than "
+                      "under AutoAttack standard)"}
 
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _acc(value: float | None, n: int | None) -> str:
+    """An accuracy in percent with its 95% Wilson interval from n: "62.5 [35.4, 83.6]"; no interval without n."""
+    interval = None if value is None else wilson(value, n)
+    return _pct(value) if interval is None else f"{_pct(value)} [{_pct(interval[0])}, {_pct(interval[1])}]"
+
+
+def _row_acc(row: Row, accuracy: str) -> str:
+    return _acc(getattr(row, accuracy), row.n.get(accuracy))
+
+
+def _eps(threat: str, eps: float) -> str:
+    """Linf radii as k/255 where they are one (4/255 = 0.0157), others plainly (2, 75)."""
+    k = eps * 255
+    if threat == "Linf" and round(k) >= 1 and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255 = {eps:.4f}"
+    return f"{eps:g}"
+
+
+def _spread(values: Sequence[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}–{high}"
+
+
+def _header(rows: Sequence[Row], mode: str | None) -> list[str]:
+    """What the numbers are: attack mode, threat models and eps, n per accuracy, intervals, initialization."""
+    threats = ["clean (no attack)"]
+    for threat in ATTACKS:
+        measured = [r for r in rows if getattr(r, threat) is not None]
+        radii: dict[float, int] = {}
+        for r in measured:
+            if threat in r.eps:
+                radii[r.eps[threat]] = radii.get(r.eps[threat], 0) + 1
+        if not measured:
+            threats.append(f"{threat} not measured")
+        elif not radii:
+            threats.append(f"{threat} (eps not recorded)")
+        elif len(radii) == 1:
+            threats.append(f"{threat} eps {_eps(threat, next(iter(radii)))}")
+        else:
+            threats.append(f"{threat} eps " + ", ".join(f"{_eps(threat, e)} ({_count(k, 'configuration')})"
+                                                        for e, k in sorted(radii.items()))
+                           + " (**several radii: these accuracies are not comparable across them**)")
+    threats.append(f"common: corruption {STUDY_CORRUPTION!r} (the study's 11 types) at severity {STUDY_SEVERITY}")
+    counts = []
+    for accuracy in ACCURACIES:
+        measured = [r for r in rows if getattr(r, accuracy) is not None]
+        known = [r.n[accuracy] for r in measured if accuracy in r.n]
+        text = "–" if not measured else "unknown" if not known else _spread(known)
+        if known and len(known) < len(measured):
+            text += f" (unknown for {len(measured) - len(known)})"
+        counts.append(f"{accuracy} {text}")
+    all_n = [k for r in rows for a, k in r.n.items() if getattr(r, a) is not None]
+    widest = ""
+    if all_n:
+        low, high = wilson(0.5, min(all_n))
+        widest = (f" At the smallest n ({min(all_n)}) the interval around 50% is ±{100 * (high - low) / 2:.1f} "
+                  "points: accuracies whose intervals overlap are not shown to differ.")
+    lines = [f"- Attack mode: **{mode}**, {MODE_NAMES.get(mode, mode)}." if mode else "- Attack mode: not stated.",
+             f"- Threat models: {'; '.join(threats)}.",
+             f"- Test images per accuracy (n): {'; '.join(counts)}.",
+             "- Accuracies are in percent with a 95% Wilson score interval [low, high] from their n (none where n is "
+             f"unknown); group means are means over configurations, without an interval.{widest}"]
+    random = [r for r in rows if r.random_init is True]
+    unknown = [r for r in rows if r.random_init is None]
+    if random:
+        share = "all" if len(random) == len(rows) else f"{len(random)} of {len(rows)}"
+        lines.append(f"- **Randomly initialized: {share} configurations' models were trained from random weights "
+                     "(hparams random_init: true), not from pretrained backbones: a pipeline check, not a measure of "
+                     "the backbones.** The table of all configurations marks them (init: random).")
+    elif not unknown:
+        lines.append("- Initialization: every model was fine-tuned from pretrained weights (hparams random_init: false).")
+    if unknown:
+        lines.append(f"- Initialization not recorded for {_count(len(unknown), 'configuration')} (no random_init in "
+                     "their hparams: imported results or `rft-fast eval --weights`).")
+    return lines + [""]
+
+
+def _all(rows: Sequence[Row]) -> list[str]:
+    """Every configuration's five accuracies with their intervals."""
+    def sort_key(r: Row) -> tuple:
+        return (protocols.index(r.protocol), datasets.index(r.dataset), r.backbone, r.loss)
+    protocols = ordered("protocol", {r.protocol for r in rows})
+    datasets = ordered("dataset", {r.dataset for r in rows})
+    init = {True: "random", False: "pretrained", None: "–"}
+    body = [[r.protocol, r.dataset, r.backbone, r.loss, init[r.random_init], *(_row_acc(r, a) for a in ACCURACIES)]
+            for r in sorted(rows, key=sort_key)]
+    return _table(["protocol", "dataset", "backbone", "loss", "init", *ACCURACIES], body)
+
+
+def _failed(failures: Sequence[Stage]) -> list[str]:
+    failed = [s for s in failures if s.status == "failed"]
+    if not failed:
+        return ["No failed stages.", ""]
+    intro = [f"{_count(len(failed), 'stage')} of the grid failed, so their accuracies are missing above; "
+             "configuration is `backbone|loss|protocol|dataset`. `rft-fast results --failures` lists them, and the "
+             "traceback of each is in its detail (`Store.stages(status=\"failed\")`).", ""]
+    return intro + _table(["configuration", "stage", "reason"],
+                          [[s.config, s.stage, " ".join(s.reason.split())] for s in failed])
 
 
 def _ratio(value: float | None) -> str:
@@ -73,7 +178,7 @@ def _rankings(rows: Sequence[Row], protocol: str, dataset: str) -> list[str]:
     for accuracy in ACCURACIES:
         have = sorted((r for r in group if getattr(r, accuracy) is not None),
                       key=lambda r: (-getattr(r, accuracy), r.backbone, r.loss))
-        columns.append([f"{r.backbone} ({r.loss}) {_pct(getattr(r, accuracy))}" for r in have[:RANKING_TOP]])
+        columns.append([f"{r.backbone} ({r.loss}) {_row_acc(r, accuracy)}" for r in have[:RANKING_TOP]])
     depth = max(map(len, columns))
     body = [[i + 1, *(c[i] if i < len(c) else "" for c in columns)] for i in range(depth)]
     return [f"### {protocol}, {dataset}", "", *_table(["#", *ACCURACIES], body)]
@@ -113,9 +218,12 @@ def _tier1(rows: Sequence[Row]) -> list[str]:
     return out
 
 
-def write(rows: Sequence[Row], out_dir: str | Path, *, title: str = "rft-fast report") -> Path:
-    """Writes out_dir/report.md (Borda per protocol with medals, top-10 rankings per dataset and accuracy, group
-    means, TRADES vs Classic AT and tier-1 odds ratios) and its PNG plots; returns the report's path."""
+def write(rows: Sequence[Row], out_dir: str | Path, *, title: str = "rft-fast report", mode: str | None = None,
+          failures: Sequence[Stage] | None = None) -> Path:
+    """Writes out_dir/report.md (a header with the attack `mode`, threat models, eps, n and intervals, Borda per
+    protocol with medals, top-10 rankings per dataset and accuracy, group means, TRADES vs Classic AT, tier-1 odds
+    ratios, every configuration's accuracies with 95% Wilson intervals and, given `failures` (the store's Stage
+    records), a "Failed" section of the failed ones) and its PNG plots; returns the report's path."""
     if not rows:
         raise ValueError("no results to report")
     check_unique(rows)
@@ -123,7 +231,7 @@ def write(rows: Sequence[Row], out_dir: str | Path, *, title: str = "rft-fast re
     out.mkdir(parents=True, exist_ok=True)
     protocols = ordered("protocol", {r.protocol for r in rows})
     datasets = ordered("dataset", {r.dataset for r in rows})
-    lines = [f"# {title}", "", *_overview(rows), "## Borda count", "",
+    lines = [f"# {title}", "", *_header(rows, mode), *_overview(rows), "## Borda count", "",
              "Within a protocol, per dataset and accuracy, rows earn rankdata(method=\"min\") points (ties share the "
              "minimum, highest accuracy most); summed over the five accuracies and the datasets. score_sum: sum of "
              "the accuracies; geom: product of the five (datasets with all five); both summed over datasets.", ""]
@@ -141,6 +249,9 @@ def write(rows: Sequence[Row], out_dir: str | Path, *, title: str = "rft-fast re
     lines += ["## Tier-1 odds ratios", "", *_tier1(rows)]
     scatter = plots.clean_vs_linf(rows, out / "clean_vs_linf.png").name
     lines += ["## Clean vs Linf accuracy", "", f"![clean vs Linf by architecture]({scatter})", ""]
+    lines += ["## All configurations (accuracy %, 95% Wilson interval)", "", *_all(rows)]
+    if failures is not None:
+        lines += ["## Failed", "", *_failed(failures)]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

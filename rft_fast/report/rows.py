@@ -1,14 +1,16 @@
-"""The report's unit of data: one configuration (backbone, dataset, loss, protocol) with its five accuracies and
-the backbone's registry metadata, read from the results store's wide summary."""
+"""The report's unit of data: one configuration (backbone, dataset, loss, protocol) with its five accuracies, the
+test images behind each (n), the attacks' eps, whether the model started from random weights, and the backbone's
+registry metadata, read from the results store's wide summary."""
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rft_fast.models.registry import get
-from rft_fast.results import Store
+from rft_fast.results import ATTACKS, Store
+from rft_fast.results.store import MODEL_FIELDS, STUDY_CORRUPTION, STUDY_SEVERITY, canonical_json
 
 ACCURACIES = ("clean", "Linf", "L2", "L1", "common")
 UNKNOWN = "unknown"  # arch / size / pretraining of a backbone the registry does not know (e.g. an imported study's)
@@ -17,7 +19,11 @@ UNKNOWN = "unknown"  # arch / size / pretraining of a backbone the registry does
 @dataclass(frozen=True)
 class Row:
     """One configuration's accuracies in [0, 1] (None where not measured yet). arch / size / pretraining default to
-    the registry's entry for `backbone` (name or alias), or "unknown" when it has none."""
+    the registry's entry for `backbone` (name or alias), or "unknown" when it has none.
+
+    Optional, for the report's header and intervals: n, the test images behind each accuracy ({"clean": 1000,
+    ...}; an accuracy without one gets no interval); eps, each attack's radius ({"Linf": 4/255, ...});
+    random_init, whether the model was trained from random weights (None: not recorded)."""
 
     backbone: str
     dataset: str
@@ -32,12 +38,31 @@ class Row:
     size: str | None = None
     pretraining: str | None = None
     run_id: str = ""
+    n: dict[str, int] = field(default_factory=dict, hash=False)
+    eps: dict[str, float] = field(default_factory=dict, hash=False)
+    random_init: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ACCURACIES:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"{name}: accuracy must be in [0, 1] or None, got {value!r}")
+        n = dict(self.n or {})
+        for name, count in n.items():
+            if name not in ACCURACIES:
+                raise ValueError(f"n: keys must be among {ACCURACIES}, got {name!r}")
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"n: {name} must be an image count >= 1, got {count!r}")
+        eps = dict(self.eps or {})
+        for name, value in eps.items():
+            if name not in ATTACKS:
+                raise ValueError(f"eps: keys must be among {ATTACKS}, got {name!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                raise ValueError(f"eps: {name} must be a number > 0, got {value!r}")
+        if not (self.random_init is None or isinstance(self.random_init, bool)):
+            raise ValueError(f"random_init: must be True, False or None, got {self.random_init!r}")
+        object.__setattr__(self, "n", n)
+        object.__setattr__(self, "eps", {k: float(v) for k, v in eps.items()})
         try:
             spec = get(self.backbone)
             meta = {"arch": spec.arch, "size": spec.size, "pretraining": spec.pretraining}
@@ -80,17 +105,33 @@ def check_unique(rows: Iterable[Row]) -> None:
         seen.add(r.key)
 
 
+def _model(source: object, value) -> tuple[str, ...]:
+    """A model's identity (MODEL_FIELDS, hparams as canonical JSON) from a Measurement or a summary row."""
+    return tuple(canonical_json(value(source, f), f) if f == "hparams" else value(source, f) for f in MODEL_FIELDS)
+
+
 def rows_from_store(store: Store, mode: str = "standard") -> list[Row]:
-    """One Row per configuration from `store.summary(mode)`.
+    """One Row per configuration from `store.summary(mode)`, with the n of each accuracy's measurement, the
+    attacks' eps and random_init from the hparams (True / False as recorded, None when the hparams lack it:
+    imported rows, `rft-fast eval --weights`).
 
     A configuration stored under several run ids or hparams (e.g. an imported study next to our own runs) keeps
     the most complete row, the first by run id among equals, with a warning naming how many were dropped.
     """
+    counts = {(_model(m, getattr), m.threat, m.eps, m.mode, m.corruption, m.severity): m.n for m in store.query()}
     best: dict[tuple[str, str, str, str], Row] = {}
     dropped = 0
     for s in store.summary(mode):
+        model = _model(s, dict.__getitem__)
+        keys = {"clean": ("clean", None, "-", None, None),
+                "common": ("corruption", None, "-", STUDY_CORRUPTION, STUDY_SEVERITY),
+                **{t: (t, s[f"{t}_eps"], mode, None, None) for t in ATTACKS}}
+        n = {a: counts[(model, *keys[a])] for a in ACCURACIES if s[a] is not None and (model, *keys[a]) in counts}
+        random_init = s["hparams"].get("random_init")
         row = Row(s["backbone"], s["dataset"], s["loss"], s["protocol"],
-                  **{a: s[a] for a in ACCURACIES}, run_id=s["run_id"])
+                  **{a: s[a] for a in ACCURACIES}, run_id=s["run_id"], n=n,
+                  eps={t: s[f"{t}_eps"] for t in ATTACKS if s[f"{t}_eps"] is not None},
+                  random_init=random_init if isinstance(random_init, bool) else None)
         kept = best.get(row.key)
         if kept is not None:
             dropped += 1
