@@ -31,10 +31,10 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/rft-fast grid examples/quick.yaml
-	$(BIN)/rft-fast report --store runs/quick/results.sqlite --out runs/quick/report --mode fast
+	$(BIN)/rft-fast report --store runs/quick/results.sqlite --out runs/quick/report
 
 test: install
-	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q tests
+	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q --durations=15 tests
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)
