@@ -304,6 +304,7 @@ def _eval_model(args: argparse.Namespace, device: str):
 
 def _eval(args: argparse.Namespace) -> int:
     from rft_fast.eval import EvalSettings, evaluate
+    from rft_fast.grid.runner import reason
     from rft_fast.results import Store, format_table
 
     device = _device(args)
@@ -317,14 +318,22 @@ def _eval(args: argparse.Namespace) -> int:
             smoothing_batch_size=args.smoothing_batch_size,
         )
         model, test_set, run, key = _eval_model(args, device)
+        failed: dict[str, str] = {}
+
+        def on_failure(threat: str, error: Exception) -> None:
+            failed[threat] = reason(error)
+            print(f"{threat}: failed: {failed[threat]}", file=sys.stderr, flush=True)
+
         with Store(args.store) as store:
             rows = evaluate(model, test_set, run, settings, store=store, source_key=key, progress=args.progress,
-                            on_result=_show_measurement)
+                            on_result=_show_measurement, on_failure=on_failure)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(format_table(rows))
-    print(f"stored {len(rows)} measurements in {args.store} (run id {run.run_id})")
-    return 0
+    if rows:
+        print(format_table(rows))
+    print(f"stored {len(rows)} measurements in {args.store} (run id {run.run_id})"
+          + (f"; {len(failed)} threat(s) failed: " + "; ".join(f"{t}: {r}" for t, r in failed.items()) if failed else ""))
+    return 1 if failed else 0
 
 
 def _results(args: argparse.Namespace) -> int:
