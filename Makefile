@@ -29,9 +29,10 @@ $(BIN)/.installed: $(BIN)/.deps $(SOURCES)
 
 install: $(BIN)/.installed
 
+# The report is written even when a configuration failed; the demo then exits with the grid's status.
 demo: install
-	$(BIN)/rft-fast grid examples/quick.yaml
-	$(BIN)/rft-fast report --store runs/quick/results.sqlite --out runs/quick/report
+	status=0; $(BIN)/rft-fast grid examples/quick.yaml || status=$$?; \
+	$(BIN)/rft-fast report --store runs/quick/results.sqlite --out runs/quick/report && exit $$status
 
 test: install
 	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q --durations=15 tests

@@ -436,7 +436,8 @@ def _grid(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {e}") from None
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
-    outcomes = run_grid(spec, address=args.address, progress=args.progress, on_config=show)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    outcomes = run_grid(spec, address=args.address, progress=progress, on_config=show)
     failed = [o for o in outcomes if o.status == "failed"]
     summary = f"{len(outcomes) - len(failed)}/{len(outcomes)} done, {len(failed)} failed"
     if failed:
@@ -751,7 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--bench-results", default="bench/results", help="folder of train-*.json step times for --dry-run")
     grid.add_argument("--gpus", type=int, default=1, help="GPUs the --dry-run estimate assumes (default 1)")
     grid.add_argument("--json", action="store_true", help="--dry-run prints JSON, per configuration")
-    grid.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="evaluation progress bars")
+    grid.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="a bar per evaluation threat and corruption build (default: on when stderr is a terminal)")
     grid.set_defaults(func=_grid)
 
     rep = sub.add_parser("report", help="the study's analyses from the store: Borda, odds ratios, groups, plots",
