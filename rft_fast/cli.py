@@ -437,7 +437,10 @@ def _grid(args: argparse.Namespace) -> int:
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    outcomes = run_grid(spec, address=args.address, progress=progress, on_config=show)
+    try:
+        outcomes = run_grid(spec, address=args.address, progress=progress, on_config=show)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     failed = [o for o in outcomes if o.status == "failed"]
     summary = f"{len(outcomes) - len(failed)}/{len(outcomes)} done, {len(failed)} failed"
     if failed:

@@ -326,3 +326,12 @@ def test_missing_threats_knows_every_threat_the_spec_asks_for(tmp_path):
         assert missing_threats(store, run, settings, 10) == []
         other = RunInfo("other-run", *list(run.__dict__.values())[1:])
         assert missing_threats(store, other, settings, 10) == ["clean", "Linf", "corruptions", "smoothing-L2"]
+
+
+def test_resources_beyond_the_cluster_are_refused_up_front():
+    from rft_fast.grid.runner import _check_resources
+
+    spec = spec_with(resources={"cpus_per_trial": 4, "gpus_per_trial": 1})
+    with pytest.raises(ValueError, match="resources: cpus_per_trial is 4 but the Ray cluster has 2 CPU"):
+        _check_resources(spec, {"CPU": 2.0})
+    _check_resources(spec_with(resources={"cpus_per_trial": 2}), {"CPU": 2.0})  # fits: no error

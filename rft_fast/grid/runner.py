@@ -294,6 +294,16 @@ def _quiet_ray(local: bool) -> None:
     warnings.filterwarnings("ignore", module=r"ray(\.|$)")
 
 
+def _check_resources(spec: GridSpec, available: dict[str, float]) -> None:
+    """A trial asking for more CPUs or GPUs than the cluster has would wait out the whole budget: refuse it now."""
+    need = {"CPU": spec.resources.cpus_per_trial,
+            "GPU": spec.resources.gpus_per_trial if torch.cuda.is_available() else 0}
+    short = [f"{kind.lower()}s_per_trial is {value:g} but the Ray cluster has {available.get(kind, 0):g} {kind}"
+             for kind, value in need.items() if value and available.get(kind, 0) < value]
+    if short:
+        raise ValueError("resources: " + "; ".join(short))
+
+
 def run_grid(
     spec: GridSpec,
     *,
@@ -314,6 +324,7 @@ def run_grid(
              configure_logging=False)
     outcomes = []
     try:
+        _check_resources(spec, ray.cluster_resources())
         with Store(spec.store) as store:
             for i, config in enumerate(configs):
                 outcome = _run_config(spec, config, storage, store, progress)
