@@ -391,7 +391,7 @@ HEADER_ROWS = [
 def test_write_header_states_mode_threats_n_intervals_and_init(tmp_path: Path):
     text = report.write(HEADER_ROWS, tmp_path, mode="fast").read_text()
     header = text.split("## Borda count")[0]
-    assert "- Attack mode: **fast**, fast (APGD-CE + APGD-T only" in header
+    assert "- Attack mode: **fast**, AutoAttack's APGD-CE + APGD-T only, without FAB-T and Square" in header
     assert ("- Threat models: clean (no attack); Linf eps 4/255 = 0.0157; L2 eps 2; L1 eps 75; common: corruption "
             "'study' (the study's 11 types) at severity 3.") in header
     # deit's Linf has no n: "unknown for 1"; L2 / L1 / common only on resnet

@@ -23,8 +23,8 @@ from rft_fast.results.store import ATTACKS, STUDY_CORRUPTION, STUDY_SEVERITY, St
 RANKING_TOP = 10  # rows per dataset / accuracy ranking
 NO_DATA = "_Not enough data yet._"
 MODE_NAMES = {"standard": "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square)",
-              "fast": "fast (APGD-CE + APGD-T only, without FAB-T and Square: robust accuracy can be higher than "
-                      "under AutoAttack standard)"}
+              "fast": "AutoAttack's APGD-CE + APGD-T only, without FAB-T and Square (robust accuracy can be higher "
+                      "than under AutoAttack standard)"}
 
 
 def _pct(value: float | None) -> str:
