@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from rft_fast.grid.asha import ResumableASHA, reported
@@ -57,3 +58,27 @@ def test_a_decision_to_stop_made_before_the_kill_is_kept(tmp_path):
         scheduler.on_trial_add(None, t)
     assert scheduler.on_trial_result(None, a, {"training_iteration": 2, "val_loss": 0.9}) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, b, {"training_iteration": 2, "val_loss": 1.9}) == TrialScheduler.STOP
+
+
+def test_the_budget_left_survives_a_kill_and_a_restore_from_an_older_snapshot(tmp_path):
+    import pickle
+    import time
+
+    from rft_fast.grid.budget import PersistentBudget
+
+    path = tmp_path / "budget.json"
+    budget = PersistentBudget(10.0, path)
+    snapshot = pickle.dumps(budget)  # Tune's experiment snapshot, taken early
+    assert not budget.stop_all()  # the first call starts the clock (Tune leaves set-up out)
+    time.sleep(1.1)  # the file is written at most once a second (WRITE_EVERY_S)
+    assert not budget.stop_all()
+    spent = 10.0 - budget.left()
+    assert 1.1 <= spent < 5.0
+    # killed here; the restore brings the old snapshot (10 s left) back, the file knows better
+    restored = pickle.loads(snapshot)
+    assert restored.left() == pytest.approx(budget.left(), abs=1e-6)
+    assert PersistentBudget(10.0, path).left() == pytest.approx(budget.left(), abs=1e-6)
+    spent_out = PersistentBudget(0.5, tmp_path / "other.json")
+    spent_out.stop_all()
+    time.sleep(0.6)
+    assert spent_out.stop_all() and spent_out.left() == 0.0

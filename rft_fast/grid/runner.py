@@ -6,8 +6,9 @@ Nothing is lost, nothing is done twice. Each configuration goes through stages r
 A rerun never re-tunes a configuration whose "tune" stage is done, and evaluates only the threats whose rows
 are not in the store for that run. An interrupted tuning resumes from Tune's experiment state (trials continue
 from their last per-epoch checkpoint, which `fit` restores exactly; ASHA's rungs are rebuilt by ResumableASHA;
-the time budget is Tune's, which survives a restart). A configuration whose tuning or evaluation raises is
-recorded as failed with its reason and the grid goes on; a threat that fails does not stop the others.
+the time budget is a PersistentBudget, so a restart gets only what was left). A configuration whose tuning or
+evaluation raises is recorded as failed with its reason and the grid goes on; a threat that fails does not stop
+the others.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from rft_fast.results import SMOOTHING, Store, smoothing_mode
 from rft_fast.train import TrainConfig, fit, load_trained
 
 TUNE_DIR = "tune"
+BUDGET_FILE = "budget.json"  # the tuning seconds left, in each configuration's Tune folder
 TUNE_STAGE = "tune"
 TRIAL_STATES = ("finished", "stopped", "errored", "not started")
 
@@ -106,6 +108,7 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from rft_fast.grid.asha import ResumableASHA
+    from rft_fast.grid.budget import PersistentBudget
 
     fields = trial_fields(spec, config)
     max_t = spec.asha.max_t or TrainConfig(**fields).num_epochs
@@ -115,6 +118,7 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
     if tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False), True
     space = {"fields": fields, "hparams": {d.name: _tune_dim(d) for d in search_space(spec, config)}}
+    (path / BUDGET_FILE).unlink(missing_ok=True)  # left by an experiment Tune cannot restore: a fresh budget
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -124,10 +128,10 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
                                     reduction_factor=spec.asha.reduction_factor),
             search_alg=BasicVariantGenerator(random_state=spec.seed),
             num_samples=spec.num_samples if spec.num_samples is not None else -1,
-            time_budget_s=spec.budget_minutes * 60,
         ),
         run_config=tune.RunConfig(
             name=_name(config), storage_path=str(storage), verbose=0,
+            stop=PersistentBudget(spec.budget_minutes * 60, path / BUDGET_FILE),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
