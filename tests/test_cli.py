@@ -216,10 +216,10 @@ def test_grid_dry_run_text_and_json(tmp_path, capsys):
     assert cli.main(["grid", "examples/quick.yaml", "--dry-run", "--bench-results", str(bench), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_configs"] == 4 and summary["budget_bound_hours"] == pytest.approx(4 * 2 / 60)
-    # 0.01 s per image at APGD-10, x (3 + 1) / 11 for the grid's 3 attack steps; an epoch is 384 train + 64 val
-    # images x (3 + 1) / (3 + 1); 2 epochs under ASHA(grace 1, eta 2) = 1 + 2/2 = 1.5 expected; 2 trials in turn
+    # 0.01 s per image at APGD-10, x (3 + 1) / 11 for the grid's 3 attack steps; an epoch is 256 train + 32 val
+    # images x (3 + 1) / (3 + 1); 2 epochs under ASHA(grace 2, eta 2): no rung below 2, so 2 expected; 2 trials
     measured = [c for c in summary["estimate"]["configs"] if c["source"] == "measured"]
-    expected = 0.01 * 4 / 11 * (384 + 64) * 1.5 * 2
+    expected = 0.01 * 4 / 11 * (256 + 32) * 2 * 2
     assert [c["hours"] * 3600 for c in measured] == pytest.approx([expected, expected])
 
 

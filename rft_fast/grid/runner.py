@@ -124,7 +124,7 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=spec.asha.metric, mode=spec.asha.mode,
-            scheduler=ResumableASHA(max_t=max_t, grace_period=spec.asha.grace_period,
+            scheduler=ResumableASHA(max_t=max_t, grace_period=min(spec.asha.grace_period, max_t),
                                     reduction_factor=spec.asha.reduction_factor),
             search_alg=BasicVariantGenerator(random_state=spec.seed),
             num_samples=spec.num_samples if spec.num_samples is not None else -1,
