@@ -111,7 +111,7 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
     from rft_fast.grid.budget import PersistentBudget
 
     fields = trial_fields(spec, config)
-    max_t = spec.asha.max_t or TrainConfig(**fields).num_epochs
+    max_t = _max_t(spec, config)
     gpus = spec.resources.gpus_per_trial if torch.cuda.is_available() else 0
     trainable = tune.with_resources(_trainable, {"cpu": spec.resources.cpus_per_trial, "gpu": gpus})
     path = storage / _name(config)
@@ -145,6 +145,11 @@ def trial_fields(spec: GridSpec, config: Config) -> dict[str, Any]:
     return {**({} if "seed" in searched else {"seed": spec.seed}), **config.train_fields(spec)}
 
 
+def _max_t(spec: GridSpec, config: Config) -> int:
+    """ASHA's max_t: the spec's, else the configuration's epochs."""
+    return spec.asha.max_t or TrainConfig(**trial_fields(spec, config)).num_epochs
+
+
 def count_trials(results: list[Any], max_t: int, num_samples: int | None) -> dict[str, int]:
     """Trials by what happened: finished (reached max_t), stopped (reported, stopped early by ASHA or the
     budget), errored, not started (never reported: created but not run, or never created within the budget)."""
@@ -169,8 +174,7 @@ def _tune(spec: GridSpec, config: Config, storage: Path, store: Store, outcome: 
     or records the failure and returns None."""
     tuner, outcome.resumed = _tuner(spec, config, storage)
     grid = list(tuner.fit())
-    max_t = spec.asha.max_t or TrainConfig(**trial_fields(spec, config)).num_epochs
-    outcome.trials = count_trials(grid, max_t, spec.num_samples)
+    outcome.trials = count_trials(grid, _max_t(spec, config), spec.num_samples)
     finished = [r for r in grid if r.checkpoint is not None and r.metrics and spec.asha.metric in r.metrics
                 and math.isfinite(r.metrics[spec.asha.metric])]
     if not finished:
@@ -278,6 +282,10 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
     except Exception as error:  # noqa: BLE001 - e.g. an unreadable checkpoint: recorded, the grid goes on
         failures["evaluate"] = reason(error)
         store.set_stage(config.key, "evaluate", "failed", failures["evaluate"], {"traceback": _traceback(error)})
+    else:
+        previous = store.stage(config.key, "evaluate")
+        if previous is not None and previous.status == "failed":  # an earlier unreadable checkpoint, say
+            store.set_stage(config.key, "evaluate", "done", detail={"run_id": run.run_id})
     outcome.seconds = time.perf_counter() - t0
     if failures:
         outcome.status, outcome.failures = "failed", failures
