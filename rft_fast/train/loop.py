@@ -162,8 +162,13 @@ class _Run:
 
     # ------------------------------------------------------------------ files
     def resume(self) -> None:
-        """Restores the last checkpoint in out_dir, if any, after checking it belongs to this config."""
-        if self.out is None or not (self.out / CHECKPOINT).is_file():
+        """Restores the last checkpoint in out_dir, if any, after checking it belongs to this config (and
+        removes the temporary files of a checkpoint write that a kill interrupted)."""
+        if self.out is None:
+            return
+        if self.out.is_dir():
+            checkpoint.clean_orphans(self.out, CHECKPOINT)
+        if not (self.out / CHECKPOINT).is_file():
             return
         state = checkpoint.load(self.out / CHECKPOINT)
         mine, theirs = self.config.to_dict(), state["config"]

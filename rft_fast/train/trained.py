@@ -19,10 +19,16 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         path = path / "checkpoint.pt"
     state = checkpoint.load(path)
     if not {"config", "model", "num_classes"} <= set(state):
-        raise ValueError(f"{path} is not a checkpoint written by `rft-fast train` (keys: {sorted(state)[:8]})")
-    config = TrainConfig.from_dict(state["config"])
-    model: nn.Module = models.create(config.backbone, state["num_classes"], random_init=True, image_size=config.image_size)
-    if config.tora:
-        model = models.tora(model, bottleneck=config.tora_bottleneck, fusion_dim=config.tora_fusion_dim)
-    model.load_state_dict(state["model"])
+        raise checkpoint.CheckpointError(
+            f"{path} is not a checkpoint written by `rft-fast train` (keys: {sorted(map(str, state))[:8]})")
+    try:
+        config = TrainConfig.from_dict(state["config"])
+        model: nn.Module = models.create(config.backbone, state["num_classes"], random_init=True,
+                                         image_size=config.image_size)
+        if config.tora:
+            model = models.tora(model, bottleneck=config.tora_bottleneck, fusion_dim=config.tora_fusion_dim)
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError, KeyError, RuntimeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise checkpoint.CheckpointError(f"{path} does not hold a model its configuration describes: {first}") from None
     return model.to(device).eval(), config
