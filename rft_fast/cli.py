@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -27,6 +29,9 @@ def _device(args: argparse.Namespace) -> str:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda requested but no GPU is visible")
+    index = torch.device(device).index
+    if index is not None and index >= torch.cuda.device_count():
+        raise SystemExit(f"error: --device {device}: only {torch.cuda.device_count()} GPU(s) visible")
     if args.threads:
         torch.set_num_threads(args.threads)
     return device
@@ -158,6 +163,26 @@ def _bench_tora(args: argparse.Namespace) -> int:
     return _emit(tora_bench, result, args.json)
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high] (the range is in the error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number in [{low}, {high}], got {text!r}")
+        return value
+    return parse
+
+
+def _device_name(text: str) -> str:
+    """An argparse type: cpu, cuda or cuda:N."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -169,9 +194,9 @@ def _positive_float(text: str) -> float:
 
 
 def _common_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible, else cpu)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
-    p.add_argument("--min-seconds", type=float, default=0.3, help="minimum timed seconds per case")
+    p.add_argument("--device", type=_device_name, default=None, help="cpu or cuda (default: cuda if visible, else cpu)")
+    p.add_argument("--threads", type=_int_in(0, 4096), default=0, help="CPU threads (default: torch's default)")
+    p.add_argument("--min-seconds", type=_positive_float, default=0.3, help="minimum timed seconds per case")
     p.add_argument("--json", help="also write the results (with device, versions, date, command) here")
 
 
@@ -497,12 +522,13 @@ def _model_bench_args(p: argparse.ArgumentParser, batch: int | None, image_size:
     _common_bench_args(p)
     p.set_defaults(min_seconds=0.0)
     p.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
-    p.add_argument("--batch", type=int, default=batch)
-    p.add_argument("--image-size", type=int, default=image_size)
+    p.add_argument("--batch", type=_int_in(1, 65536), default=batch)
+    p.add_argument("--image-size", type=_int_in(8, 2048), default=image_size)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rft-fast", description="Fast adversarially robust fine-tuning toolkit.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure (accepted anywhere)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="throughput and memory benchmarks against plain PyTorch references")
@@ -527,8 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time, GB/s (6 N C elements moved), speed-up over eager and copy bandwidth per (N, C).",
     )
     _common_bench_args(b_kl)
-    b_kl.add_argument("--classes", type=int, nargs="+", default=[10, 102, 1000, 21843])
-    b_kl.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    b_kl.add_argument("--classes", type=_int_in(2, 10**6), nargs="+", default=[10, 102, 1000, 21843])
+    b_kl.add_argument("--batches", type=_int_in(1, 65536), nargs="+", default=[64, 256])
     b_kl.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     b_kl.add_argument("--backends", nargs="+", choices=list(ops.BACKENDS), help="default: all available (torch always)")
     b_kl.set_defaults(func=_bench_kl)
@@ -539,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Peak memory: CUDA allocator peak on GPU; saved-activation peak (autograd hooks) everywhere.",
     )
     _model_bench_args(b_tr, batch=64, image_size=224)
-    b_tr.add_argument("--attack-steps", type=int, default=10)
-    b_tr.add_argument("--max-memory-gb", type=float, default=None, help="also find the largest batch under this cap")
+    b_tr.add_argument("--attack-steps", type=_int_in(1, 10_000), default=10)
+    b_tr.add_argument("--max-memory-gb", type=_positive_float, default=None, help="also find the largest batch under this cap")
     b_tr.set_defaults(func=_bench_trades)
 
     b_at = bench_sub.add_parser(
@@ -558,11 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="default: all available")
     b_at.add_argument("--norm", choices=ops.NORMS, default="Linf")
     b_at.add_argument("--eps", type=_positive_float, default=4 / 255, help="default 4/255 (the study's training eps)")
-    b_at.add_argument("--steps", type=int, default=10)
-    b_at.add_argument("--restarts", type=int, default=1)
-    b_at.add_argument("--num-classes", type=int, default=10)
+    b_at.add_argument("--steps", type=_int_in(1, 10_000), default=10)
+    b_at.add_argument("--restarts", type=_int_in(1, 1000), default=1)
+    b_at.add_argument("--num-classes", type=_int_in(2, 10**6), default=10)
     b_at.add_argument("--channels-last", action="store_true", help="model and images in channels_last (all impls)")
-    b_at.add_argument("--min-reps", type=int, default=3, help="timed repetitions per case (after one warm-up)")
+    b_at.add_argument("--min-reps", type=_int_in(1, 10**6), default=3, help="timed repetitions per case (after one warm-up)")
     b_at.set_defaults(func=_bench_attack)
 
     b_train = bench_sub.add_parser(
@@ -573,10 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Default batch x size: 64 x 224 on GPU, 8 x 64 on CPU.",
     )
     _model_bench_args(b_train, batch=None, image_size=None)
-    b_train.add_argument("--attack-steps", type=int, default=10)
+    b_train.add_argument("--attack-steps", type=_int_in(1, 10_000), default=10)
     b_train.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
     b_train.add_argument("--losses", nargs="+", choices=["classic_at", "trades"], default=["classic_at", "trades"])
-    b_train.add_argument("--min-reps", type=int, default=2, help="timed repetitions per case (after one warm-up)")
+    b_train.add_argument("--min-reps", type=_int_in(1, 10**6), default=2, help="timed repetitions per case (after one warm-up)")
     b_train.set_defaults(func=_bench_train)
 
     b_eval = bench_sub.add_parser(
@@ -588,13 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_bench_args(b_eval)
     b_eval.add_argument("--model", default="resnet50", help="timm name (default resnet50)")
-    b_eval.add_argument("--n", type=int, default=None)
-    b_eval.add_argument("--image-size", type=int, default=None)
+    b_eval.add_argument("--n", type=_int_in(1, 10**7), default=None)
+    b_eval.add_argument("--image-size", type=_int_in(8, 2048), default=None)
     b_eval.add_argument("--mode", choices=["standard", "fast"], default="standard")
     b_eval.add_argument("--norms", nargs="+", choices=ops.NORMS, default=list(ops.NORMS))
     b_eval.add_argument("--datasets", nargs="+", help="NAME[=ROOT] whose test split to corrupt (default: digits)")
-    b_eval.add_argument("--cache-size", type=int, default=224, help="resolution of the corrupted sets (default 224)")
-    b_eval.add_argument("--workers", type=int, nargs="+", help="worker counts to time (default: 2 and all cores)")
+    b_eval.add_argument("--cache-size", type=_int_in(8, 2048), default=224, help="resolution of the corrupted sets (default 224)")
+    b_eval.add_argument("--workers", type=_int_in(0, 256), nargs="+", help="worker counts to time (default: 2 and all cores)")
     b_eval.set_defaults(func=_bench_eval)
 
     b_reg = bench_sub.add_parser(
@@ -607,13 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common_bench_args(b_reg)
     b_reg.set_defaults(min_seconds=1.0)
     b_reg.add_argument("--model", default="test_resnet", help="timm name (default test_resnet)")
-    b_reg.add_argument("--batch", type=int, default=16)
-    b_reg.add_argument("--image-size", type=int, default=32)
-    b_reg.add_argument("--attack-steps", type=int, default=5)
+    b_reg.add_argument("--batch", type=_int_in(1, 65536), default=16)
+    b_reg.add_argument("--image-size", type=_int_in(8, 2048), default=32)
+    b_reg.add_argument("--attack-steps", type=_int_in(1, 10_000), default=5)
     b_reg.add_argument("--losses", nargs="+", choices=["classic_at", "trades"], default=["classic_at", "trades"])
     b_reg.add_argument("--variants", nargs="+", choices=["plain", "gram", "grace", "consistency"],
                        default=["plain", "gram", "grace", "consistency"])
-    b_reg.add_argument("--min-reps", type=int, default=5, help="timed repetitions per case (after one warm-up)")
+    b_reg.add_argument("--min-reps", type=_int_in(1, 10**6), default=5, help="timed repetitions per case (after one warm-up)")
     b_reg.set_defaults(func=_bench_regularizers)
 
     b_tora = bench_sub.add_parser(
@@ -624,10 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_bench_args(b_tora)
     b_tora.add_argument("--models", nargs="+", help="registry ViT backbones (default: see above)")
-    b_tora.add_argument("--batch", type=int, default=None)
-    b_tora.add_argument("--image-size", type=int, default=None)
+    b_tora.add_argument("--batch", type=_int_in(1, 65536), default=None)
+    b_tora.add_argument("--image-size", type=_int_in(8, 2048), default=None)
     b_tora.add_argument("--loss", choices=["classic_at", "trades"], default="trades")
-    b_tora.add_argument("--attack-steps", type=int, default=None)
+    b_tora.add_argument("--attack-steps", type=_int_in(1, 10_000), default=None)
     b_tora.set_defaults(func=_bench_tora)
 
     train = sub.add_parser(
@@ -678,15 +704,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", help="fine-tuned weights file (.safetensors / .pth)")
     ev.add_argument("--dataset", help="dataset name (with --backbone)")
     ev.add_argument("--data-root", help="dataset root (default: the checkpoint's)")
-    ev.add_argument("--image-size", type=int, default=224, help="with --backbone (default 224)")
+    ev.add_argument("--image-size", type=_int_in(8, 2048), default=224, help="with --backbone (default 224)")
     ev.add_argument("--loss", default="unknown", help="label stored with --backbone runs")
     ev.add_argument("--protocol", default="unknown", help="label stored with --backbone runs")
     ev.add_argument("--run-id", help="store key of this model (default: the config's hash, or the weights file name)")
     ev.add_argument("--threats", type=_threat_list, default=("clean", "Linf", "L2", "L1", "corruptions"),
                     help="comma-separated subset of clean,Linf,L2,L1,corruptions,smoothing-L2 (default: all but "
                     "smoothing-L2, which runs only when named)")
-    ev.add_argument("--n", type=int, default=1000, help="stratified test subset size (default 1000, the study's)")
-    ev.add_argument("--subset-seed", type=int, default=0)
+    ev.add_argument("--n", type=_int_in(1, 10**7), default=1000, help="stratified test subset size (default 1000, the study's)")
+    ev.add_argument("--subset-seed", type=_int_in(0, 2**32 - 1), default=0)
     ev.add_argument("--mode", choices=["standard", "fast"], default="standard",
                     help="AutoAttack standard, or fast = APGD-CE + APGD-T (labelled 'fast' in the store)")
     ev.add_argument("--eps-linf", type=_fraction, default=4 / 255, help="default 4/255")
@@ -694,25 +720,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eps-l1", type=_fraction, default=75.0, help="default 75")
     ev.add_argument("--corruptions", choices=["study", "full"], default="study",
                     help="study: 11 types at severity 3, one per image; full: 15 types x 5 severities")
-    ev.add_argument("--severity", type=int, default=3)
+    ev.add_argument("--severity", type=_int_in(1, 5), default=3)
     ev.add_argument("--cache-dir", default=_default_cache(), help="corrupted test sets (default: ~/.cache/rft-fast/corruptions)")
     ev.add_argument("--no-cache", action="store_true", help="do not read or write the corruption cache")
     ev.add_argument("--store", default="results.sqlite", help="SQLite results store (default: ./results.sqlite)")
-    ev.add_argument("--device", default=None, help="cpu or cuda (default: cuda if visible)")
-    ev.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
-    ev.add_argument("--batch-size", type=int, default=None, help="attack batch (default: the largest that fits)")
-    ev.add_argument("--workers", type=int, default=None, help="corruption worker processes (default: all cores)")
-    ev.add_argument("--seed", type=int, default=0, help="AutoAttack, corruption and smoothing-noise seed")
+    ev.add_argument("--device", type=_device_name, default=None, help="cpu or cuda (default: cuda if visible)")
+    ev.add_argument("--threads", type=_int_in(0, 4096), default=0, help="CPU threads (default: torch's default)")
+    ev.add_argument("--batch-size", type=_int_in(1, 65536), default=None, help="attack batch (default: the largest that fits)")
+    ev.add_argument("--workers", type=_int_in(0, 256), default=None, help="corruption worker processes (default: all cores)")
+    ev.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="AutoAttack, corruption and smoothing-noise seed")
     sm = ev.add_argument_group("randomized smoothing (threat smoothing-L2)")
     sm.add_argument("--sigma", type=_number_list, default=(0.25,),
                     help="comma-separated noise levels sigma > 0 in pixel units, each certified separately (default 0.25)")
     sm.add_argument("--radii", type=_number_list, default=(0.0, 0.25, 0.5, 0.75, 1.0),
                     help="comma-separated L2 radii >= 0 of the stored certified accuracies (default 0,0.25,0.5,0.75,1)")
-    sm.add_argument("--smoothing-n0", type=int, default=100, help="selection draws per image (default 100)")
-    sm.add_argument("--smoothing-n", type=int, default=100_000, help="estimation draws per image (default 100000)")
-    sm.add_argument("--smoothing-alpha", type=float, default=0.001,
+    sm.add_argument("--smoothing-n0", type=_int_in(1, 10**8), default=100, help="selection draws per image (default 100)")
+    sm.add_argument("--smoothing-n", type=_int_in(1, 10**9), default=100_000, help="estimation draws per image (default 100000)")
+    sm.add_argument("--smoothing-alpha", type=_positive_float, default=0.001,
                     help="failure probability of the certificate (default 0.001)")
-    sm.add_argument("--smoothing-batch-size", type=int, default=1000, help="noisy images per forward pass (default 1000)")
+    sm.add_argument("--smoothing-batch-size", type=_int_in(1, 10**6), default=1000, help="noisy images per forward pass (default 1000)")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     ev.set_defaults(func=_eval)
 
@@ -753,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     grid.add_argument("--address", help="attach to an existing Ray cluster (e.g. auto or ray://host:10001)")
     grid.add_argument("--bench-results", default="bench/results", help="folder of train-*.json step times for --dry-run")
-    grid.add_argument("--gpus", type=int, default=1, help="GPUs the --dry-run estimate assumes (default 1)")
+    grid.add_argument("--gpus", type=_int_in(1, 100_000), default=1, help="GPUs the --dry-run estimate assumes (default 1)")
     grid.add_argument("--json", action="store_true", help="--dry-run prints JSON, per configuration")
     grid.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                       help="a bar per evaluation threat and corruption build (default: on when stderr is a terminal)")
@@ -772,9 +798,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ValueError, OSError, LookupError)  # bad input, missing or unreadable files, unknown names
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand. Every failure ends with one `error:` line on stderr and a non-zero exit; --debug
+    (anywhere on the command line) shows the traceback instead."""
+    import sqlite3
+
+    import yaml
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - the one place a failure becomes an error line
+        if debug:
+            raise
+        known = isinstance(error, (*USER_ERRORS, sqlite3.DatabaseError, yaml.YAMLError))
+        text = " ".join(str(error).split()) or type(error).__name__
+        kind = "" if known else f"internal error ({type(error).__name__}): "
+        print(f"error: {kind}{text[:2000]} (--debug shows the traceback)", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ def _trainable(params: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, Any]) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
+        # Tune now holds the epoch's checkpoint (checkpoint_N/, the trial's one copy); fit does not read its own
+        # again in this process, and a restored trial gets Tune's copy back above.
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
     result = fit(config, callback=report, resume=True)
     if result.status == "diverged":
