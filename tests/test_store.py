@@ -248,24 +248,27 @@ def test_sigkill_mid_grid_then_rerun(tmp_path: Path) -> None:
     assert integrity(path) == "ok"
 
 
-def test_open_waits_for_a_writer_holding_a_fresh_file(tmp_path: Path) -> None:
-    """SQLite does not run the busy handler for the switch to WAL: opening while another connection writes the
-    fresh file's lock must wait for it, not fail with 'database is locked'."""
+@pytest.mark.parametrize("content", [b"", b"not a database at all" * 10, "folder"])
+def test_a_file_that_is_not_a_store_is_refused_and_kept(tmp_path: Path, content) -> None:
+    """A store only ever appears complete on disk (it is built beside its path and linked into place), so a
+    0-byte file is a lost store, never silently rewritten; garbage and folders are errors naming the path."""
     path = tmp_path / "results.db"
-    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")  # a reserved lock: the opener can read, and must not upgrade past it
-    holder.execute("CREATE TABLE scratch (x)")
-    release = threading.Timer(0.5, lambda: holder.execute("ROLLBACK"))
-    release.start()
-    try:
-        start = time.monotonic()
-        store = Store(path, timeout=10)
-        assert time.monotonic() - start >= 0.4  # it waited for the lock instead of failing
+    if content == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"results\.db"):
+        Store(path)
+    if content != "folder":
+        assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.db"]
+
+
+def test_a_fresh_store_leaves_no_building_files(tmp_path: Path) -> None:
+    with Store(tmp_path / "results.db") as store:
         assert store.query() == []
-        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        release.join()
-        holder.close()
+    assert sqlite3.connect(tmp_path / "results.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_two_processes_write_concurrently(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -334,7 +335,14 @@ class Store:
 
     def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder, not a results store file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self._create(timeout)
+        elif self.path.stat().st_size == 0:  # a store only ever appears complete (_create): this one was lost
+            raise ValueError(f"{self.path} is an empty file, not a results store (a store is never empty on disk: "
+                             "was it truncated?); move it away to start a new store there")
         self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: transactions are explicit
         self._db.row_factory = sqlite3.Row
         try:
@@ -342,9 +350,37 @@ class Store:
             self._set_wal(timeout)
             self._db.execute("PRAGMA synchronous = FULL")
             self._init_schema()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise ValueError(f"{self.path} is not a readable results store (SQLite: {error})") from None
         except BaseException:
             self._db.close()
             raise
+
+    def _create(self, timeout: float) -> None:
+        """Builds a fresh store beside `path` and hard-links it into place, so the file never exists half-made
+        (a 0-byte or schema-less file at `path` is then someone else's); a concurrent creator's file wins."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}.new")
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ValueError(f"{self.path}: SQLite could not switch the file to WAL (journal mode {mode!r})")
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            db.execute(_SCHEMA)
+            db.execute(_STAGES_SCHEMA)
+            db.execute("COMMIT")
+            db.close()  # the last connection checkpoints the WAL into the file and removes it
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+        finally:
+            db.close()
+            for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                leftover.unlink(missing_ok=True)
 
     def _set_wal(self, timeout: float) -> None:
         """Switches the file to WAL (persistent; a no-op once set). The switch needs an exclusive lock and SQLite
