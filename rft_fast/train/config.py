@@ -6,12 +6,15 @@ attack APGD-10 Linf 4/255 without random start, TRADES beta 1, per-epoch validat
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import re
+import reprlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from rft_fast.train.protocols import get_protocol
 
@@ -22,6 +25,135 @@ OPTIMIZERS = ("adamw", "sgd")
 AMP = ("auto", "bf16", "none")
 NORMS = ("Linf", "L2", "L1")
 ATTACK_LOSSES = ("ce", "kl")
+MAX_EPOCHS = 10_000  # epochs of one run, explicit or the protocol's (TORA-<epochs> names any count)
+SEED_MAX = 2**32 - 1  # seeds are ints in [0, 2**32): NumPy's seed range
+# The per-epoch metrics `fit` reports (rft_fast.train.loop: the rows of metrics.jsonl, the callback's argument, what
+# Tune's ASHA ranks trials by) that say how good a trial is, each with the direction that is better. The grid spec
+# refuses an asha.metric that is not listed, or a mode against its direction.
+REPORTED_METRICS: dict[str, str] = {
+    "val_loss": "min",  # the robust validation objective (the study's selection metric)
+    "val_pgd_acc": "max",  # accuracy under the PGD validation attack
+    "val_clean_acc": "max",
+    "train_loss": "min",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting may hold: the single statement of its type and range, from which its check, its error
+    message and its help text all come (TrainConfig's FIELD_RULES, the grid spec's tables).
+
+    kind: bool (True / False only: not "false", "no", 0 or 1), int (a whole number: not a bool, not 1e3 or 5.0),
+    float (an int or a float, finite: never a bool or a string) or str (non-empty). low / high bound a number,
+    the bound itself excluded when open_low / open_high. choices: the strings allowed; pattern: a regex the whole
+    string must match, pattern_text says it in words. optional: None (YAML null) is allowed too.
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    pattern_text: str = ""
+    optional: bool = False
+
+    def expected(self, *, null: bool = True) -> str:
+        """What the value must be, in words: "an int >= 1 and <= 1024", "a number in (0, 10]", "one of [...]"
+        (and "or null" when optional, unless null=False)."""
+        if self.kind is bool:
+            text = "true or false"
+        elif self.kind is str:
+            text = f"one of {list(self.choices)}" if self.choices else self.pattern_text or "a non-empty string"
+        elif self.kind is int:
+            bounds = [f"{op} {_number_text(b)}" for op, b in ((">" if self.open_low else ">=", self.low),
+                                                              ("<" if self.open_high else "<=", self.high)) if b is not None]
+            text = " ".join(["an int", " and ".join(bounds)]) if bounds else "an int"
+        elif self.low is not None and self.high is not None:
+            text = (f"a number in {'(' if self.open_low else '['}{_number_text(self.low)}, "
+                    f"{_number_text(self.high)}{')' if self.open_high else ']'}")
+        elif self.low is not None:
+            text = f"a number {'>' if self.open_low else '>='} {_number_text(self.low)}"
+        elif self.high is not None:
+            text = f"a number {'<' if self.open_high else '<='} {_number_text(self.high)}"
+        else:
+            text = "a finite number"
+        return text + (" or null" if self.optional and null else "")
+
+    def problem(self, key: str, value: object) -> str | None:
+        """None when `value` obeys the rule, else the message: the key, what was expected, the value given."""
+        if value is None and self.optional:
+            return None
+        if not self._type_ok(value):
+            hint = ""
+            if self.kind is int and isinstance(value, float) and math.isfinite(value) and value.is_integer() \
+                    and self._value_ok(int(value)):
+                hint = f"; write {int(value)}, without a decimal point or exponent"
+            elif self.kind is bool and isinstance(value, str):
+                hint = "; write true or false without quotes"
+            return f"{key} must be {self.expected()}, got {show(value)} ({type(value).__name__}){hint}"
+        if not self._value_ok(value):
+            hint = suggest(value, self.choices) if self.choices else ""
+            return f"{key} must be {self.expected()}, got {show(value)}{hint}"
+        return None
+
+    def check(self, key: str, value: object) -> None:
+        """Raises ValueError with `problem`'s message when `value` breaks the rule."""
+        message = self.problem(key, value)
+        if message is not None:
+            raise ValueError(message)
+
+    def help(self, text: str) -> str:
+        """`text` with the range of a number appended (choices and booleans say theirs in the text)."""
+        return f"{text}; {self.expected(null=False)}" if self.kind in (int, float) else text
+
+    def _type_ok(self, value: object) -> bool:
+        if self.kind is bool or isinstance(value, bool):
+            return self.kind is bool and isinstance(value, bool)
+        if self.kind is float:
+            return isinstance(value, (int, float))
+        return isinstance(value, self.kind)
+
+    def _value_ok(self, value: Any) -> bool:
+        if self.kind is str:
+            return (bool(value) and (not self.choices or value in self.choices)
+                    and (self.pattern is None or re.fullmatch(self.pattern, value) is not None))
+        if self.kind is bool:
+            return True
+        if not math.isfinite(value):
+            return False
+        low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        return low_ok and high_ok
+
+
+def check_fields(values: object, rules: Mapping[str, Rule], prefix: str = "") -> None:
+    """Checks each rule's value (an attribute of `values`, or its item when `values` is a mapping); raises the
+    first problem, its key written prefix + name (e.g. "asha.grace_period")."""
+    for name, rule in rules.items():
+        rule.check(prefix + name, values[name] if isinstance(values, Mapping) else getattr(values, name))
+
+
+def suggest(name: object, known: Iterable[str]) -> str:
+    """"; did you mean 'x'?" naming the known name nearest to `name` (difflib), or "" when none is close."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlevel = 60, 60, 40, 3
+
+
+def show(value: object) -> str:
+    """repr(value) cut short (a long string, a huge int, a deep or aliased YAML structure stays one short line)."""
+    return _REPR.repr(value)
+
+
+def _number_text(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 @dataclass
@@ -115,30 +247,22 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raises ValueError naming the first bad field and what was expected."""
+        """Raises ValueError naming the first bad field, the value given and what was expected: every field
+        against its FIELD_RULES entry (type and range), then the rules between fields."""
+        for f in fields(self):
+            FIELD_RULES[f.name].check(f.name, getattr(self, f.name))
         get_protocol(self.protocol)
-        _choice("loss", self.loss, LOSSES)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("amp", self.amp, AMP)
-        _choice("attack_norm", self.attack_norm, NORMS)
-        _choice("attack_loss", self.attack_loss, ATTACK_LOSSES)
-        for name in ("lr_backbone", "lr_head", "attack_eps"):
-            _positive(name, getattr(self, name))
-        for name in ("wd_backbone", "wd_head", "beta"):
-            _positive(name, getattr(self, name), allow_zero=True)
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        for name in ("image_size", "batch_size", "effective_batch", "attack_steps", "val_steps"):
-            _count(name, getattr(self, name))
-        for name in ("epochs", "val_samples", "max_batches"):
-            if getattr(self, name) is not None:
-                _count(name, getattr(self, name))
+        if self.num_epochs > MAX_EPOCHS:
+            raise ValueError(f"protocol {self.protocol!r} runs {self.num_epochs} epochs; at most {MAX_EPOCHS}")
         if self.effective_batch % self.batch_size:
             raise ValueError(
                 f"effective_batch ({self.effective_batch}) must be a multiple of batch_size ({self.batch_size})"
             )
-        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
-            raise ValueError(f"workers must be an int >= 0 or None, got {self.workers!r}")
+        if self.attack_norm == "Linf" and self.attack_eps > 1:
+            raise ValueError(
+                f"attack_eps must be <= 1 under attack_norm 'Linf' (images lie in [0, 1]; the study's is 4/255), "
+                f"got {self.attack_eps!r}"
+            )
         self._validate_tora()
         self._validate_options()
         if self.pretrained_path is None and not self.random_init:
@@ -148,13 +272,6 @@ class TrainConfig:
             )
 
     def _validate_tora(self) -> None:
-        ok = isinstance(self.tora_lambda, (int, float)) and not isinstance(self.tora_lambda, bool)
-        if not ok or not 0.0 <= self.tora_lambda <= 1.0:
-            raise ValueError(f"tora_lambda must be a number in [0, 1], got {self.tora_lambda!r}")
-        _count("tora_bottleneck", self.tora_bottleneck)
-        _count("tora_fusion_dim", self.tora_fusion_dim)
-        if self.tora_phase1_epochs is not None:
-            _count("tora_phase1_epochs", self.tora_phase1_epochs)
         if self.tora and not 1 <= self.tora_phase1_epochs_resolved < self.num_epochs:
             raise ValueError(
                 f"{self.protocol} with {self.num_epochs} epochs needs 1 <= tora_phase1_epochs < epochs (phase 2 "
@@ -162,14 +279,7 @@ class TrainConfig:
             )
 
     def _validate_options(self) -> None:
-        """GRACE, consistency and the eps schedule: ranges, and the combinations that are not supported."""
-        for name in ("grace_gram_weight", "grace_rho", "consistency_weight", "eps_start"):
-            _positive(name, getattr(self, name), allow_zero=True)
-        for name, value, high_open in (("grace_beta2", self.grace_beta2, True), ("eps_warmup", self.eps_warmup, False)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or value < 0 or value > 1 or (high_open and value == 1):
-                raise ValueError(f"{name} must be a number in [0, 1{')' if high_open else ']'}, got {value!r}")
-        _choice("eps_schedule", self.eps_schedule, EPS_SCHEDULES)
+        """GRACE, consistency and the eps schedule: the combinations that are not supported."""
         if self.eps_start > self.attack_eps:
             raise ValueError(f"eps_start must lie in [0, attack_eps={self.attack_eps!r}], got {self.eps_start!r}")
         if self.eps_schedule != "constant" and self.loss == "ce":
@@ -248,19 +358,27 @@ class TrainConfig:
         return unused
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Builds a config from a dict (JSON, a grid trial); unknown keys raise a ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Builds a config from a dict (JSON, a grid trial, a checkpoint's "config"); a field the dict lacks takes
+        its default (a checkpoint written before the field existed ran with it). Unknown or missing fields raise a
+        ValueError naming them, bad values one naming the field (`validate`)."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a TrainConfig is built from a mapping of its fields, got {type(values).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+            hint = suggest(unknown[0], known) if len(unknown) == 1 else ""
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}{hint}; known: {known}")
+        missing = [name for name in _REQUIRED if name not in values]
+        if missing:
+            raise ValueError(f"missing TrainConfig field(s) {missing}")
         return cls(**values)
 
     def output_dir(self) -> Path | None:
         return Path(self.out_dir) if self.out_dir is not None else None
 
 
-FIELD_HELP: dict[str, str] = {
+_HELP: dict[str, str] = {
     "backbone": "registry name (`rft-fast models` lists them)",
     "dataset": "dataset name (`rft-fast datasets` lists them; 'digits' is built in)",
     "protocol": "FFT-50 | FFT-5 | LP-50 | TORA-<epochs> (robust adapters on a frozen ViT, e.g. TORA-50)",
@@ -279,7 +397,7 @@ FIELD_HELP: dict[str, str] = {
     "batch_size": "micro-batch per forward/backward",
     "effective_batch": "samples per optimizer step (gradient accumulation; a multiple of batch_size)",
     "epochs": "epochs (default: the protocol's)",
-    "attack_norm": "training attack norm", "attack_eps": "training attack radius (the study: 4/255)",
+    "attack_norm": "training attack norm", "attack_eps": "training attack radius (the study: 4/255; at most 1 under Linf)",
     "attack_steps": "training attack steps K (APGD)",
     "attack_loss": "ce (the study: APGD-CE for both losses) | kl (original TRADES attack)",
     "beta": "TRADES weight of the KL term",
@@ -293,19 +411,75 @@ FIELD_HELP: dict[str, str] = {
     "seed": "training seed (initialization, data order, augmentation)",
     "max_batches": "at most this many micro-batches per epoch (smoke runs)",
     "out_dir": "where checkpoint.pt, metrics.jsonl and config.json go (resumed when present)",
-    "tora_lambda": "TORA phase 2: weight of the robust loss, lambda L_ROB + (1 - lambda) L_ACC, in [0, 1]",
+    "tora_lambda": "TORA phase 2: weight of the robust loss, lambda L_ROB + (1 - lambda) L_ACC",
     "tora_bottleneck": "TORA: hidden width of each adapter (psi_A, psi_R)",
     "tora_fusion_dim": "TORA: width of the fusion gate's query/key projections",
     "tora_phase1_epochs": "TORA: epochs of phase 1, the adapters (default: half the epochs, rounded up)",
     "grace_gram_weight": "GRACE losses: weight of the Gram alignment of clean, adversarial and shifted features",
     "grace_rho": "GRACE losses: radius of the curvature-scaled sharpness-aware perturbation (0: none)",
-    "grace_beta2": "GRACE losses: EMA decay of the squared gradients (the curvature estimate), in [0, 1)",
+    "grace_beta2": "GRACE losses: EMA decay of the squared gradients (the curvature estimate)",
     "consistency_weight": "weight of the KL consistency between two shifted views (0: off; any loss)",
     "eps_schedule": "training attack radius over the steps: constant | linear | cosine (ramp eps_start -> attack_eps)",
-    "eps_start": "radius at the first step of a linear/cosine eps_schedule, in [0, attack_eps] (0: clean)",
-    "eps_warmup": "fraction of the run's optimizer steps the eps ramp lasts, in [0, 1]",
+    "eps_start": "radius at the first step of a linear/cosine eps_schedule, at most attack_eps (0: clean)",
+    "eps_warmup": "fraction of the run's optimizer steps the eps ramp lasts",
 }
 
+
+_SEED = Rule(int, 0, SEED_MAX)
+_WEIGHT = Rule(float, 0, 1000)  # loss weights: beta, grace_gram_weight, consistency_weight
+# The type and range of every field, checked by TrainConfig.validate (a field without an entry fails every
+# construction: add one with the field). Ranges are generous but keep out the absurd (a typo, 1e15).
+FIELD_RULES: dict[str, Rule] = {
+    "backbone": Rule(str),
+    "dataset": Rule(str),
+    "protocol": Rule(str),  # then get_protocol: FFT-50 | FFT-5 | LP-50 | TORA-<epochs>
+    "loss": Rule(str, choices=LOSSES),
+    "data_root": Rule(str, optional=True),
+    "split_seed": _SEED,
+    "pretrained_path": Rule(str, optional=True),
+    "random_init": Rule(bool),
+    "image_size": Rule(int, 8, 1024),  # 8: rft_fast.data.registry.MIN_IMAGE_SIZE
+    "optimizer": Rule(str, choices=OPTIMIZERS),
+    "lr_backbone": Rule(float, 0, 10, open_low=True),
+    "lr_head": Rule(float, 0, 10, open_low=True),
+    "wd_backbone": Rule(float, 0, 10),
+    "wd_head": Rule(float, 0, 10),
+    "momentum": Rule(float, 0, 1, open_high=True),
+    "cosine": Rule(bool),
+    "batch_size": Rule(int, 1, 65_536),
+    "effective_batch": Rule(int, 1, 1_048_576),
+    "epochs": Rule(int, 1, MAX_EPOCHS, optional=True),
+    "attack_norm": Rule(str, choices=NORMS),
+    "attack_eps": Rule(float, 0, 10_000, open_low=True),  # and <= 1 under Linf (validate)
+    "attack_steps": Rule(int, 1, 1000),
+    "attack_loss": Rule(str, choices=ATTACK_LOSSES),
+    "beta": _WEIGHT,
+    "memory_saving": Rule(bool),
+    "val_steps": Rule(int, 1, 1000),
+    "val_samples": Rule(int, 1, 10_000_000, optional=True),
+    "amp": Rule(str, choices=AMP),
+    "channels_last": Rule(bool, optional=True),
+    "device": Rule(str, pattern=r"cpu|cuda(:\d+)?", pattern_text="'cpu', 'cuda' or 'cuda:N'", optional=True),
+    "workers": Rule(int, 0, 256, optional=True),
+    "seed": _SEED,
+    "max_batches": Rule(int, 1, 10_000_000, optional=True),
+    "out_dir": Rule(str, optional=True),
+    "tora_lambda": Rule(float, 0, 1),
+    "tora_bottleneck": Rule(int, 1, 16_384),
+    "tora_fusion_dim": Rule(int, 1, 16_384),
+    "tora_phase1_epochs": Rule(int, 1, MAX_EPOCHS, optional=True),
+    "grace_gram_weight": _WEIGHT,
+    "grace_rho": Rule(float, 0, 10),
+    "grace_beta2": Rule(float, 0, 1, open_high=True),
+    "consistency_weight": _WEIGHT,
+    "eps_schedule": Rule(str, choices=EPS_SCHEDULES),
+    "eps_start": Rule(float, 0, 10_000),  # and <= attack_eps (validate)
+    "eps_warmup": Rule(float, 0, 1),
+}
+# Each field's help with its range (`rft-fast train --help`).
+FIELD_HELP: dict[str, str] = {name: FIELD_RULES[name].help(text) for name, text in _HELP.items()}
+
+_REQUIRED = ("backbone", "dataset")
 
 _IDENTITY = {"backbone", "dataset", "protocol", "loss"}
 _RUNTIME = {"data_root", "pretrained_path", "device", "workers", "out_dir"}
@@ -313,18 +487,3 @@ _TORA_FIELDS = ("tora_lambda", "tora_bottleneck", "tora_fusion_dim", "tora_phase
 _GRACE_FIELDS = ("grace_gram_weight", "grace_rho", "grace_beta2")
 _SCHEDULE_FIELDS = ("eps_schedule", "eps_start", "eps_warmup")
 
-
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
-def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-
-
-def _count(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
