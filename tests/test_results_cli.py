@@ -73,8 +73,8 @@ def test_wide_shows_both_modes_labelled(tmp_path: Path, capsys):
         ("b", "standard", 0.8, 0.3, None),  # no empty fast row
         ("c", "-", 0.7, None, None)]  # once, no attack mode to show
     table = run(capsys, "results", "--store", path, "--wide").splitlines()
-    assert table[0].split()[:7] == ["run_id", "dataset", "backbone", "loss", "protocol", "mode", "clean"]
-    assert [line.split()[5] for line in table[2:]] == ["standard", "fast", "standard", "-"]
+    assert table[0].split()[:8] == ["run_id", "dataset", "backbone", "loss", "protocol", "n", "mode", "clean"]
+    assert [line.split()[6] for line in table[2:]] == ["standard", "fast", "standard", "-"]
     fast = json.loads(run(capsys, "results", "--store", path, "--wide", "--mode", "fast", "--format", "json"))
     assert [(r["run_id"], r["mode"], r["Linf"]) for r in fast] == [("a", "fast", 0.5), ("b", "fast", None),
                                                                  ("c", "fast", None)]

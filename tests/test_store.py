@@ -319,15 +319,21 @@ def test_summary_is_wide_and_never_mixes_modes(store: Store) -> None:
     model = {k: v for k, v in MODEL.items()}
     standard = store.summary()
     assert standard == [
-        {**model, "mode": "standard", "clean": 0.91, "Linf": 0.51, "Linf_eps": 8 / 255, "L2": 0.61, "L2_eps": 0.5,
-         "L1": None, "L1_eps": None, "common": 0.71},
-        {**model, **other, "mode": "standard", "clean": 0.81, "Linf": None, "Linf_eps": None, "L2": None,
+        {**model, "n": 1000, "mode": "standard", "clean": 0.91, "Linf": 0.51, "Linf_eps": 8 / 255, "L2": 0.61,
+         "L2_eps": 0.5, "L1": None, "L1_eps": None, "common": 0.71},
+        {**model, **other, "n": 1000, "mode": "standard", "clean": 0.81, "Linf": None, "Linf_eps": None, "L2": None,
          "L2_eps": None, "L1": None, "L1_eps": None, "common": None},
     ]
     fast = store.summary("fast")
     assert [(r["clean"], r["Linf"], r["L2"], r["L1"], r["common"]) for r in fast] == [
         (0.91, 0.55, None, None, 0.71), (0.81, None, None, 0.44, None)]
     assert store.summary(dataset="cifar100") == standard[1:]
+
+
+def test_summary_never_puts_accuracies_of_different_n_on_one_row(store: Store) -> None:
+    store.put_many([clean(0.91, n=359), attack("Linf", accuracy=0.51, n=16), clean(0.5, run_id="r2", n=16)])
+    rows = [(r["run_id"], r["n"], r["clean"], r["Linf"]) for r in store.summary()]
+    assert rows == [(MODEL["run_id"], 359, 0.91, None), (MODEL["run_id"], 16, None, 0.51), ("r2", 16, 0.5, None)]
     with pytest.raises(ValueError, match="^mode:"):
         store.summary("-")
     with pytest.raises(ValueError, match="unknown filter"):

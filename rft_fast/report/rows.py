@@ -121,7 +121,7 @@ def rows_from_store(store: Store, mode: str = "standard") -> list[Row]:
     counts = {(_model(m, getattr), m.threat, m.eps, m.mode, m.corruption, m.severity): m.n for m in store.query()}
     best: dict[tuple[str, str, str, str], Row] = {}
     dropped = 0
-    for s in store.summary(mode):
+    for s in store.summary(mode, by_n=False):
         model = _model(s, dict.__getitem__)
         keys = {"clean": ("clean", None, "-", None, None),
                 "common": ("corruption", None, "-", STUDY_CORRUPTION, STUDY_SEVERITY),

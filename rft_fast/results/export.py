@@ -43,7 +43,7 @@ def wide_rows(store: Store, mode: str | None = None, eps: dict[str, float] | Non
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for m in modes:
         for row in store.summary(mode=m, eps=eps, **filters):
-            key = tuple(canonical_json(row[f], f) if f == "hparams" else row[f] for f in MODEL_FIELDS)
+            key = (*(canonical_json(row[f], f) if f == "hparams" else row[f] for f in MODEL_FIELDS), row["n"])
             groups.setdefault(key, []).append(row)
     out: list[dict[str, Any]] = []
     for key in sorted(groups):

@@ -499,10 +499,12 @@ class Store:
         with self._write():
             return self._db.execute(f"DELETE FROM measurements WHERE {where}", args).rowcount
 
-    def summary(self, mode: str = "standard", eps: Mapping[str, float] | None = None,
+    def summary(self, mode: str = "standard", eps: Mapping[str, float] | None = None, *, by_n: bool = True,
                 **filters: Any) -> list[dict[str, Any]]:
-        """One wide row per model: clean, Linf, L2, L1 (attack rows of `mode` only: standard and fast are never
-        mixed), common (corruption 'study' at severity 3) and the eps of each attack column; None where missing.
+        """One wide row per model and test-subset size n: clean, Linf, L2, L1 (attack rows of `mode` only:
+        standard and fast are never mixed), common (corruption 'study' at severity 3) and the eps of each attack
+        column; None where missing. Accuracies measured on different n are never put on one row, unless
+        by_n=False (the report, which carries each accuracy's own n): then one row per model, "n" None.
         smoothing-L2 rows are not among these columns and never enter it (query(threat="smoothing-L2") lists them).
 
         A model measured at several eps of one threat is ambiguous: pass `eps={'Linf': 8/255, ...}` to pick,
@@ -519,9 +521,9 @@ class Store:
         args += [STUDY_CORRUPTION, STUDY_SEVERITY, mode] + [v for t, e in (eps or {}).items() for v in (t, e)]
         rows: dict[tuple, dict[str, Any]] = {}
         for m in self._select(where, args):
-            group = tuple(_encode(f, getattr(m, f)) for f in MODEL_FIELDS)
+            group = (*(_encode(f, getattr(m, f)) for f in MODEL_FIELDS), m.n if by_n else None)
             row = rows.setdefault(group, {
-                **{f: getattr(m, f) for f in MODEL_FIELDS}, "mode": mode, "clean": None,
+                **{f: getattr(m, f) for f in MODEL_FIELDS}, "n": group[-1], "mode": mode, "clean": None,
                 **{k: None for t in ATTACKS for k in (t, f"{t}_eps")}, "common": None,
             })
             if m.threat in ATTACKS:
