@@ -1,14 +1,12 @@
-"""The report's analyses against hand-computed numbers, the CSV import, and the written report.
+"""The report's analyses against hand-computed numbers and the written report (the CSV import: test_import.py).
 
 Borda on 2 datasets x 3 rows with a tie (ranks written out below); TRADES vs Classic AT on a set with 3 TRADES
 wins, 1 Classic AT win and a tie (odds ratio 9, Fisher p worked out from the hypergeometric law); tier-1 odds
-ratios on a set with known 2x2 counts; import of a percent CSV with a missing cell; report.md and valid PNGs,
-also on partial results.
+ratios on a set with known 2x2 counts; report.md and valid PNGs, also on partial results.
 """
 from __future__ import annotations
 
 import math
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -18,7 +16,6 @@ from scipy.stats import fisher_exact
 from rft_fast import report
 from rft_fast.report import Row
 from rft_fast.results import Measurement, Store
-from rft_fast.results.importing import REQUIRED_COLUMNS, import_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RESNET, DEIT_T = "resnet50.a1_in1k", "deit_tiny_patch16_224.fb_in1k"  # convolutional medium, attention small
@@ -202,80 +199,6 @@ def test_rows_from_store_keeps_the_most_complete_duplicate(tmp_path: Path):
         with pytest.warns(UserWarning, match="1 duplicate"):
             (kept,) = report.rows_from_store(store)
     assert (kept.run_id, kept.clean, kept.Linf, kept.arch) == ("b", 0.5, 0.5, "convolutional")
-
-
-# ---------------------------------------------------------------------------------------------------- import
-CSV = """\
-backbone,dataset,loss,protocol,clean,Linf,L2,L1,common
-resnet50.a1_in1k,caltech101,trades,FFT-50,85.5,40.1,55.0,,70.2
-deit_tiny_patch16_224.fb_in1k,caltech101,classic_at,FFT-50,80,35,50,20,65
-"""
-
-
-def test_import_percent_csv(tmp_path: Path):
-    path = tmp_path / "study.csv"
-    path.write_text(CSV)
-    with Store(tmp_path / "s.sqlite") as store:
-        assert import_csv(path, store) == 9  # 4 (L1 missing) + 5
-        ms = store.query(backbone=RESNET)
-        assert sorted(m.threat for m in ms) == ["L2", "Linf", "clean", "corruption"]
-        by = {m.threat: m for m in ms}
-        assert by["clean"].accuracy == pytest.approx(0.855) and by["Linf"].accuracy == pytest.approx(0.401)
-        assert (by["Linf"].eps, by["L2"].eps, by["Linf"].mode) == (pytest.approx(4 / 255), 2.0, "standard")
-        assert (by["corruption"].corruption, by["corruption"].severity, by["corruption"].accuracy) == (
-            "study", 3, pytest.approx(0.702))
-        assert by["clean"].run_id == "import:resnet50.a1_in1k:caltech101:trades:FFT-50"
-        assert by["clean"].versions == {"source": "import", "file": "study.csv"} and by["clean"].n == 1000
-        assert import_csv(path, store) == 9  # again: the same keys replaced, nothing added
-        assert len(store.query()) == 9
-        rows = {r.loss: r for r in report.rows_from_store(store)}
-    assert (rows["trades"].L1, rows["trades"].L2, rows["classic_at"].L1) == (None, pytest.approx(0.55), pytest.approx(0.2))
-
-
-def test_import_fractions_and_optional_columns(tmp_path: Path):
-    path = tmp_path / "own.csv"
-    path.write_text("Backbone,dataset,loss,protocol,clean,Linf,L2,L1,common,Linf_eps,mode,run_id,n,source\n"
-                    "someone_elses_net,pets,trades,FFT-5,0.9,0.4,NA,-,,8/255,fast,r7,500,paper table 3\n")
-    with Store(tmp_path / "s.sqlite") as store:
-        assert import_csv(path, store, run_prefix="x") == 2
-        linf = store.query(threat="Linf")[0]
-    assert (linf.accuracy, linf.eps, linf.mode, linf.run_id, linf.n) == (0.4, pytest.approx(8 / 255), "fast", "r7", 500)
-    assert linf.versions == {"source": "paper table 3", "file": "own.csv"}
-
-
-@pytest.mark.parametrize("header, message", [
-    (",".join(c for c in REQUIRED_COLUMNS if c != "common"), "missing required column.*common"),
-    (",".join(REQUIRED_COLUMNS) + ",colour", "unknown column 'colour'"),
-    (",".join(REQUIRED_COLUMNS) + ",linf", "column 'Linf' given twice"),
-])
-def test_import_column_errors(tmp_path: Path, header: str, message: str):
-    path = tmp_path / "bad.csv"
-    path.write_text(header + "\n")
-    with Store(tmp_path / "s.sqlite") as store, pytest.raises(ValueError, match=message):
-        import_csv(path, store)
-
-
-def test_import_cell_errors_write_nothing(tmp_path: Path):
-    path = tmp_path / "bad.csv"
-    body = textwrap.dedent("""\
-        backbone,dataset,loss,protocol,clean,Linf,L2,L1,common
-        resnet50.a1_in1k,pets,trades,FFT-50,90,40,50,20,70
-        resnet50.a1_in1k,pets,trades,FFT-50,91,40,50,20,70
-    """)
-    path.write_text(body)
-    with Store(tmp_path / "s.sqlite") as store:
-        with pytest.raises(ValueError, match="line 3.*line 2"):
-            import_csv(path, store)
-        path.write_text(body.replace(",91,", ",abc,"))
-        with pytest.raises(ValueError, match="line 3, column clean"):
-            import_csv(path, store)
-        path.write_text(body.replace(",91,", ",101,"))
-        with pytest.raises(ValueError, match="line 3, column clean.*percent"):
-            import_csv(path, store)
-        path.write_text(body.replace(",91,", ",91,1,"))
-        with pytest.raises(ValueError, match="line 3: more cells than columns"):
-            import_csv(path, store)
-        assert store.query() == []
 
 
 # ---------------------------------------------------------------------------------------------------- write

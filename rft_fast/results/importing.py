@@ -1,122 +1,450 @@
 """`rft-fast results import`: a published study's per-configuration accuracies (one CSV row per configuration)
 into the results store, so the report can rank them, alone or beside our own runs.
 
-Accuracies may be fractions in [0, 1] or percentages: if any accuracy cell of the file exceeds 1, all of that
-file's accuracies are read as percent (a percent file whose every value is at most 1% would be misread). Empty
-cells (or NA / NaN / -) are skipped: partial tables import what they have.
+Scale: one per file. `scale="fraction"` reads every accuracy as a fraction in [0, 1], `scale="percent"` as a
+percentage in [0, 100]. `scale="auto"` (the default) reads the file as percent when some accuracy is in (1, 100]
+and none is in (0, 1], and as fraction when every accuracy is in [0, 1]. 0 is the same under both scales and
+never decides; 1 could be 100 % or 1 %, so it counts as a fraction. A file with values in (0, 1] beside values
+in (1, 100] (0.8 beside 85) cannot be one scale: auto refuses it, naming the line and column of the first such
+pair, and the user declares the scale. A percent file whose every value is at most 1 % is read as fractions by
+auto: declare `scale="percent"` for it. Values below 0 or above 100 are errors under any scale.
+
+Names: loss and protocol must be registered (rft_fast.train.config.LOSSES, rft_fast.train.protocols) and are
+stored in the registry's spelling, matched ignoring case, spaces, '-' and '_' ("TRADES", "Classic AT" and
+"FFT 50" give trades, classic_at and FFT-50; "classic" is classic_at, as in the report); a protocol variant
+label "TORA-10[tora_lambda=0.9]" keeps its bracket. An unknown loss or protocol is an error listing the known
+ones. Dataset and backbone are matched the same way against their registries (rft_fast.data, rft_fast.models:
+backbone aliases resolve to the registered name, as the grid stores them) and kept as given (stripped) when
+the registry does not know them: a published table may name datasets and backbones we do not ship.
+
+Provenance: every imported row's run_id starts with "import:" (our own run ids are TrainConfig.run_id()'s 12
+hex digits), so an imported row can never take the key of one of ours: the default run_id is
+"<prefix>:<backbone>:<dataset>:<loss>:<protocol>" (normalised names), a run_id cell is kept when it starts with
+"import:" and gets "<prefix>:" in front otherwise; a prefix is itself put under "import:" ("x" -> "import:x").
+versions record "source" (the source column, else "import"), "file" (the file's name) and "scale".
+
+Cells: empty accuracy cells (or NA / NaN / n/a / - / none / null) are skipped, so partial tables import what
+they have; n and the *_eps columns take their default only when empty. Rows of empty cells are skipped.
+
+Errors: every malformed file is a ValueError naming the line (and column): a row with fewer or more cells than
+the header, a cell that is not a finite number (1e400, inf, nan where a number is needed), a negative or
+out-of-range value, an n that is not a whole number >= 1, an empty or unknown name, a measurement given twice,
+a row longer than MAX_ROW_BYTES, text that is not UTF-8, NUL bytes (binary data), an empty or header-only file.
+Nothing is written then.
+
+Memory: the file is read twice, a row at a time: pass 1 validates every row and decides the scale, keeping
+only the first fraction-like and the first percent-like cell and a 16-byte digest per measurement key (for
+duplicates); pass 2 parses again and streams the measurements into Store.put_many, one transaction (all or
+nothing; a file changed between the passes is refused and rolled back). Memory grows with the number of
+measurements by that digest only, not with the file's bytes.
 """
 from __future__ import annotations
 
 import csv
-from fractions import Fraction
+import difflib
+import hashlib
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-from rft_fast.results.store import STUDY_CORRUPTION, STUDY_SEVERITY, Measurement, Store
+from rft_fast.results.store import MODES, STUDY_CORRUPTION, STUDY_SEVERITY, Measurement, Store
 
 REQUIRED_COLUMNS = ("backbone", "dataset", "loss", "protocol", "clean", "Linf", "L2", "L1", "common")
 OPTIONAL_COLUMNS = ("run_id", "Linf_eps", "L2_eps", "L1_eps", "n", "mode", "source")
 ACCURACY_COLUMNS = ("clean", "Linf", "L2", "L1", "common")
+NAME_COLUMNS = ("backbone", "dataset", "loss", "protocol")
 STUDY_EPS = {"Linf": 4 / 255, "L2": 2.0, "L1": 75.0}  # REFERENCE.md: the study's evaluation threat models
 STUDY_N = 1000  # the study's stratified test subset
 MISSING = {"", "na", "nan", "n/a", "-", "none", "null"}
+SCALES = ("auto", "fraction", "percent")
+NAMESPACE = "import"  # every imported run_id starts with "import:"
+MAX_ROW_BYTES = 64 * 1024  # one CSV row (all its lines, if a quoted cell spans several): a sane field size limit
+LOSS_ALIASES = {"classic": "classic_at"}  # the report's loss_kind reads "classic" as Classic AT too
+_BOM = b"\xef\xbb\xbf"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FRACTION = re.compile(r"([+-]?\d{1,30})\s*/\s*(\d{1,30})")  # 4/255
+_COUNT = re.compile(r"\+?\d{1,18}")
+_VARIANT = re.compile(r"(.*?)\s*(\[[^\[\]]*\])")  # the grid's protocol label "TORA-10[tora_lambda=0.9]"
 
 
+def _fold(name: str) -> str:
+    """The spelling-insensitive form of a name: lower case, no spaces, '-' or '_'."""
+    return re.sub(r"[\s_\-]+", "", name.lower())
+
+
+def _folded_index(names) -> dict[str, str]:
+    """folded -> registered name; folds that two names share are left out (never guessed)."""
+    index: dict[str, str | None] = {}
+    for name in names:
+        key = _fold(name)
+        index[key] = name if index.get(key, name) == name else None
+    return {k: v for k, v in index.items() if v is not None}
+
+
+def _hint(value: str, known) -> str:
+    close = difflib.get_close_matches(value.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+    return f"; did you mean {next(k for k in known if k.lower() == close[0])!r}?" if close else ""
+
+
+class _Names:
+    """Name normalisation through the registries, cached per distinct name (bounded: a file has few names).
+    The registries are imported here, not at module import: `import rft_fast.results` stays light."""
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self) -> None:
+        from rft_fast.data.registry import DATASETS
+        from rft_fast.models.registry import REGISTRY
+        from rft_fast.train.config import LOSSES
+        from rft_fast.train.protocols import PROTOCOLS, get_protocol
+
+        self._losses = tuple(LOSSES)
+        self._loss_index = {**_folded_index(LOSSES), **LOSS_ALIASES}
+        self._datasets = _folded_index(DATASETS)
+        self._protocols = _folded_index(PROTOCOLS)
+        self._protocol_names = tuple(PROTOCOLS)
+        self._get_protocol = get_protocol
+        # models.registry.get's rule (name or alias, exact then case-insensitive) without its difflib hint,
+        # which would cost milliseconds for each of a table's unknown backbones
+        every = {n: spec.name for spec in REGISTRY.values() for n in (spec.name, *spec.aliases)}
+        self._backbones = {**{n.lower(): s for n, s in every.items()}, **every}
+        self._cache: dict[tuple[str, str], str | ValueError] = {}
+
+    def __call__(self, column: str, value: str) -> str:
+        """`value` of a name column in our spelling; ValueError (without line) for an unknown loss / protocol."""
+        key = (column, value)
+        if key not in self._cache:
+            if len(self._cache) >= self._CACHE_LIMIT:
+                self._cache.clear()
+            try:
+                self._cache[key] = getattr(self, f"_{column}")(value)
+            except ValueError as e:
+                self._cache[key] = e
+        found = self._cache[key]
+        if isinstance(found, ValueError):
+            raise found
+        return found
+
+    def _loss(self, value: str) -> str:
+        found = self._loss_index.get(_fold(value))
+        if found is None:
+            raise ValueError(f"unknown loss {value!r}{_hint(value, self._losses)}; known: {', '.join(self._losses)} "
+                             "(case, spaces, '-' and '_' ignored)")
+        return found
+
+    def _protocol(self, value: str) -> str:
+        match = _VARIANT.fullmatch(value)
+        base, variant = (match.group(1), match.group(2)) if match else (value, "")
+        name = self._protocols.get(_fold(base))
+        if name is None:
+            tora = re.fullmatch(r"tora(\d+)", _fold(base))
+            try:
+                name = self._get_protocol(f"TORA-{tora.group(1)}" if tora else base).name
+            except ValueError:
+                raise ValueError(f"unknown protocol {value!r}{_hint(base, self._protocol_names)}; known: "
+                                 f"{', '.join(self._protocol_names)} or TORA-<epochs> (epochs >= 2), optionally "
+                                 "with a variant label [...]") from None
+        return name + variant
+
+    def _dataset(self, value: str) -> str:
+        return self._datasets.get(_fold(value), value)
+
+    def _backbone(self, value: str) -> str:
+        return self._backbones.get(value) or self._backbones.get(value.lower(), value)
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+class _Lines:
+    """The file's lines for csv.reader, decoded here so that every problem names its line: at most MAX_ROW_BYTES
+    per row (`row_done` starts the next row's budget; a longer line is never read whole), strict UTF-8, no NUL.
+    Keeps a digest of the bytes, so the second pass can tell whether the file changed."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.line = 0
+        self._used = 0
+        self.digest = hashlib.blake2b(digest_size=16)
+
+    def row_done(self) -> None:
+        self._used = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        raw = self._f.readline(MAX_ROW_BYTES + 1)
+        if not raw:
+            raise StopIteration
+        self.line += 1
+        self.digest.update(raw)
+        if self.line == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        self._used += len(raw)
+        if self._used > MAX_ROW_BYTES:
+            raise ValueError(f"line {self.line}: a row longer than {MAX_ROW_BYTES // 1024} KiB (the limit of one "
+                             "row): not a table of accuracies")
+        if b"\x00" in raw:
+            raise ValueError(f"line {self.line}: a NUL byte: binary data, not a CSV text file")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"line {self.line}: not UTF-8 text (byte {raw[e.start]:#04x} at byte {e.start + 1} of "
+                             "the line); save the file as UTF-8 CSV") from None
+
+
+def _header(fieldnames: list[str]) -> list[str]:
+    """The documented column of each of the file's columns (matched case-insensitively); ValueError names any
+    unknown, repeated or missing column."""
+    known = {c.lower(): c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+    columns: list[str] = []
+    for name in fieldnames:
+        column = known.get(name.strip().lower())
+        if column is None:
+            sep = next((s for s in (";", "\t", "|") if s in name), None)
+            if sep is not None and len(fieldnames) == 1:
+                raise ValueError(f"line 1: the header has one column {name!r}: columns must be separated by commas, "
+                                 f"this file looks separated by {sep!r}")
+            raise ValueError(f"line 1: unknown column {name!r}; columns: {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+        if column in columns:
+            raise ValueError(f"line 1: column {column!r} given twice")
+        columns.append(column)
+    absent = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if absent:
+        raise ValueError(f"line 1: missing required column(s): {', '.join(absent)}")
+    return columns
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file (the import reads the file twice, so a pipe will not do)")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
+def _rows(path: Path, digest: list[bytes]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line where the row starts, {column: cell}) for each non-blank row; appends the file's digest to `digest`
+    at the end. ValueError for an empty or header-only file and for a row with too few or too many cells."""
+    with _open(path) as f:
+        lines = _Lines(f)
+        reader = csv.reader(lines)
+        columns: list[str] | None = None
+        count = 0
+        while True:
+            start = lines.line + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise ValueError(f"line {lines.line}: not valid CSV ({e})") from None
+            finally:
+                lines.row_done()
+            if not any(c.strip() for c in cells):
+                continue  # a blank row (or one of empty cells)
+            if columns is None:
+                columns = _header(cells)
+                continue
+            if len(cells) != len(columns):
+                what = "fewer" if len(cells) < len(columns) else "more"
+                raise ValueError(f"line {start}: {len(cells)} cells, {what} than the header's {len(columns)} columns "
+                                 "(every row needs one cell per column; leave a cell empty rather than out)")
+            count += 1
+            yield start, dict(zip(columns, cells))
+        digest.append(lines.digest.digest())
+    if columns is None:
+        raise ValueError(f"{path.name}: empty file: expected a header row ({', '.join(REQUIRED_COLUMNS)}) and rows")
+    if count == 0:
+        raise ValueError(f"{path.name}: no rows after the header: nothing to import")
+
+
+# ---------------------------------------------------------------------------------------------------- cells
 def _missing(cell: str | None) -> bool:
     return cell is None or cell.strip().lower() in MISSING
 
 
 def _number(cell: str, column: str, line: int) -> float:
-    """A float from a decimal or a fraction such as 4/255."""
+    """A finite float from a decimal or a fraction of whole numbers such as 4/255."""
+    text = cell.strip()
+    match = _FRACTION.fullmatch(text)
     try:
-        return float(Fraction(cell.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"line {line}, column {column}: not a number: {cell!r}") from None
+        if match:
+            value = int(match.group(1)) / int(match.group(2))
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        value = None
+    if value is None or not math.isfinite(value):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ValueError(f"line {line}, column {column}: not a finite number: {shown!r}")
+    return value
 
 
 def _count(cell: str, line: int) -> int:
-    """The n column: a whole number of images."""
-    try:
-        return int(cell.strip())
-    except ValueError:
-        raise ValueError(f"line {line}, column n: not a whole number: {cell!r}") from None
+    """The n column: a whole number of images, >= 1."""
+    text = cell.strip()
+    if not _COUNT.fullmatch(text) or int(text) < 1:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ValueError(f"line {line}, column n: must be a whole number of images >= 1, got {shown!r}")
+    return int(text)
 
 
-def _header(fieldnames: list[str] | None) -> dict[str, str]:
-    """The file's column names mapped to the documented ones (matched case-insensitively); ValueError names any
-    unknown or missing column."""
-    known = {c.lower(): c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
-    names = {}
-    for name in fieldnames or []:
-        column = known.get(name.strip().lower())
-        if column is None:
-            raise ValueError(f"unknown column {name!r}; columns: {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
-        if column in names.values():
-            raise ValueError(f"column {column!r} given twice")
-        names[name] = column
-    absent = [c for c in REQUIRED_COLUMNS if c not in names.values()]
-    if absent:
-        raise ValueError(f"missing required column(s): {', '.join(absent)}")
-    return names
+@dataclass
+class _Row:
+    line: int
+    model: dict[str, str]  # run_id, dataset, backbone, loss, protocol
+    n: int
+    mode: str
+    source: str
+    eps: dict[str, float]  # per attack column
+    values: dict[str, float]  # accuracy column -> the cell's number, as written (scale not applied)
 
-
-def read_csv(path: str | Path, *, run_prefix: str = "import") -> list[Measurement]:
-    """The measurements of `path` (validated, nothing written). run_id defaults to
-    f"{run_prefix}:{backbone}:{dataset}:{loss}:{protocol}"; versions record the source ("import" unless the
-    source column says otherwise) and the file name."""
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        names = _header(reader.fieldnames)
-        records = []
-        for raw in reader:
-            if None in raw:  # DictReader's key for cells beyond the header
-                raise ValueError(f"line {reader.line_num}: more cells than columns")
-            records.append((reader.line_num, {names[k]: v for k, v in raw.items()}))
-    values = {(line, c): _number(r[c], c, line)
-              for line, r in records for c in ACCURACY_COLUMNS if not _missing(r.get(c))}
-    scale = 100.0 if any(v > 1 for v in values.values()) else 1.0
-    out: list[Measurement] = []
-    keys: dict[tuple[str, ...], int] = {}  # measurement key -> first line: a file must not give one twice
-    for line, r in records:
-        model = {}
-        for column in ("backbone", "dataset", "loss", "protocol"):
-            if _missing(r.get(column)):
-                raise ValueError(f"line {line}: empty {column}")
-            model[column] = r[column].strip()
-        run_id = r["run_id"].strip() if not _missing(r.get("run_id")) else ":".join((run_prefix, *model.values()))
-        common = {**model, "run_id": run_id, "hparams": {}, "seconds": 0.0,
-                  "n": STUDY_N if _missing(r.get("n")) else _count(r["n"], line),
-                  "versions": {"source": "import" if _missing(r.get("source")) else r["source"].strip(),
-                               "file": path.name}}
-        mode = "standard" if _missing(r.get("mode")) else r["mode"].strip()
-        for column in ACCURACY_COLUMNS:
-            if (line, column) not in values:
-                continue
-            accuracy = values[(line, column)] / scale
-            if not 0.0 <= accuracy <= 1.0:
-                raise ValueError(f"line {line}, column {column}: accuracy {values[(line, column)]} outside "
-                                 f"{'0-100 (percent file)' if scale > 1 else '[0, 1]'}")
+    def threats(self) -> Iterator[tuple[str, dict]]:
+        """(accuracy column, the Measurement's threat fields) for each accuracy the row has."""
+        for column in self.values:
             if column == "clean":
-                threat = {"threat": "clean", "eps": None, "corruption": None, "severity": None, "mode": "-"}
+                yield column, {"threat": "clean", "eps": None, "corruption": None, "severity": None, "mode": "-"}
             elif column == "common":
-                threat = {"threat": "corruption", "eps": None, "corruption": STUDY_CORRUPTION,
-                          "severity": STUDY_SEVERITY, "mode": "-"}
+                yield column, {"threat": "corruption", "eps": None, "corruption": STUDY_CORRUPTION,
+                               "severity": STUDY_SEVERITY, "mode": "-"}
             else:
-                eps_cell = r.get(f"{column}_eps")
-                eps = STUDY_EPS[column] if _missing(eps_cell) else _number(eps_cell, f"{column}_eps", line)
-                threat = {"threat": column, "eps": eps, "corruption": None, "severity": None, "mode": mode}
-            try:
-                m = Measurement(**common, **threat, accuracy=accuracy)
-            except ValueError as e:
-                raise ValueError(f"line {line}: {e}") from None
-            first = keys.setdefault(tuple(str(v) for v in m.key().values()), line)
+                yield column, {"threat": column, "eps": self.eps[column], "corruption": None, "severity": None,
+                               "mode": self.mode}
+
+
+def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
+    """One row checked and normalised (everything but the scale)."""
+    model = {}
+    for column in NAME_COLUMNS:
+        cell = r[column].strip()
+        if not cell:
+            raise ValueError(f"line {line}, column {column}: empty")
+        if _CONTROL.search(cell):
+            raise ValueError(f"line {line}, column {column}: a control character (line break, tab) in the name")
+        try:
+            model[column] = names(column, cell)
+        except ValueError as e:
+            raise ValueError(f"line {line}, column {column}: {e}") from None
+    given = r.get("run_id", "").strip()
+    if _CONTROL.search(given):
+        raise ValueError(f"line {line}, column run_id: a control character (line break, tab) in the run id")
+    if not given:
+        run_id = ":".join((prefix, model["backbone"], model["dataset"], model["loss"], model["protocol"]))
+    else:
+        run_id = given if given.startswith(NAMESPACE + ":") else f"{prefix}:{given}"
+    mode = r.get("mode", "").strip().lower() or "standard"
+    if mode not in MODES:
+        raise ValueError(f"line {line}, column mode: must be one of {', '.join(MODES)}, got {r['mode'].strip()!r}")
+    n = STUDY_N if not r.get("n", "").strip() else _count(r["n"], line)
+    eps = {}
+    for column, default in STUDY_EPS.items():
+        cell = r.get(f"{column}_eps", "")
+        eps[column] = default if not cell.strip() else _number(cell, f"{column}_eps", line)
+        if eps[column] <= 0:
+            raise ValueError(f"line {line}, column {column}_eps: must be > 0, got {cell.strip()!r}")
+    values = {}
+    for column in ACCURACY_COLUMNS:
+        if not _missing(r[column]):
+            value = _number(r[column], column, line)
+            if not 0.0 <= value <= 100.0:
+                raise ValueError(f"line {line}, column {column}: accuracy {r[column].strip()} outside [0, 1] "
+                                 "(fraction) and [0, 100] (percent)")
+            values[column] = value + 0.0  # -0.0 -> 0.0
+    source = r.get("source", "").strip() or NAMESPACE
+    return _Row(line, {"run_id": run_id, **model}, n, mode, source, eps, values)
+
+
+def _prefix(run_prefix: str) -> str:
+    """The run-id prefix under the "import:" namespace: "import" stays, "x" becomes "import:x"."""
+    if not isinstance(run_prefix, str) or not run_prefix.strip() or _CONTROL.search(run_prefix):
+        raise ValueError(f"run_prefix: must be a non-empty name without control characters, got {run_prefix!r}")
+    p = run_prefix.strip().rstrip(":")
+    return p if p == NAMESPACE or p.startswith(NAMESPACE + ":") else f"{NAMESPACE}:{p}"
+
+
+def _key_digest(row: _Row, threat: dict) -> bytes:
+    """16 bytes standing for a measurement key (hparams are {} for every imported row)."""
+    parts = (*row.model.values(), threat["threat"], repr(threat["eps"]), threat["mode"])
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
+
+
+@dataclass
+class _Scan:
+    """What pass 1 keeps: the scale decided, the file's digest."""
+
+    divisor: float
+    scale: str
+    digest: bytes
+
+
+def _scan(path: Path, scale: str, names: _Names, prefix: str) -> _Scan:
+    """Pass 1: every row validated, duplicates found, the scale decided (see the module docstring)."""
+    first_fraction = first_percent = None  # (line, column, cell value): the evidence for each scale
+    keys: dict[bytes, int] = {}  # measurement key digest -> line that gave it
+    digest: list[bytes] = []
+    for line, r in _rows(path, digest):
+        row = _parse(line, r, names, prefix)
+        for column, value in row.values.items():
+            if value > 1.0:
+                if scale == "fraction":
+                    raise ValueError(f"line {line}, column {column}: accuracy {value:g} > 1 in a file declared "
+                                     "fraction (scale='fraction'); percent files take scale='percent'")
+                first_percent = first_percent or (line, column, value)
+            elif value > 0.0:
+                first_fraction = first_fraction or (line, column, value)
+            if scale == "auto" and first_percent and first_fraction:
+                (fl, fc, fv), (pl, pc, pv) = first_fraction, first_percent
+                raise ValueError(
+                    f"line {fl}, column {fc} ({fv:g}) and line {pl}, column {pc} ({pv:g}) cannot be one scale: "
+                    f"{fv:g} reads as a fraction, {pv:g} as percent. Declare the file's scale: scale='percent' "
+                    f"(CLI --scale percent) if {fv:g} means {fv:g} %, or fix the cell")
+        for _, threat in row.threats():
+            first = keys.setdefault(_key_digest(row, threat), line)
             if first != line:
-                raise ValueError(f"line {line}: the same configuration and threat as line {first}")
-            out.append(m)
-    return out
+                raise ValueError(f"line {line}: the same configuration and threat ({threat['threat']}) as line {first}")
+    percent = scale == "percent" or (scale == "auto" and first_percent is not None)
+    return _Scan(100.0 if percent else 1.0, "percent" if percent else "fraction", digest[0])
 
 
-def import_csv(path: str | Path, store: Store, *, run_prefix: str = "import") -> int:
-    """Reads `path` (see read_csv) and writes its measurements in one transaction (all or nothing); returns how many.
-    Importing the same file again replaces the same rows (the store upserts on the measurement key)."""
-    return store.put_many(read_csv(path, run_prefix=run_prefix))
+def _measurements(path: Path, scan: _Scan, names: _Names, prefix: str) -> Iterator[Measurement]:
+    """Pass 2: the rows again, as measurements; ValueError if the file is not the one pass 1 read."""
+    timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    digest: list[bytes] = []
+    for line, r in _rows(path, digest):
+        row = _parse(line, r, names, prefix)
+        versions = {"source": row.source, "file": path.name, "scale": scan.scale}
+        for column, threat in row.threats():
+            try:
+                yield Measurement(**row.model, hparams={}, **threat, accuracy=row.values[column] / scan.divisor,
+                                  n=row.n, seconds=0.0, versions=versions, timestamp=timestamp)
+            except ValueError as e:
+                raise ValueError(f"line {line}, column {column}: {e}") from None
+    if digest[0] != scan.digest:
+        raise ValueError(f"{path.name} changed while it was imported; nothing written, import it again")
+
+
+def _prepare(path: str | Path, scale: str, run_prefix: str) -> tuple[Path, _Scan, _Names, str]:
+    if scale not in SCALES:
+        raise ValueError(f"scale: must be one of {', '.join(SCALES)}, got {scale!r}")
+    path, prefix, names = Path(path), _prefix(run_prefix), _Names()
+    return path, _scan(path, scale, names, prefix), names, prefix
+
+
+def read_csv(path: str | Path, *, run_prefix: str = NAMESPACE, scale: str = "auto") -> list[Measurement]:
+    """The measurements of `path`, validated, nothing written (a list: for inspection; import_csv streams)."""
+    path, scan, names, prefix = _prepare(path, scale, run_prefix)
+    return list(_measurements(path, scan, names, prefix))
+
+
+def import_csv(path: str | Path, store: Store, *, run_prefix: str = NAMESPACE, scale: str = "auto") -> int:
+    """Validates `path` (pass 1), then streams its measurements into `store` in one transaction (all or nothing);
+    returns how many. `scale`: "auto" | "fraction" | "percent" (module docstring). Importing the same file again
+    replaces the same rows (the store upserts on the measurement key)."""
+    path, scan, names, prefix = _prepare(path, scale, run_prefix)
+    return store.put_many(_measurements(path, scan, names, prefix))
