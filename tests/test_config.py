@@ -36,7 +36,7 @@ def test_defaults_obey_the_rules():
 
 @pytest.mark.parametrize("field, value, message", [
     # booleans: only true / false
-    ("cosine", "false", "cosine must be true or false, got 'false' (str); write true or false without quotes"),
+    ("cosine", "false", "cosine must be true or false, got 'false' (str); a boolean is true or false (unquoted in YAML)"),
     ("memory_saving", "no", "memory_saving must be true or false, got 'no' (str)"),
     ("channels_last", "off", "channels_last must be true or false or null, got 'off' (str)"),
     ("random_init", 1, "random_init must be true or false, got 1 (int)"),

@@ -53,6 +53,9 @@ def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: float
     epochs; FFT-5 (rungs 1, 2, 4): E = 1.5 + 5/8 = 2.13. Asynchronous promotion lets early trials through more
     often, and the trials running when the budget ends are cut, so real runs differ somewhat.
     """
+    if not (epochs >= 1 and grace_period >= 1 and reduction_factor > 1 and (max_t is None or max_t >= 1)):
+        raise ValueError(f"asha_expected_epochs needs epochs, grace_period, max_t >= 1 and reduction_factor > 1, got "
+                         f"{epochs}, {grace_period}, {max_t}, {reduction_factor}")
     stop = min(max_t or epochs, epochs)
     eta = reduction_factor
     rungs = []
@@ -149,7 +152,8 @@ def estimate(
             "key": config.key, "source": source, "seconds_per_image": sec, "epoch_seconds": epoch_s,
             "asha_expected_epochs": epochs, "expected_trial_seconds": trial_s,
             "full_trial_seconds": train.num_epochs * epoch_s,
-            "trials_within_budget": parallel * budget_s / trial_s, "hours": config_s / 3600,
+            "trials_within_budget": parallel * budget_s / trial_s if trial_s > 0 else math.inf,
+            "hours": config_s / 3600,
         })
     hours = sum(c["hours"] for c in per_config)
     return {
@@ -206,6 +210,19 @@ def _params(arch: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def format_hours(hours: float, unit: str = "h") -> str:
+    """Hours for people, never a 300-digit number: "3,360.0 h", whole hours from 100,000 ("1,234,567 h"), three
+    significant digits from a billion ("1.26e+12 h"); from a year (8,766 h) on, the years too ("(~1.4 years)")."""
+    if not math.isfinite(hours):
+        return f"{hours} {unit}"
+    text = f"{hours:,.1f}" if hours < 1e5 else f"{hours:,.0f}" if hours < 1e9 else f"{hours:.3g}"
+    years = hours / 8766  # 365.25 days
+    if years >= 1:
+        text += f" {unit} (~{years:,.1f} years)" if years < 1e5 else f" {unit} (~{years:.3g} years)"
+        return text
+    return f"{text} {unit}"
+
+
 def format_plan(summary: dict[str, Any]) -> str:
     """The dry run as text: the plan's counts, the budget-bound hours and, when present, the step-time
     estimate with the bench device(s) it rests on (per configuration only in the JSON form)."""
@@ -217,14 +234,14 @@ def format_plan(summary: dict[str, Any]) -> str:
     ]
     lines += [f"  search over {', '.join(dims) or 'nothing'} for {protocol}" for protocol, dims in summary["search"].items()]
     lines.append(
-        f"budget: {summary['budget_minutes_per_config']:g} min per configuration -> at most "
-        f"{summary['budget_bound_hours']:,.1f} h ({summary['budget_bound_gpu_hours']:,.1f} GPU-hours)"
+        f"budget: {summary['budget_minutes_per_config']:,g} min per configuration -> at most "
+        f"{format_hours(summary['budget_bound_hours'])} ({format_hours(summary['budget_bound_gpu_hours'], 'GPU-hours')})"
     )
     est = summary.get("estimate")
     if est is not None:
         lines.append(
-            f"estimate from measured step times ({'; '.join(est['bench_devices'])}): {est['estimated_hours']:,.1f} h "
-            f"({est['estimated_gpu_hours']:,.1f} GPU-hours); {est['measured_configs']} configurations measured, "
+            f"estimate from measured step times ({'; '.join(est['bench_devices'])}): {format_hours(est['estimated_hours'])} "
+            f"({format_hours(est['estimated_gpu_hours'], 'GPU-hours')}); {est['measured_configs']} configurations measured, "
             f"{est['extrapolated_configs']} extrapolated by parameter count"
         )
         bound = sum(c["hours"] >= summary["budget_minutes_per_config"] / 60 - 1e-9 for c in est["configs"])

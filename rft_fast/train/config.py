@@ -91,7 +91,7 @@ class Rule:
                     and self._value_ok(int(value)):
                 hint = f"; write {int(value)}, without a decimal point or exponent"
             elif self.kind is bool and isinstance(value, str):
-                hint = "; write true or false without quotes"
+                hint = "; a boolean is true or false (unquoted in YAML)"
             return f"{key} must be {self.expected()}, got {show(value)} ({type(value).__name__}){hint}"
         if not self._value_ok(value):
             hint = suggest(value, self.choices) if self.choices else ""
@@ -139,17 +139,20 @@ def suggest(name: object, known: Iterable[str]) -> str:
     """"; did you mean 'x'?" naming the known name nearest to `name` (difflib), or "" when none is close."""
     if not isinstance(name, str):
         return ""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    close = close or [k for k in known if len(name) >= 3 and k.startswith(name)][:1]  # "grace" -> "grace_period"
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
 _REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlevel = 60, 60, 40, 3
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 60, 60, 40, 2, 5, 4
 
 
 def show(value: object) -> str:
     """repr(value) cut short (a long string, a huge int, a deep or aliased YAML structure stays one short line)."""
-    return _REPR.repr(value)
+    text = _REPR.repr(value)
+    return text if len(text) <= 100 else text[:96] + " ..."
 
 
 def _number_text(x: float) -> str:
