@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from rft_fast.attacks import NonFiniteError
 from rft_fast.modes import eval_mode
 
 NORMS = ("Linf", "L2", "L1")
@@ -114,10 +115,21 @@ def auto_batch_size(model: nn.Module, x: Tensor, start: int = 1024) -> int:
     return 1
 
 
-def predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    """Predicted classes (N,), batched, without grad, the model in eval mode (modes restored after)."""
+def predict(model: nn.Module, x: Tensor, batch_size: int, what: str = "images") -> Tensor:
+    """Predicted classes (N,), batched, without grad, the model in eval mode (modes restored after).
+    NonFiniteError when any logit is NaN or Inf (the argmax of such logits is no prediction): `what` names
+    the inputs in the message. One host sync for the check, after the last batch."""
+    bad = torch.zeros((), dtype=torch.int64, device=x.device)
+    classes = []
     with torch.no_grad(), eval_mode(model):
-        return torch.cat([model(xb).argmax(1) for xb in x.split(batch_size)])
+        for xb in x.split(batch_size):
+            logits = model(xb)
+            bad += (~torch.isfinite(logits).all(1)).sum()
+            classes.append(logits.argmax(1))
+    if int(bad):
+        raise NonFiniteError(f"the model's logits are not finite (NaN or Inf) on {int(bad)} of {x.shape[0]} {what}: "
+                             "no accuracy is stored")
+    return torch.cat(classes)
 
 
 def _distance(x_adv: Tensor, x: Tensor, norm: str) -> Tensor:
@@ -232,6 +244,7 @@ def autoattack(
     adversary.attacks_to_run = list(plan.attacks)
     adversary.apgd_targeted.n_target_classes = plan.apgd_targets
     adversary.fab.n_target_classes = plan.fab_targets
+    clean_ok = predict(model, x, batch_size, "clean images") == y  # before the attack: a NaN model costs nothing
     chunks = []
     with tqdm(total=n, desc=f"AutoAttack {norm} ({mode})", unit="img", disable=not progress, leave=False) as bar, \
             _captured(bar) as log, eval_mode(model):
@@ -242,8 +255,7 @@ def autoattack(
             if on_batch is not None:
                 on_batch(min(start + batch_size, n), n)
     x_adv, projected = enforce_constraints(torch.cat(chunks), x, norm, float(eps))
-    clean_ok = predict(model, x, batch_size) == y
-    robust_ok = predict(model, x_adv, batch_size) == y
+    robust_ok = predict(model, x_adv, batch_size, "adversarial points") == y
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     seconds = time.perf_counter() - t0

@@ -76,6 +76,12 @@ class EvalSettings:
     smoothing_alpha: float = 0.001
     smoothing_batch_size: int = 1000
 
+    def identity(self) -> dict[str, int]:
+        """What, besides a row's key (threat, eps, mode, corruption, severity), decides what a row measured:
+        the requested subset size and its seed, and the attacks' / corruptions' / noise seed. Stored in every
+        row's versions["eval"]; a row whose identity differs was measured under other settings."""
+        return {"n": self.n, "subset_seed": self.subset_seed, "seed": self.seed}
+
     def __post_init__(self) -> None:
         unknown = [t for t in self.threats if t not in ALL_THREATS]
         if unknown or not self.threats:
@@ -157,7 +163,7 @@ def evaluate(
     subset = data.stratified_subset(test_set, settings.n, seed=settings.subset_seed)
     x, y = _tensors(subset, device)
     batch = settings.batch_size or 128
-    stamp = versions()
+    stamp = {**versions(), "eval": settings.identity()}
     results: list[Measurement] = []
 
     def record(threat: str, accuracy: float, n: int, seconds: float, extra: dict[str, Any] | None = None,
@@ -175,7 +181,8 @@ def evaluate(
 
     def clean() -> None:
         t0 = time.perf_counter()
-        record("clean", (predict(model, x, batch) == y).float().mean().item(), len(y), time.perf_counter() - t0)
+        record("clean", (predict(model, x, batch, "clean images") == y).float().mean().item(), len(y),
+               time.perf_counter() - t0)
 
     def attack(norm: str) -> None:
         r = autoattack(model, x, y, norm=norm, eps=settings.eps.get(norm, STUDY_EPS[norm]), mode=settings.mode,
@@ -198,7 +205,7 @@ def evaluate(
             for cs in sets:
                 t0 = time.perf_counter()
                 xc, yc = data.to_device(cs.images, cs.labels, device)
-                correct = (predict(model, xc, batch) == yc).cpu()
+                correct = (predict(model, xc, batch, f"{cs.setting} corrupted images") == yc).cpu()
                 seconds = time.perf_counter() - t0 + build_seconds
                 label = "study" if cs.setting == "study" else cs.setting
                 if cs.setting == "study":  # the per-type rows first: the aggregate row marks the threat done

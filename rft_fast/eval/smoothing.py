@@ -29,6 +29,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from rft_fast.attacks import NonFiniteError
 from rft_fast.modes import eval_mode
 
 
@@ -66,17 +67,21 @@ def noisy_counts(model: nn.Module, x: Tensor, sigma: float, num: int, batch_size
     n_img = x.shape[0]
     total = n_img * num
     counts: Tensor | None = None
+    bad = torch.zeros((), dtype=torch.bool, device=x.device)
     with torch.no_grad(), eval_mode(model):
         for start in range(0, total, batch_size):
             image = torch.arange(start, min(start + batch_size, total), device=x.device) // num
             clean = x[image].float()
             noisy = clean + sigma * torch.randn(clean.shape, generator=gen, device=x.device)
             logits = model(noisy.to(x.dtype))
+            bad |= ~torch.isfinite(logits).all()
             classes = logits.shape[1]
             if counts is None:
                 counts = torch.zeros(n_img * classes, dtype=torch.int64, device=x.device)
             counts += torch.bincount(image * classes + logits.argmax(1), minlength=n_img * classes)
     assert counts is not None  # total >= 1
+    if bool(bad):
+        raise NonFiniteError("the model's logits are not finite (NaN or Inf) on noisy copies: no certificate is stored")
     return counts.view(n_img, -1)
 
 
