@@ -423,11 +423,17 @@ def _grid(args: argparse.Namespace) -> int:
             summary = plan(spec, bench or None, gpus=args.gpus)
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
-        print(json.dumps(summary, indent=2, default=str) if args.json else format_plan(summary))
+        states = _grid_states(spec)
+        if args.json:
+            summary["status"] = {key: {"state": state, "why": why} for key, (state, why) in states.items()}
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            print(format_plan(summary))
+            _show_states(spec, states)
         if not bench:
             print(f"(no train-*.json in {args.bench_results}: run `rft-fast bench train` for a step-time estimate)")
         return 0
-    from rft_fast.grid.runner import TRIAL_STATES, TUNE_DIR, run_grid
+    from rft_fast.grid.runner import TRIAL_STATES, TUNE_DIR, disk_use, run_grid
 
     start = _time.perf_counter()
     best: dict[str, float] = {}
@@ -471,7 +477,32 @@ def _grid(args: argparse.Namespace) -> int:
     if failed:
         summary += ": " + "; ".join(f"{o.key}: {o.message}" for o in failed)
     print(summary, flush=True)
+    print(f"disk: {spec.out_dir} holds {disk_use(spec.out_dir) / 2**20:.0f} MiB "
+          f"(Tune logs and checkpoints {disk_use(Path(spec.out_dir) / TUNE_DIR) / 2**20:.0f} MiB)", flush=True)
     return 1 if failed else 0
+
+
+def _grid_states(spec) -> dict[str, tuple[str, str]]:
+    """config key -> (state, why) against the spec's store (all "new" when there is no store yet)."""
+    from rft_fast.grid import expand
+    from rft_fast.grid.runner import config_status
+    from rft_fast.results import Store
+
+    configs = expand(spec)
+    if not Path(spec.store).is_file():
+        return {c.key: ("new", "no results store yet") for c in configs}
+    with Store(spec.store) as store:
+        return {c.key: config_status(spec, store, c) for c in configs}
+
+
+def _show_states(spec, states: dict[str, tuple[str, str]]) -> None:
+    from rft_fast.grid.runner import CONFIG_STATES
+
+    counts = [f"{sum(s == state for s, _ in states.values())} {state}" for state in CONFIG_STATES]
+    print(f"status against {spec.store}: " + ", ".join(c for c in counts if not c.startswith("0 ")))
+    for key, (state, why) in states.items():
+        if state != "done":
+            print(f"  {key}: {state}: {why}")
 
 
 def _report(args: argparse.Namespace) -> int:

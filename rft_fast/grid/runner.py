@@ -195,14 +195,18 @@ def _tune(spec: GridSpec, config: Config, storage: Path, store: Store, outcome: 
     return detail
 
 
-def missing_threats(store: Store, run: RunInfo, settings: EvalSettings, n: int) -> list[str]:
-    """The threats of `settings` whose rows for `run` (n images, the settings' eps and mode) are not all in
-    the store: what an interrupted evaluation still has to measure."""
+def missing_threats(store: Store, run: RunInfo, settings: EvalSettings, n: int | None = None) -> list[str]:
+    """The threats of `settings` whose rows for `run` are not all in the store, measured exactly as settings
+    would measure them (same eps, mode, severity and EvalSettings.identity(): requested n, subset seed, seed;
+    and, when given, `n` images): what an evaluation still has to measure. A row of other settings is stale."""
     model = {"run_id": run.run_id, "dataset": run.dataset, "backbone": run.backbone, "loss": run.loss,
              "protocol": run.protocol, "hparams": run.hparams}
-    rows = [m for m in store.query(**model) if m.n == n or m.threat == "corruption"]
+    identity = settings.identity()
+    rows = [m for m in store.query(**model) if m.versions.get("eval") == identity
+            and (n is None or m.n == n or m.threat == "corruption")]
     have = {(m.threat, m.eps, m.mode) for m in rows if m.threat != "corruption"}
-    have |= {("corruption", m.corruption, m.severity) for m in rows if m.threat == "corruption" and m.n == n}
+    have |= {("corruption", m.corruption, m.severity) for m in rows
+             if m.threat == "corruption" and (n is None or m.n == n)}
     want: dict[str, set] = {}
     for threat in settings.threats:
         if threat == "clean":
@@ -234,6 +238,48 @@ def _still_valid(spec: GridSpec, config: Config, detail: dict[str, Any]) -> bool
     return same and Path(detail["checkpoint"]).is_file()
 
 
+def _run_info(spec: GridSpec, config: Config, detail: dict[str, Any]) -> tuple[TrainConfig, RunInfo]:
+    """The chosen trial's TrainConfig and the RunInfo its rows are stored under."""
+    train_config = TrainConfig(**trial_fields(spec, config), **detail["hparams"])
+    return train_config, RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss,
+                                 config.protocol_label, train_config.hparams())
+
+
+CONFIG_STATES = ("done", "partial", "stale", "failed", "new")
+
+
+def config_status(spec: GridSpec, store: Store, config: Config) -> tuple[str, str]:
+    """(state, why) of one configuration against the store, without running anything (the dry run):
+    "done" (every threat measured as the spec measures it: a rerun skips it), "partial" (tuned, threats left),
+    "stale" (what is stored was measured under another spec: re-tuned or re-evaluated, never skipped),
+    "failed" (its tuning failed: retried), "new"."""
+    tuned = store.stage(config.key, TUNE_STAGE)
+    if tuned is None:
+        return "new", "not tuned yet"
+    if tuned.status != "done":
+        return "failed", f"tuning failed: {tuned.reason} (retried)"
+    if not _still_valid(spec, config, tuned.detail):
+        if Path(str(tuned.detail.get("checkpoint", ""))).is_file():
+            return "stale", "the spec now trains another configuration (other run id): re-tuned"
+        return "stale", "the tuned checkpoint is gone: re-tuned"
+    _, run = _run_info(spec, config, tuned.detail)
+    settings = _eval_settings(spec, spec.eval.threats)
+    todo = missing_threats(store, run, settings)
+    if not todo:
+        return "done", ""
+    stored = {_stage_of(m.threat) for m in store.query(run_id=run.run_id, hparams=run.hparams)}
+    stale = [t for t in todo if t in stored]
+    if stale:
+        return "stale", (f"{', '.join(stale)} stored under other eval settings (eps, mode, severity, n or seeds): "
+                         f"re-evaluates {', '.join(todo)}")
+    return "partial", f"to evaluate: {', '.join(todo)}"
+
+
+def _stage_of(threat: str) -> str:
+    """The evaluation stage (a threat of EvalSettings) a row of `threat` belongs to."""
+    return "corruptions" if threat == "corruption" else threat
+
+
 def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, progress: bool) -> ConfigOutcome:
     t0 = time.perf_counter()
     outcome = ConfigOutcome(config.key, "done")
@@ -255,16 +301,13 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
     outcome.best_metric, outcome.best_hparams = detail["metric"], detail["hparams"]
     failures: dict[str, str] = {}
     try:
-        train_config = TrainConfig(**trial_fields(spec, config), **detail["hparams"])
-        run = RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss, config.protocol_label,
-                      train_config.hparams())
-        splits = data.build(train_config.dataset, train_config.data_root, image_size=train_config.image_size)
+        train_config, run = _run_info(spec, config, detail)
         settings = _eval_settings(spec, spec.eval.threats)
-        n = len(data.stratified_subset(splits.test, settings.n, seed=settings.subset_seed))
-        todo = missing_threats(store, run, settings, n)
+        todo = missing_threats(store, run, settings)
         if not todo and not fresh:
             outcome.status = "skipped"
         if todo:
+            splits = data.build(train_config.dataset, train_config.data_root, image_size=train_config.image_size)
             model, _ = load_trained(detail["checkpoint"], "cuda" if torch.cuda.is_available() else "cpu")
 
             def failed(threat: str, error: Exception) -> None:
@@ -272,7 +315,7 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
                 store.set_stage(config.key, threat, "failed", failures[threat], {"traceback": _traceback(error)})
 
             def measured(m: Any) -> None:
-                stage = "corruptions" if m.threat == "corruption" else m.threat
+                stage = _stage_of(m.threat)
                 if stage in failures:
                     return
                 previous = store.stage(config.key, stage)
@@ -294,6 +337,18 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
         outcome.status, outcome.failures = "failed", failures
         outcome.message = "; ".join(f"{stage}: {text}" for stage, text in failures.items())
     return outcome
+
+
+def disk_use(folder: str | Path) -> int:
+    """Bytes of the files under `folder` (0 when it does not exist), links not followed."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed while walking (a trial's checkpoint rotation)
+                pass
+    return total
 
 
 def _quiet_ray(local: bool) -> None:
