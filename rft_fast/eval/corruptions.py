@@ -21,20 +21,20 @@ import inspect
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from rft_fast.data.splits import labels_of
+from rft_fast.files import atomic_write, clean_orphans
 
 STUDY: tuple[str, ...] = (
     "shot_noise", "impulse_noise", "defocus_blur", "motion_blur", "zoom_blur", "snow", "brightness", "contrast",
@@ -54,6 +54,7 @@ MIN_SIZE = 32  # imagecorruptions refuses smaller images
 CACHE_FORMAT = 1
 PACKAGE = "imagecorruptions-imaug"
 CHUNK = 32  # images per task at most: keeps the progress bar moving and the workers evenly loaded
+ORPHAN_AGE_S = 3600.0  # a cache write older than this (seconds) was killed: writing one set takes seconds
 
 
 @dataclass
@@ -157,27 +158,13 @@ def cache_path(
     return Path(cache_dir).expanduser() / f"{setting}-severity{severity}-{digest}.pt"
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write `path` through a temporary file in its folder, then os.replace: readers see the old file or the
-    complete new one, never a partial one, and a crash leaves no stray temporary file behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _save(path: Path, meta: dict[str, Any], result: CorruptedSet) -> None:
     """The set as one .pt file (metadata inside, checked on load) plus a readable .json sidecar."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "images": result.images, "labels": result.labels, "corruptions": result.corruptions}
-    _atomic_write(path, lambda f: torch.save(payload, f))
-    _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+    atomic_write(path, lambda f: torch.save(payload, f), hidden=True)
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()),
+                 hidden=True)
 
 
 def _load(
@@ -295,6 +282,9 @@ def build(
         results.append(None if path is None else _load(path, meta, labels, per_image, shape))
         if results[-1] is None:
             todo.append((len(results) - 1, label, sev, per_image, path, meta))
+    if todo and cache_dir is not None and Path(cache_dir).expanduser().is_dir():
+        # other processes may be writing sets here: only a write no build takes this long is an orphan
+        clean_orphans(Path(cache_dir).expanduser(), min_age_s=ORPHAN_AGE_S)
     if todo:
         from tqdm.auto import tqdm
 

@@ -12,10 +12,8 @@ Any failure raises CheckpointError naming the file and what is wrong.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-TMP_SUFFIX = ".tmp"  # save() writes NAME.<random>.tmp beside NAME, then renames it over NAME
+from rft_fast import files
+from rft_fast.files import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -65,28 +64,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
-    """Writes to a temporary file in the same folder, fsyncs, then renames over `path`: a crash leaves either
-    the old or the new checkpoint, never a torn one (and at worst a temporary file that clean_orphans removes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes `payload` atomically (rft_fast.files.atomic_write): a crash leaves either the old or the new
+    checkpoint, never a torn one, and at worst a temporary file that clean_orphans removes on the next start."""
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def clean_orphans(folder: Path, name: str) -> int:
     """Removes the temporary files a killed `save(folder / name)` left behind; returns how many."""
-    removed = 0
-    for tmp in folder.glob(f"{name}.*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    return files.clean_orphans(folder, name=name)
 
 
 def verify(path: Path) -> None:
