@@ -37,6 +37,8 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from rft_fast.files import TMP_SUFFIX, clean_orphans
+
 SMOOTHING = "smoothing-L2"
 THREATS = ("clean", "Linf", "L2", "L1", "corruption", SMOOTHING)
 ATTACKS = ("Linf", "L2", "L1")
@@ -360,7 +362,8 @@ class Store:
     def _create(self, timeout: float) -> None:
         """Builds a fresh store beside `path` and hard-links it into place, so the file never exists half-made
         (a 0-byte or schema-less file at `path` is then someone else's); a concurrent creator's file wins."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}.new")
+        clean_orphans(self.path.parent, name=self.path.name, min_age_s=60.0)  # creations killed earlier
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{time.monotonic_ns()}{TMP_SUFFIX}")
         db = sqlite3.connect(tmp, isolation_level=None)
         try:
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
