@@ -29,7 +29,7 @@ they have; n and the *_eps columns take their default only when empty. Rows of e
 Errors: every malformed file is a ValueError naming the line (and column): a row with fewer or more cells than
 the header, a cell that is not a finite number (1e400, inf, nan where a number is needed), a negative or
 out-of-range value, an n that is not a whole number >= 1, an empty or unknown name, a measurement given twice,
-a row longer than MAX_ROW_BYTES, text that is not UTF-8, NUL bytes (binary data), an empty or header-only file.
+a row longer than MAX_ROW_CHARS, text that is not UTF-8, NUL bytes (binary data), an empty or header-only file.
 Nothing is written then.
 
 Memory: the file is read twice, a row at a time: pass 1 validates every row and decides the scale, keeping
@@ -61,9 +61,9 @@ STUDY_N = 1000  # the study's stratified test subset
 MISSING = {"", "na", "nan", "n/a", "-", "none", "null"}
 SCALES = ("auto", "fraction", "percent")
 NAMESPACE = "import"  # every imported run_id starts with "import:"
-MAX_ROW_BYTES = 64 * 1024  # one CSV row (all its lines, if a quoted cell spans several): a sane field size limit
+MAX_ROW_CHARS = 64 * 1024  # one CSV row (all its lines, if a quoted cell spans several): the field size limit
 LOSS_ALIASES = {"classic": "classic_at"}  # the report's loss_kind reads "classic" as Classic AT too
-_BOM = b"\xef\xbb\xbf"
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FRACTION = re.compile(r"([+-]?\d{1,30})\s*/\s*(\d{1,30})")  # 4/255
 _COUNT = re.compile(r"\+?\d{1,18}")
@@ -131,8 +131,8 @@ class _Names:
     def _loss(self, value: str) -> str:
         found = self._loss_index.get(_fold(value))
         if found is None:
-            raise ValueError(f"unknown loss {value!r}{_hint(value, self._losses)}; known: {', '.join(self._losses)} "
-                             "(case, spaces, '-' and '_' ignored)")
+            raise ValueError(f"unknown loss {value!r}; known: {', '.join(self._losses)} (case, spaces, '-' and '_' "
+                             f"ignored){_hint(value, self._losses)}")
         return found
 
     def _protocol(self, value: str) -> str:
@@ -144,9 +144,9 @@ class _Names:
             try:
                 name = self._get_protocol(f"TORA-{tora.group(1)}" if tora else base).name
             except ValueError:
-                raise ValueError(f"unknown protocol {value!r}{_hint(base, self._protocol_names)}; known: "
-                                 f"{', '.join(self._protocol_names)} or TORA-<epochs> (epochs >= 2), optionally "
-                                 "with a variant label [...]") from None
+                raise ValueError(f"unknown protocol {value!r}; known: {', '.join(self._protocol_names)} or "
+                                 "TORA-<epochs> (epochs >= 2), optionally with a variant label [...]"
+                                 f"{_hint(base, self._protocol_names)}") from None
         return name + variant
 
     def _dataset(self, value: str) -> str:
@@ -158,9 +158,11 @@ class _Names:
 
 # ---------------------------------------------------------------------------------------------------- reading
 class _Lines:
-    """The file's lines for csv.reader, decoded here so that every problem names its line: at most MAX_ROW_BYTES
-    per row (`row_done` starts the next row's budget; a longer line is never read whole), strict UTF-8, no NUL.
-    Keeps a digest of the bytes, so the second pass can tell whether the file changed."""
+    """The file's lines for csv.reader, checked here so that every problem names its line: at most MAX_ROW_CHARS
+    per row (`row_done` starts the next row's budget; a longer line is never read whole), UTF-8 (the file is
+    decoded with surrogateescape, so a bad byte is found in its line rather than somewhere in a read-ahead
+    chunk), no NUL. Lines end in \n, \r\n or \r. Keeps a digest of the text, so the second pass can tell
+    whether the file changed."""
 
     def __init__(self, f) -> None:
         self._f = f
@@ -175,24 +177,22 @@ class _Lines:
         return self
 
     def __next__(self) -> str:
-        raw = self._f.readline(MAX_ROW_BYTES + 1)
-        if not raw:
+        text = self._f.readline(MAX_ROW_CHARS + 1)
+        if not text:
             raise StopIteration
         self.line += 1
-        self.digest.update(raw)
-        if self.line == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
-        self._used += len(raw)
-        if self._used > MAX_ROW_BYTES:
-            raise ValueError(f"line {self.line}: a row longer than {MAX_ROW_BYTES // 1024} KiB (the limit of one "
-                             "row): not a table of accuracies")
-        if b"\x00" in raw:
+        self.digest.update(text.encode("utf-8", "surrogateescape"))
+        self._used += len(text)
+        if self._used > MAX_ROW_CHARS:
+            raise ValueError(f"line {self.line}: a row of more than {MAX_ROW_CHARS} characters (the limit of "
+                             "one row): not a table of accuracies")
+        if "\x00" in text:
             raise ValueError(f"line {self.line}: a NUL byte: binary data, not a CSV text file")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"line {self.line}: not UTF-8 text (byte {raw[e.start]:#04x} at byte {e.start + 1} of "
-                             "the line); save the file as UTF-8 CSV") from None
+        bad = _UNDECODED.search(text)
+        if bad:
+            raise ValueError(f"line {self.line}: not UTF-8 text (byte {ord(bad.group()) - 0xDC00:#04x} at character "
+                             f"{bad.start() + 1} of the line); save the file as UTF-8 CSV")
+        return text
 
 
 def _header(fieldnames: list[str]) -> list[str]:
@@ -223,7 +223,7 @@ def _open(path: Path):
     if not path.is_file():
         raise ValueError(f"{path}: not a regular file (the import reads the file twice, so a pipe will not do)")
     try:
-        return open(path, "rb")
+        return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # newline="": as csv wants
     except OSError as e:
         raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
 
@@ -233,7 +233,7 @@ def _rows(path: Path, digest: list[bytes]) -> Iterator[tuple[int, dict[str, str]
     at the end. ValueError for an empty or header-only file and for a row with too few or too many cells."""
     with _open(path) as f:
         lines = _Lines(f)
-        reader = csv.reader(lines)
+        reader = csv.reader(lines, strict=True)  # strict: a stray quote is an error, not a silently merged cell
         columns: list[str] | None = None
         count = 0
         while True:
