@@ -75,6 +75,8 @@ def test_import_fractions_and_optional_columns(tmp_path: Path):
     (HEADER + ",colour", "line 1: unknown column 'colour'"),
     (HEADER + ",linf", "line 1: column 'Linf' given twice"),
     (HEADER.replace(",", ";"), "separated by commas.*';'"),
+    (HEADER + ",", "line 1: unknown column '' \\(an empty header cell: a trailing comma\\?\\)"),
+    ("\n\n" + HEADER + ",x" * 100, "line 3: unknown column 'x'"),  # blank lines before the header counted
 ])
 def test_import_column_errors(tmp_path: Path, header: str, message: str):
     path = write(tmp_path, f"{RESNET},pets,trades,FFT-50,90,40,50,20,70", header=header)

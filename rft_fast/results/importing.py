@@ -131,7 +131,7 @@ class _Names:
     def _loss(self, value: str) -> str:
         found = self._loss_index.get(_fold(value))
         if found is None:
-            raise ValueError(f"unknown loss {value!r}; known: {', '.join(self._losses)} (case, spaces, '-' and '_' "
+            raise ValueError(f"unknown loss {_shown(value)}; known: {', '.join(self._losses)} (case, spaces, '-' and '_' "
                              f"ignored){_hint(value, self._losses)}")
         return found
 
@@ -144,7 +144,7 @@ class _Names:
             try:
                 name = self._get_protocol(f"TORA-{tora.group(1)}" if tora else base).name
             except ValueError:
-                raise ValueError(f"unknown protocol {value!r}; known: {', '.join(self._protocol_names)} or "
+                raise ValueError(f"unknown protocol {_shown(value)}; known: {', '.join(self._protocol_names)} or "
                                  "TORA-<epochs> (epochs >= 2), optionally with a variant label [...]"
                                  f"{_hint(base, self._protocol_names)}") from None
         return name + variant
@@ -195,7 +195,12 @@ class _Lines:
         return text
 
 
-def _header(fieldnames: list[str]) -> list[str]:
+def _shown(text: str) -> str:
+    """A cell for an error message: quoted, at most 40 characters of it."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _header(fieldnames: list[str], line: int) -> list[str]:
     """The documented column of each of the file's columns (matched case-insensitively); ValueError names any
     unknown, repeated or missing column."""
     known = {c.lower(): c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
@@ -205,15 +210,17 @@ def _header(fieldnames: list[str]) -> list[str]:
         if column is None:
             sep = next((s for s in (";", "\t", "|") if s in name), None)
             if sep is not None and len(fieldnames) == 1:
-                raise ValueError(f"line 1: the header has one column {name!r}: columns must be separated by commas, "
-                                 f"this file looks separated by {sep!r}")
-            raise ValueError(f"line 1: unknown column {name!r}; columns: {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+                raise ValueError(f"line {line}: the header has one column {_shown(name)}: columns must be separated "
+                                 f"by commas, this file looks separated by {sep!r}")
+            empty = " (an empty header cell: a trailing comma?)" if not name.strip() else ""
+            raise ValueError(f"line {line}: unknown column {_shown(name)}{empty}; columns: "
+                             f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
         if column in columns:
-            raise ValueError(f"line 1: column {column!r} given twice")
+            raise ValueError(f"line {line}: column {column!r} given twice")
         columns.append(column)
     absent = [c for c in REQUIRED_COLUMNS if c not in columns]
     if absent:
-        raise ValueError(f"line 1: missing required column(s): {', '.join(absent)}")
+        raise ValueError(f"line {line}: missing required column(s): {', '.join(absent)}")
     return columns
 
 
@@ -249,7 +256,7 @@ def _rows(path: Path, digest: list[bytes]) -> Iterator[tuple[int, dict[str, str]
             if not any(c.strip() for c in cells):
                 continue  # a blank row (or one of empty cells)
             if columns is None:
-                columns = _header(cells)
+                columns = _header(cells, start)
                 continue
             if len(cells) != len(columns):
                 what = "fewer" if len(cells) < len(columns) else "more"
@@ -281,8 +288,7 @@ def _number(cell: str, column: str, line: int) -> float:
     except (ValueError, ZeroDivisionError, OverflowError):
         value = None
     if value is None or not math.isfinite(value):
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise ValueError(f"line {line}, column {column}: not a finite number: {shown!r}")
+        raise ValueError(f"line {line}, column {column}: not a finite number: {_shown(text)}")
     return value
 
 
@@ -290,8 +296,7 @@ def _count(cell: str, line: int) -> int:
     """The n column: a whole number of images, >= 1."""
     text = cell.strip()
     if not _COUNT.fullmatch(text) or int(text) < 1:
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise ValueError(f"line {line}, column n: must be a whole number of images >= 1, got {shown!r}")
+        raise ValueError(f"line {line}, column n: must be a whole number of images >= 1, got {_shown(text)}")
     return int(text)
 
 
@@ -340,20 +345,20 @@ def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
         run_id = given if given.startswith(NAMESPACE + ":") else f"{prefix}:{given}"
     mode = r.get("mode", "").strip().lower() or "standard"
     if mode not in MODES:
-        raise ValueError(f"line {line}, column mode: must be one of {', '.join(MODES)}, got {r['mode'].strip()!r}")
+        raise ValueError(f"line {line}, column mode: must be one of {', '.join(MODES)}, got {_shown(r['mode'].strip())}")
     n = STUDY_N if not r.get("n", "").strip() else _count(r["n"], line)
     eps = {}
     for column, default in STUDY_EPS.items():
         cell = r.get(f"{column}_eps", "")
         eps[column] = default if not cell.strip() else _number(cell, f"{column}_eps", line)
         if eps[column] <= 0:
-            raise ValueError(f"line {line}, column {column}_eps: must be > 0, got {cell.strip()!r}")
+            raise ValueError(f"line {line}, column {column}_eps: must be > 0, got {_shown(cell.strip())}")
     values = {}
     for column in ACCURACY_COLUMNS:
         if not _missing(r[column]):
             value = _number(r[column], column, line)
             if not 0.0 <= value <= 100.0:
-                raise ValueError(f"line {line}, column {column}: accuracy {r[column].strip()} outside [0, 1] "
+                raise ValueError(f"line {line}, column {column}: accuracy {r[column].strip()[:40]} outside [0, 1] "
                                  "(fraction) and [0, 100] (percent)")
             values[column] = value + 0.0  # -0.0 -> 0.0
     source = r.get("source", "").strip() or NAMESPACE
@@ -393,7 +398,7 @@ def _scan(path: Path, scale: str, names: _Names, prefix: str) -> _Scan:
         for column, value in row.values.items():
             if value > 1.0:
                 if scale == "fraction":
-                    raise ValueError(f"line {line}, column {column}: accuracy {value:g} > 1 in a file declared "
+                    raise ValueError(f"line {line}, column {column}: accuracy {value:.10g} > 1 in a file declared "
                                      "fraction (scale='fraction'); percent files take scale='percent'")
                 first_percent = first_percent or (line, column, value)
             elif value > 0.0:
@@ -401,9 +406,9 @@ def _scan(path: Path, scale: str, names: _Names, prefix: str) -> _Scan:
             if scale == "auto" and first_percent and first_fraction:
                 (fl, fc, fv), (pl, pc, pv) = first_fraction, first_percent
                 raise ValueError(
-                    f"line {fl}, column {fc} ({fv:g}) and line {pl}, column {pc} ({pv:g}) cannot be one scale: "
-                    f"{fv:g} reads as a fraction, {pv:g} as percent. Declare the file's scale: scale='percent' "
-                    f"(CLI --scale percent) if {fv:g} means {fv:g} %, or fix the cell")
+                    f"line {fl}, column {fc} ({fv:.10g}) and line {pl}, column {pc} ({pv:.10g}) cannot be one scale: "
+                    f"{fv:.10g} reads as a fraction, {pv:.10g} as percent. Declare the file's scale: scale='percent' "
+                    f"(CLI --scale percent) if {fv:.10g} means {fv:.10g} %, or fix the cell")
         for _, threat in row.threats():
             first = keys.setdefault(_key_digest(row, threat), line)
             if first != line:
