@@ -27,6 +27,7 @@ NORMS = ("Linf", "L2", "L1")
 ATTACK_LOSSES = ("ce", "kl")
 MAX_EPOCHS = 10_000  # epochs of one run, explicit or the protocol's (TORA-<epochs> names any count)
 SEED_MAX = 2**32 - 1  # seeds are ints in [0, 2**32): NumPy's seed range
+MAX_STR = 4096  # characters of a string setting (PATH_MAX)
 # The per-epoch metrics `fit` reports (rft_fast.train.loop: the rows of metrics.jsonl, the callback's argument, what
 # Tune's ASHA ranks trials by) that say how good a trial is, each with the direction that is better. The grid spec
 # refuses an asha.metric that is not listed, or a mode against its direction.
@@ -46,7 +47,8 @@ class Rule:
     kind: bool (True / False only: not "false", "no", 0 or 1), int (a whole number: not a bool, not 1e3 or 5.0),
     float (an int or a float, finite: never a bool or a string) or str (non-empty). low / high bound a number,
     the bound itself excluded when open_low / open_high. choices: the strings allowed; pattern: a regex the whole
-    string must match, pattern_text says it in words. optional: None (YAML null) is allowed too.
+    string must match, pattern_text says it in words; a string is at most MAX_STR characters (a path's limit).
+    optional: None (YAML null) is allowed too.
     """
 
     kind: type
@@ -93,6 +95,8 @@ class Rule:
             elif self.kind is bool and isinstance(value, str):
                 hint = "; a boolean is true or false (unquoted in YAML)"
             return f"{key} must be {self.expected()}, got {show(value)} ({type(value).__name__}){hint}"
+        if self.kind is str and len(value) > MAX_STR:
+            return f"{key} must be at most {MAX_STR} characters, got {len(value):,}: {show(value)}"
         if not self._value_ok(value):
             hint = suggest(value, self.choices) if self.choices else ""
             return f"{key} must be {self.expected()}, got {show(value)}{hint}"
@@ -121,8 +125,8 @@ class Rule:
                     and (self.pattern is None or re.fullmatch(self.pattern, value) is not None))
         if self.kind is bool:
             return True
-        if not math.isfinite(value):
-            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # (an int is finite; math.isfinite would overflow on a 400-digit one)
         low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low)
         high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high)
         return low_ok and high_ok
