@@ -65,7 +65,9 @@ class APGD:
     W) (or (N, ...)) float tensor in [0, 1], NCHW or channels_last; y: (N,) integer labels in [0, C). eps, if
     given, overrides the attack's radius for this call. Returns a detached tensor like x (shape, dtype,
     memory format) inside the ball ∩ [0, 1]. Gradients are taken with respect to the input only
-    (torch.autograd.grad): parameters' .grad and requires_grad are left untouched.
+    (torch.autograd.grad): parameters' .grad and requires_grad are left untouched. Raises
+    rft_fast.attacks.NonFiniteError (a ValueError) when a loss or input gradient of some sample was NaN / Inf
+    at any step (checked on the device, read once at the end): no points are returned then.
 
     Example:
         >>> attack = APGD(norm="Linf", eps=4 / 255, steps=10, loss="ce", random_start=False)
@@ -111,6 +113,7 @@ class APGD:
                 out = self._misclassified(obj, x32, y, eps_t, gen)
             else:
                 out = self._highest_loss(obj, x32, eps_t, gen)
+        obj.finite.raise_if_bad("APGD", self.norm, self.loss)
         return common.finish(out, x, eps, self.norm)
 
     # ------------------------------------------------------------ restarts

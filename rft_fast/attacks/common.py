@@ -1,6 +1,9 @@
-"""What every attack shares: argument checks, per-sample losses, the model forward/backward, random starts.
+"""What every attack shares: argument checks, per-sample losses, the model forward/backward, random starts, and
+the check that no bad number got in.
 
-Attacks validate their arguments once at entry (here) and then call the ops with `check=False`.
+Attacks validate their arguments once at entry (here) and then call the ops with `check=False`. Every step's
+loss and input gradient are checked for NaN / Inf on the device (a flag per sample, no host sync); the attack
+reads the flags once at its end and raises NonFiniteError rather than return points computed from them.
 The model forward/backward runs under optional autocast (`amp_dtype`); everything else (losses, steps,
 projections, best-point bookkeeping) is float32. Randomness comes from a `torch.Generator` on the input's
 device seeded with the attack's seed at each call, never from the global RNG.
@@ -19,6 +22,62 @@ NORMS = ops.NORMS
 LOSSES = ("ce", "dlr", "kl")
 AMP_DTYPES = (None, torch.bfloat16, torch.float16)
 Scalar = float | Tensor
+
+
+# ---------------------------------------------------------------- bad numbers
+
+
+class NonFiniteError(ValueError):
+    """A model produced NaN / Inf where an attack or an evaluation needs numbers (its logits, the loss computed
+    from them, the gradient with respect to the input): no adversarial points / no measurement come from it.
+    `samples`: how many samples were affected, when known."""
+
+    def __init__(self, message: str, *, samples: int | None = None) -> None:
+        super().__init__(message)
+        self.samples = samples
+
+
+class FiniteCheck:
+    """Per-sample device flags: was a loss / an input gradient ever NaN or Inf during the attack.
+
+    `add` costs a few small device ops per step and never synchronizes; `raise_if_bad` reads the flags once.
+    A gradient row is checked through its largest |entry| (one fused reduction, NaN-propagating).
+    """
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.loss = torch.zeros(n, dtype=torch.bool, device=device)
+        self.grad = torch.zeros(n, dtype=torch.bool, device=device)
+
+    def add(self, loss: Tensor, grad: Tensor | None, rows: Tensor | None = None) -> None:
+        """loss (n,) and grad (n, ...) of the samples `rows` (None: all)."""
+        self._flag(self.loss, ~torch.isfinite(loss), rows)
+        if grad is not None:
+            peak = torch.linalg.vector_norm(grad, ord=float("inf"), dim=tuple(range(1, grad.dim())))
+            self._flag(self.grad, ~torch.isfinite(peak), rows)
+
+    def add_logits(self, logits: Tensor, rows: Tensor | None = None) -> None:
+        """Logits (n, C) of the samples `rows`: a row with a NaN / Inf logit has no usable loss."""
+        self._flag(self.loss, ~torch.isfinite(logits).all(1), rows)
+
+    @staticmethod
+    def _flag(store: Tensor, bad: Tensor, rows: Tensor | None) -> None:
+        if rows is None:
+            store |= bad
+        else:
+            store[rows] = store[rows] | bad
+
+    def raise_if_bad(self, attack: str, norm: str, loss: str) -> None:
+        """NonFiniteError naming the attack, the norm and what was not finite, for how many samples."""
+        counts = torch.stack([self.loss.sum(), self.grad.sum(), (self.loss | self.grad).sum()]).tolist()  # one sync
+        n_loss, n_grad, n_any = counts
+        if not n_any:
+            return
+        n = self.loss.shape[0]
+        what = [f"the loss computed from the model's logits on {n_loss} of {n} samples"] if n_loss else []
+        what += [f"the gradient with respect to the input on {n_grad} of {n} samples"] if n_grad else []
+        raise NonFiniteError(
+            f"{attack} ({norm}, loss {loss!r}): NaN or Inf in {' and in '.join(what)}; no adversarial points are "
+            "returned", samples=n_any)
 
 
 # ---------------------------------------------------------------- argument checks (construction time)
@@ -143,6 +202,8 @@ class Objective:
 
     The model runs as it is (the attack puts it in eval mode); parameters are never touched: the gradient is
     `torch.autograd.grad(loss, x_adv)`, so no `.grad` is accumulated and no `requires_grad` is changed.
+    Every loss, input gradient and clean logit row goes through `finite` (FiniteCheck, indexed by `rows`, the
+    samples this objective covers: None for all, set by subset).
     """
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, loss: str, amp_dtype: torch.dtype | None,
@@ -151,10 +212,10 @@ class Objective:
         self.backend = backend
         self.device = x.device
         self.checked = False
+        self.finite, self.rows = FiniteCheck(x.shape[0], x.device), None
         self.logits_clean = None
         if loss == "kl":
-            with torch.no_grad():
-                self.logits_clean = self.check(self.logits(x)).float()
+            self.logits_clean = self.clean_logits(x)
 
     def logits(self, x_adv: Tensor) -> Tensor:
         inp = x_adv if x_adv.dtype == self.input_dtype else x_adv.to(self.input_dtype)
@@ -182,24 +243,30 @@ class Objective:
             with torch.no_grad():
                 logits = self.check(self.logits(x_adv)).float()
                 loss = per_sample_loss(logits, self.y, self.loss, self.logits_clean, self.backend)
+            self.finite.add(loss, None, self.rows)
             return loss, logits.argmax(1) != self.y, None
         xg = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self.check(self.logits(xg)).float()
             loss = per_sample_loss(logits, self.y, self.loss, self.logits_clean, self.backend)
             (grad,) = torch.autograd.grad(loss.sum(), xg)
+        self.finite.add(loss.detach(), grad, self.rows)
         return loss.detach(), logits.detach().argmax(1) != self.y, grad
 
     def clean_logits(self, x: Tensor) -> Tensor:
+        """The model's logits at x (float32, no grad); a non-finite row counts as a non-finite loss."""
         with torch.no_grad():
-            return self.check(self.logits(x)).float()
+            logits = self.check(self.logits(x)).float()
+        self.finite.add_logits(logits, self.rows)
+        return logits
 
     def subset(self, idx: Tensor) -> "Objective":
-        """The same objective restricted to the samples idx (labels already validated)."""
+        """The same objective restricted to the samples idx (labels already validated), sharing the flags."""
         sub = Objective.__new__(Objective)
         sub.__dict__.update(self.__dict__)
         sub.y = self.y[idx]
         sub.logits_clean = None if self.logits_clean is None else self.logits_clean[idx]
+        sub.rows = idx if self.rows is None else self.rows[idx]
         return sub
 
 

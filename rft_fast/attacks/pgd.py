@@ -12,11 +12,12 @@ from rft_fast.modes import eval_mode
 
 
 def _pgd(
-    model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float | Tensor, steps: int, step_size: float | Tensor | None,
+    name: str, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float | Tensor, steps: int, step_size: float | Tensor | None,
     step_factor: float, loss: str, random_start: bool, seed: int, l1_sparsity: float, amp_dtype: torch.dtype | None,
     backend: str,
 ) -> Tensor:
-    """Projected ascent with a fixed step from a random start; returns the last iterate."""
+    """Projected ascent with a fixed step from a random start; returns the last iterate. NonFiniteError (naming
+    the attack `name`) when a loss or input gradient was NaN / Inf at some step."""
     with eval_mode(model):
         x32, y, eps_t = common.prepare(x, y, eps)
         step = step_factor * eps_t if step_size is None else ops._per_sample(step_size, "step_size", x32)
@@ -31,6 +32,7 @@ def _pgd(
         for _ in range(steps):
             _, _, grad = obj(x_adv)
             x_adv = ops.pgd_step(x_adv, x32, grad, step, eps_t, norm, l1_sparsity=l1_sparsity, backend=backend, check=False)
+    obj.finite.raise_if_bad(name, norm, loss)
     return common.finish(x_adv, x, eps, norm)
 
 
@@ -71,6 +73,8 @@ class PGD:
 
     Call: `attack(model, x, y) -> x_adv`; x: (N, ...) in [0, 1]; y: (N,) labels in [0, C); x_adv like x,
     detached, inside the ball ∩ [0, 1]; model in eval mode during the attack, modes restored after.
+    Raises rft_fast.attacks.NonFiniteError (a ValueError) when a loss or input gradient of some sample was NaN /
+    Inf at any step (checked on the device, read once at the end).
 
     Example:
         >>> x_adv = PGD(norm="Linf", eps=8 / 255, steps=10)(model, x, y)
@@ -93,7 +97,7 @@ class PGD:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor | None = None) -> Tensor:
         _validate(self, self.steps)
         return _pgd(
-            model, x, y, norm=self.norm, eps=self.eps if eps is None else eps, steps=self.steps,
+            "PGD", model, x, y, norm=self.norm, eps=self.eps if eps is None else eps, steps=self.steps,
             step_size=self.step_size, step_factor=2.5 / self.steps, loss=self.loss, random_start=self.random_start,
             seed=self.seed, l1_sparsity=self.l1_sparsity, amp_dtype=self.amp_dtype, backend=self.backend,
         )
@@ -138,7 +142,7 @@ class FGSMRS:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor | None = None) -> Tensor:
         _validate(self, 1)
         return _pgd(
-            model, x, y, norm=self.norm, eps=self.eps if eps is None else eps, steps=1, step_size=self.step_size,
-            step_factor=1.25, loss=self.loss, random_start=self.random_start, seed=self.seed,
+            "FGSM-RS", model, x, y, norm=self.norm, eps=self.eps if eps is None else eps, steps=1,
+            step_size=self.step_size, step_factor=1.25, loss=self.loss, random_start=self.random_start, seed=self.seed,
             l1_sparsity=self.l1_sparsity, amp_dtype=self.amp_dtype, backend=self.backend,
         )
