@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -183,20 +184,26 @@ def _device_name(text: str) -> str:
     return text
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+def _float_above(low: float, *, inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number > low (>= low when inclusive)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or not (value >= low if inclusive else value > low):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if inclusive else '>'} {low:g}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_float = _float_above(0.0)
 
 
 def _common_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device_name, default=None, help="cpu or cuda (default: cuda if visible, else cpu)")
     p.add_argument("--threads", type=_int_in(0, 4096), default=0, help="CPU threads (default: torch's default)")
-    p.add_argument("--min-seconds", type=_positive_float, default=0.3, help="minimum timed seconds per case")
+    p.add_argument("--min-seconds", type=_float_above(0.0, inclusive=True), default=0.3, help="minimum timed seconds per case")
     p.add_argument("--json", help="also write the results (with device, versions, date, command) here")
 
 
@@ -230,7 +237,7 @@ def _fraction(text: str) -> float:
 def _train(args: argparse.Namespace) -> int:
     from rft_fast.train import TrainConfig, fit
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "resume", "progress")}
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "func", "resume", "progress", "debug")}
     try:
         config = TrainConfig(**values)
     except ValueError as e:
@@ -245,7 +252,7 @@ def _train(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {e}") from None
     print(f"status: {result.status}" + (f" ({result.message})" if result.message else ""))
     if result.checkpoint is not None:
-        print(f"checkpoint: {result.checkpoint}")
+        print(f"checkpoint: {result.checkpoint} ({result.checkpoint.stat().st_size / 2**20:.1f} MiB)")
     return 0 if result.status != "diverged" else 1
 
 
@@ -323,6 +330,10 @@ def _eval_model(args: argparse.Namespace, device: str):
         splits = data.build(dataset, root, image_size=size)
         model = models.load_finetuned(args.backbone, splits.num_classes, args.weights, image_size=size).to(device).eval()
         run = RunInfo(args.run_id or Path(args.weights).stem, dataset, args.backbone, args.loss, args.protocol, {})
+    from rft_fast.results.importing import NAMESPACE
+
+    if run.run_id.startswith(NAMESPACE + ":"):
+        raise SystemExit(f"error: --run-id {run.run_id!r}: ids starting with '{NAMESPACE}:' are kept for imported rows")
     splits = data.build(dataset, root, image_size=size)
     return model, splits.test, run, {"dataset": dataset, "split": "test", "image_size": size}
 
@@ -411,7 +422,7 @@ def _grid(args: argparse.Namespace) -> int:
     import time as _time
 
     from rft_fast.grid import format_plan, load_spec, plan, read_bench
-    from rft_fast.grid.spec import check_paths
+    from rft_fast.grid.spec import validate
 
     try:
         spec = load_spec(args.spec)
@@ -461,10 +472,7 @@ def _grid(args: argparse.Namespace) -> int:
             line += f", best so far {min(best.values()) if spec.asha.mode == 'min' else max(best.values()):.4f}"
         print(line, flush=True)
 
-    try:
-        problems = check_paths(spec)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    problems = validate(spec)
     if problems:
         raise SystemExit("error: " + "; ".join(problems))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -534,7 +542,7 @@ def _results_import(args: argparse.Namespace) -> int:
 
     try:
         with Store(args.store) as store:
-            count = import_csv(args.file, store, run_prefix=args.prefix)
+            count = import_csv(args.file, store, run_prefix=args.prefix, scale=args.scale)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"imported {count} measurements into {args.store}")
@@ -795,10 +803,14 @@ def build_parser() -> argparse.ArgumentParser:
     res_sub = res.add_subparsers(dest="action")
     imp = res_sub.add_parser("import", help="load per-configuration accuracies from a CSV (a published study's table)",
                              description="Columns: backbone, dataset, loss, protocol, clean, Linf, L2, L1, common; "
-                             "optional run_id, Linf_eps, L2_eps, L1_eps, n, mode, source. Accuracies in [0,1] or percent.")
+                             "optional run_id, Linf_eps, L2_eps, L1_eps, n, mode, source. One accuracy scale per file (--scale). "
+                             "Run ids are kept under 'import:', so imported rows never pass for our own.")
     imp.add_argument("file")
     imp.add_argument("--store", default="results.sqlite")
-    imp.add_argument("--prefix", default="import", help="run id prefix of the imported rows")
+    imp.add_argument("--prefix", default="import", help="run id prefix of the imported rows (always under 'import:')")
+    imp.add_argument("--scale", choices=["auto", "fraction", "percent"], default="auto",
+                     help="accuracy scale of the whole file: fraction in [0, 1], percent in [0, 100], or auto (percent "
+                          "if some value > 1 and none in (0, 1]; fraction if all in [0, 1]; a mix is refused)")
     imp.set_defaults(func=_results_import)
 
     grid = sub.add_parser("grid", help="run a grid spec: ASHA on Ray Tune per configuration, evaluate the best, store",

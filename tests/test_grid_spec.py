@@ -296,39 +296,6 @@ def test_tora_axes_only_multiply_tora_protocols():
     assert expand(spec)[-1].train_fields(spec)["tora_lambda"] == 0.9
 
 
-def test_missing_threats_knows_every_threat_the_spec_asks_for(tmp_path):
-    from rft_fast.eval import EvalSettings, RunInfo
-    from rft_fast.grid.runner import missing_threats
-    from rft_fast.results import Measurement, Store, smoothing_mode
-
-    config = expand(spec_with(backbones=["deit_tiny_patch16_224.fb_in1k"], protocols=["FFT-5"]))[0]
-    run = RunInfo("r", "digits", config.backbone, config.loss, config.protocol_label, {})
-    settings = EvalSettings(threats=("clean", "Linf", "corruptions", "smoothing-L2"), mode="fast",
-                            smoothing_radii=(0.5,))
-    model = dict(run_id="r", dataset="digits", backbone=config.backbone, loss=config.loss,
-                 protocol=config.protocol_label, hparams={}, accuracy=0.5, seconds=1.0)
-    smoothing = {"smoothing": {"sigma": 0.25, "n0": 10, "n": 100, "alpha": 0.001, "batch_size": 10, "seed": 0}}
-    none = dict(corruption=None, severity=None)
-    with Store(tmp_path / "r.sqlite") as store:
-        assert missing_threats(store, run, settings, 10) == ["clean", "Linf", "corruptions", "smoothing-L2"]
-        store.put(Measurement(**model, **none, n=10, threat="clean", eps=None, mode="-", versions={}))
-        store.put(Measurement(**model, **none, n=10, threat="Linf", eps=4 / 255, mode="standard", versions={}))
-        store.put(Measurement(**model, n=10, threat="corruption", eps=None, mode="-", corruption="fog", severity=3))
-        store.put(Measurement(**model, **none, n=10, threat="smoothing-L2", eps=0.5, mode=smoothing_mode(0.25),
-                              versions=smoothing))
-        # Linf only in standard mode (the settings want fast), one corruption type but not the aggregate, the
-        # certified accuracy but not the smoothed one
-        assert missing_threats(store, run, settings, 10) == ["Linf", "corruptions", "smoothing-L2"]
-        assert missing_threats(store, run, settings, 20) == ["clean", "Linf", "corruptions", "smoothing-L2"]  # other n
-        store.put(Measurement(**model, **none, n=10, threat="Linf", eps=4 / 255, mode="fast", versions={}))
-        store.put(Measurement(**model, n=10, threat="corruption", eps=None, mode="-", corruption="study", severity=3))
-        store.put(Measurement(**model, **none, n=10, threat="smoothing-L2", eps=None, mode=smoothing_mode(0.25),
-                              versions=smoothing))
-        assert missing_threats(store, run, settings, 10) == []
-        other = RunInfo("other-run", *list(run.__dict__.values())[1:])
-        assert missing_threats(store, other, settings, 10) == ["clean", "Linf", "corruptions", "smoothing-L2"]
-
-
 def test_resources_beyond_the_cluster_are_refused_up_front():
     from rft_fast.grid.runner import _check_resources
 

@@ -27,7 +27,7 @@ import torch
 
 from rft_fast import data
 from rft_fast.eval import EvalSettings, RunInfo, evaluate
-from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space
+from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space, validate
 from rft_fast.results import SMOOTHING, Store, smoothing_mode
 from rft_fast.train import TrainConfig, fit, load_trained
 
@@ -386,6 +386,9 @@ def run_grid(
     outcome) after each. One configuration's failure is recorded and the rest still run."""
     import ray
 
+    problems = validate(spec)  # everything checkable before Ray starts: a typo never waits out a budget
+    if problems:
+        raise ValueError("; ".join(problems))
     configs = expand(spec)
     storage = (Path(spec.out_dir) / TUNE_DIR).resolve()
     _quiet_ray(local=address is None)
