@@ -4,6 +4,16 @@ Backends: "triton" (rft_fast.kernels; on CPU only under TRITON_INTERPRET=1), "cp
 CPU, CUDA on GPU), "torch" (eager, rft_fast.reference) and "auto" (the first of `backends(device)` that
 takes the input dtype). Data checks (range, NaN) read the data once at the public call; inner loops pass
 `check=False` to stay at bandwidth.
+
+Bad numbers with check=False (one rule, the same on every backend; rft_fast.reference states it): project,
+pgd_step and apgd_step neither raise on a bad value nor use it as a number: every output entry it feeds is NaN.
+Bad values are NaN / +-Inf entries of x_adv, x, grad, x_prev and per-sample eps / step_size tensors whose entries
+are not finite and > 0 (L1 steps: l1_sparsity outside (0, 1]). Linf (elementwise): NaN at the bad entry's
+positions, a bad eps / step_size the sample's whole rows; L2 and L1 (row-coupled): the sample's whole row.
+The kernels apply the rule as they read the data (no extra pass, no host sync), so the caller's finiteness
+check of what comes next (the attacks check every loss) catches it. check=True raises a ValueError instead.
+Float eps / step_size / l1_sparsity are always validated (no device read). An empty batch (N = 0, or no
+elements) gives empty outputs of the right shape on every backend.
 """
 from __future__ import annotations
 
@@ -171,6 +181,17 @@ def _l1_keep(sparsity: Tensor, d: int) -> Tensor:
     return (d - idx).contiguous()
 
 
+def _l1_step_args(norm: str, step: Tensor, sparsity: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(step, keep) for a kernel. L1: an invalid l1_sparsity (unchecked tensor) becomes a NaN step, which the
+    kernels treat as a bad per-sample value (NaN rows), and keep stays in [1, D]. Device ops only, no sync."""
+    d = math.prod(x.shape[1:])
+    if norm != "L1":
+        return step, _l1_keep(sparsity, d)
+    ok = (sparsity > 0) & (sparsity <= 1.0)  # NaN fails both
+    step = torch.where(ok, step, torch.full_like(step, float("nan")))
+    return step.contiguous(), _l1_keep(torch.where(ok, sparsity, torch.ones_like(sparsity)), d)
+
+
 # ---------------------------------------------------------------- memory layout
 
 
@@ -186,7 +207,7 @@ def _rows(t: Tensor, fmt: torch.memory_format) -> Tensor:
         t = t.contiguous(memory_format=fmt)
     if fmt == torch.channels_last:
         t = t.permute(0, 2, 3, 1)
-    return t.reshape(t.shape[0], -1)
+    return t.flatten(1)  # (N, D), also for no elements
 
 
 class _Layout:
@@ -212,11 +233,16 @@ def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str, *, backend: str = 
 
     x_adv, x: (N, ...) float tensors (same shape, dtype, device); eps: float or (N,) tensor, > 0;
     norm: "Linf" | "L2" | "L1". Returns a new tensor in x_adv's dtype and memory format.
+    check=True rejects NaN / Inf data, x outside [0, 1] and bad eps values with a ValueError (one host sync);
+    check=False reads nothing on the host and follows the bad-number rule of the module docstring (NaN outputs
+    where a bad value feeds, the same on every backend). N = 0: an empty result.
     """
     _check_norm(norm)
     _check_tensors(check, x_adv=x_adv, x=x)
     eps_t = _per_sample(eps, "eps", x, check_values=check)
     be = _pick_backend(backend, x_adv)
+    if x_adv.numel() == 0:
+        return _Layout(x_adv).empty()[0]
     if be == "torch":
         return reference.project(x_adv, x, eps_t.to(x.dtype) if x.dtype == torch.float64 else eps_t, norm)
     lay = _Layout(x_adv)
@@ -242,16 +268,20 @@ def pgd_step(
     Linf: x_adv + step_size * sign(grad), clamped into the ball and box. L2: x_adv + step_size *
     grad / ||grad||_2, rescaled into the ball, clipped to the box. L1: the sparse step of APGD-L1 (sign of
     the top `l1_sparsity` share of |grad|, divided by its count) followed by the exact L1 ∩ box projection.
-    step_size, eps, l1_sparsity: floats or (N,) tensors.
+    step_size, eps, l1_sparsity: floats or (N,) tensors. check: as project (a bad grad entry: NaN at its position
+    for Linf, the sample's whole row for L2 / L1). N = 0: an empty result.
     """
     _check_norm(norm)
     _check_tensors(check, x_adv=x_adv, x=x, grad=grad)
     eps_t = _per_sample(eps, "eps", x, check_values=check)
     step_t = _per_sample(step_size, "step_size", x, check_values=check)
-    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0), x[0].numel())
+    sparsity = _per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
     be = _pick_backend(backend, x_adv)
+    if x_adv.numel() == 0:
+        return _Layout(x_adv).empty()[0]
     if be == "torch":
         return reference.pgd_step(x_adv, x, grad, _ref_scalar(step_t, x), _ref_scalar(eps_t, x), norm, l1_sparsity)
+    step_t, keep = _l1_step_args(norm, step_t, sparsity, x)
     lay = _Layout(x_adv)
     out, out_rows = lay.empty()
     _kernel(be, "pgd_step")(
@@ -278,7 +308,8 @@ def apgd_step(
 
     z = P(x_k + eta * step(grad)) (the pgd_step), x_next = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))
     with a = `momentum` (AutoAttack: 0.75, and 1.0 on the first iteration; its APGD-L1 uses no momentum,
-    i.e. momentum=1.0).
+    i.e. momentum=1.0). check: as pgd_step; z does not read x_prev, so a bad x_prev entry reaches x_next only.
+    N = 0: two empty results.
     """
     _check_norm(norm)
     _check_tensors(check, x_adv=x_adv, x_prev=x_prev, x=x, grad=grad)
@@ -286,12 +317,16 @@ def apgd_step(
         raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
     eps_t = _per_sample(eps, "eps", x, check_values=check)
     step_t = _per_sample(step_size, "step_size", x, check_values=check)
-    keep = _l1_keep(_per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0), x[0].numel())
+    sparsity = _per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
     be = _pick_backend(backend, x_adv)
+    if x_adv.numel() == 0:
+        empty = _Layout(x_adv).empty
+        return empty()[0], empty()[0]
     if be == "torch":
         return reference.apgd_step(
             x_adv, x_prev, x, grad, _ref_scalar(step_t, x), _ref_scalar(eps_t, x), norm, float(momentum), l1_sparsity
         )
+    step_t, keep = _l1_step_args(norm, step_t, sparsity, x)
     lay = _Layout(x_adv)
     (x_next, next_rows), (z, z_rows) = lay.empty(), lay.empty()
     _kernel(be, "apgd_step")(
@@ -329,7 +364,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_logits(check_data: bool, y: Tensor | None, **named: Tensor) -> None:
-    _check_alike(named, "(N, C) with N, C >= 1", lambda t: t.dim() == 2 and min(t.shape) >= 1)
+    _check_alike(named, "(N, C) with C >= 1", lambda t: t.dim() == 2 and t.shape[1] >= 1)
     if check_data:
         _check_finite(named)
     first_name, first = next(iter(named.items()))
@@ -388,6 +423,11 @@ def _objective(logits_adv, logits_clean, y, beta, reduction, backend, check):
     beta = _check_beta(beta)
     _check_logits(check, y, logits_adv=logits_adv, logits_clean=logits_clean)
     be = _pick_backend(backend, logits_adv, "trades_kl")
+    if logits_adv.shape[0] == 0:
+        if reduction == "mean":
+            raise ValueError("logits_adv is an empty batch (N = 0): its mean is undefined; use reduction='sum' "
+                             "(0.0) or 'none' (an empty (0,) tensor)")
+        be = "torch"  # the empty result, differentiable, the same whichever backend was asked for
     if be == "torch":
         if y is None:
             return reference.trades_kl(logits_adv, logits_clean, reduction) * beta
@@ -404,7 +444,11 @@ def trades_kl(
     differentiable in both arguments; pass `logits_clean.detach()` for the variant the TRADES attack
     maximizes (clean prediction fixed). Logits: (N, C) float32/bfloat16/float16, math in float32; the result
     is float32. reduction: "mean" | "sum" | "none" (per sample). check=True rejects NaN/Inf logits at the cost
-    of one read of both logit tensors (N x C, negligible next to a model's forward).
+    of one read of both logit tensors (N x C, negligible next to a model's forward); with check=False every
+    backend computes the formula as IEEE arithmetic does: a NaN or +Inf logit makes its row's value NaN (and
+    so the mean), a -Inf adversarial logit where the clean probability is positive makes it +Inf.
+    An empty batch (N = 0): reduction "none" gives a (0,) tensor, "sum" 0.0, and "mean" raises a ValueError
+    (the mean of no samples is undefined; a NaN would read as a diverged loss).
     """
     return _objective(logits_adv, logits_clean, None, 1.0, reduction, backend, check)
 
@@ -419,7 +463,10 @@ def trades_objective(
     backend: str = "auto",
     check: bool = True,
 ) -> Tensor:
-    """TRADES' training loss CE(logits_clean, y) + beta * KL(softmax(clean) || softmax(adv)), fused in one pass."""
+    """TRADES' training loss CE(logits_clean, y) + beta * KL(softmax(clean) || softmax(adv)), fused in one pass.
+
+    Arguments, bad numbers and the empty batch as trades_kl (y: int64 (N,) labels in [0, C)).
+    """
     if y is None:
         raise ValueError("y must be an int64 tensor of class labels, got None")
     return _objective(logits_adv, logits_clean, y, beta, reduction, backend, check)

@@ -3,6 +3,15 @@
 The update rules follow AutoAttack (fra31/auto-attack, autopgd_base.py) line by line; the projections are
 exact (sort-based solutions of the KKT conditions). Arithmetic runs in float32, or float64 when the inputs
 are float64; results come back in the dtype of `x_adv`. These functions are also the "torch" backend.
+
+Bad numbers (the rule every backend follows, rft_fast.ops with check=False included): project, pgd_step and
+apgd_step never treat a bad value as a number and never raise on one; the outputs it feeds come out NaN, so
+that a finiteness check downstream (the attacks' loss check) catches it. Bad values are NaN or +-Inf entries
+of x_adv, x, grad or x_prev, and per-sample eps / step_size that are not finite and > 0 (for the L1 steps also
+an l1_sparsity outside (0, 1]). Linf is elementwise: a bad entry makes the output entries at its position NaN,
+a bad eps / step_size the sample's whole rows. L2 and L1 couple each row (norms, the top-k threshold, exact
+projections): a bad entry makes the sample's whole output row NaN. In apgd_step, z does not read x_prev (a bad
+x_prev reaches x_next only). Other samples are unaffected. An empty batch (no elements) gives empty outputs.
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
 
 
 def _rows(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1)
+    return t.flatten(1)  # (N, D); unlike reshape(N, -1), also for N = 0
 
 
 def project_linf(x_adv: Tensor, x: Tensor, eps: Scalar) -> Tensor:
@@ -136,19 +145,27 @@ def _cast(*ts: Tensor) -> list[Tensor]:
 
 def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str) -> Tensor:
     """Exact Euclidean projection of x_adv onto the norm ball of radius eps around x, within [0,1]^d."""
+    if x_adv.numel() == 0:
+        return torch.empty_like(x_adv)
     xa, xc = _cast(x_adv, x)
+    e, ok = _radius(eps, xa)
     fn = {"Linf": project_linf, "L2": project_l2, "L1": project_l1}[norm]
-    return fn(xa, xc, _as_compute(eps, xa)).to(x_adv.dtype)
+    out = fn(_finite_or_zero(xa), _finite_or_zero(xc), e)
+    return _poison(out, norm, ok, xa, xc).to(x_adv.dtype)
 
 
 def pgd_step(
     x_adv: Tensor, x: Tensor, grad: Tensor, step_size: Scalar, eps: Scalar, norm: str, l1_sparsity: Scalar = 0.2
 ) -> Tensor:
     """One projected ascent step with AutoAttack's update rule for `norm`."""
+    if x_adv.numel() == 0:
+        return torch.empty_like(x_adv)
     xa, xc, g = _cast(x_adv, x, grad)
-    step = _per_sample(_as_compute(step_size, xa), xa)
-    p = _step_point(xa, g, step, norm, l1_sparsity)
-    return _project_step(p, xc, _as_compute(eps, xa), norm).to(x_adv.dtype)
+    (e, ok_e), (s, ok_s) = _radius(eps, xa), _radius(step_size, xa)
+    q, ok_q = _sparsity(l1_sparsity, xa, norm)
+    p = _step_point(_finite_or_zero(xa), _finite_or_zero(g), _per_sample(s, xa), norm, q)
+    out = _project_step(p, _finite_or_zero(xc), e, norm)
+    return _poison(out, norm, ok_e & ok_s & ok_q, xa, xc, g).to(x_adv.dtype)
 
 
 def apgd_step(
@@ -163,16 +180,58 @@ def apgd_step(
     l1_sparsity: Scalar = 0.2,
 ) -> tuple[Tensor, Tensor]:
     """APGD's update: z = P(x_k + eta * step(grad)); x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))."""
+    if x_adv.numel() == 0:
+        return torch.empty_like(x_adv), torch.empty_like(x_adv)
     xa, xp, xc, g = _cast(x_adv, x_prev, x, grad)
-    e = _as_compute(eps, xa)
-    step = _per_sample(_as_compute(step_size, xa), xa)
-    z = _project_step(_step_point(xa, g, step, norm, l1_sparsity), xc, e, norm)
-    x_next = _project_step(xa + (z - xa) * momentum + (xa - xp) * (1 - momentum), xc, e, norm)
-    return x_next.to(x_adv.dtype), z.to(x_adv.dtype)
+    (e, ok_e), (s, ok_s) = _radius(eps, xa), _radius(step_size, xa)
+    q, ok_q = _sparsity(l1_sparsity, xa, norm)
+    ok = ok_e & ok_s & ok_q
+    xa0, xc0 = _finite_or_zero(xa), _finite_or_zero(xc)
+    z = _project_step(_step_point(xa0, _finite_or_zero(g), _per_sample(s, xa), norm, q), xc0, e, norm)
+    x_next = _project_step(xa0 + (z - xa0) * momentum + (xa0 - _finite_or_zero(xp)) * (1 - momentum), xc0, e, norm)
+    z = _poison(z, norm, ok, xa, xc, g)
+    return _poison(x_next, norm, ok, xa, xc, g, xp).to(x_adv.dtype), z.to(x_adv.dtype)
 
 
-def _as_compute(v: Scalar, like: Tensor) -> Scalar:
-    return v.to(device=like.device, dtype=like.dtype) if isinstance(v, Tensor) else float(v)
+# ---------------------------------------------------------------- bad numbers (the rule in the module docstring)
+
+
+def _valid(t: Tensor, upper: float | None = None) -> Tensor:
+    """(N,) bool: finite and > 0 (and <= upper). NaN fails every comparison."""
+    ok = (t > 0) & (t < float("inf"))
+    return ok & (t <= upper) if upper is not None else ok
+
+
+def _radius(v: Scalar, like: Tensor) -> tuple[Tensor, Tensor]:
+    """eps or step_size as an (N,) tensor in like's dtype, 1 where invalid, and whether each is valid."""
+    t = torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(like.shape[0])
+    ok = _valid(t)
+    return torch.where(ok, t, torch.ones_like(t)), ok
+
+
+def _sparsity(v: Scalar, like: Tensor, norm: str) -> tuple[Scalar, Tensor]:
+    """l1_sparsity (float32, as AutoAttack computes the top-k size), 1 where invalid; checked for L1 only."""
+    ok = torch.ones(like.shape[0], dtype=torch.bool, device=like.device)
+    if norm != "L1":
+        return v, ok
+    q = torch.as_tensor(v, dtype=torch.float32, device=like.device).expand(like.shape[0])
+    ok = _valid(q, upper=1.0)
+    return torch.where(ok, q, torch.ones_like(q)), ok
+
+
+def _finite_or_zero(t: Tensor) -> Tensor:
+    """t with NaN / Inf entries set to 0, so that the formulas run; those entries' outputs are poisoned after."""
+    return torch.where(torch.isfinite(t), t, 0.0)  # in t's memory format
+
+
+def _poison(out: Tensor, norm: str, ok: Tensor, *inputs: Tensor) -> Tensor:
+    """out with NaN wherever it depends on a bad value: the entries at a non-finite input entry (Linf) or the
+    rows holding one (L2, L1), and the rows whose per-sample values are invalid (not ok)."""
+    finite = torch.stack([torch.isfinite(t) for t in inputs]).all(0)
+    if norm != "Linf":
+        finite = _per_sample(_rows(finite).all(1), finite)
+    good = finite & _per_sample(ok, finite)
+    return out.clone().masked_fill_(~good, float("nan"))  # in out's memory format
 
 
 def trades_kl(logits_adv: Tensor, logits_clean: Tensor, reduction: str = "mean") -> Tensor:
