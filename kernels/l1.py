@@ -7,6 +7,8 @@ of at most 8 passes over the row, then writes:
 - projection of v: lam = the smallest float32 lam >= 0 with h(lam) = sum clip(|v| - lam, 0, u) <= eps,
   u = the room to the box along sign(v); d = sign(v) clip(|v| - lam, 0, u).
 APGD projects twice (z, then the momentum point), recomputing z in float32 from lam1 on every pass.
+Bad numbers (nonfinite.py): the lam searches count the NaN / Inf entries they read; a row with one, or with an
+eps / step that is not finite and > 0, is written as NaN (z: x_adv, x, grad; x_next: x_prev as well).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .nonfinite import _finite, _poison, _positive
 from .search import INF_BITS, _kary_candidates, _kary_narrow
 from .utils import SEARCH_K, search_settings
 
@@ -38,7 +41,8 @@ def _l1_delta(v, x, lam):
 
 @triton.jit
 def _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, momentum, STAGE: tl.constexpr):
-    """x, the point to project relative to x (v, 0 off the row) and z, on one block of the row.
+    """x, the point to project relative to x (v, 0 off the row), z, and whether every input read is finite
+    (True off the row), on one block of the row.
 
     _PROJECT: v = x_adv - x. _STEP: v = x_adv + c sign(g) [|g| >= tau] - x (c = step / cnt).
     _MOMENTUM: z = x + d(step v, lam1), v = x_adv + a (z - x_adv) + (1 - a)(x_adv - x_prev) - x.
@@ -48,15 +52,18 @@ def _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, 
     x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     v = x_adv - x
     z = x
+    ok = _finite(x) & _finite(x_adv)
     if STAGE != _PROJECT:
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         top = tl.abs(g).to(tl.int32, bitcast=True) >= tau
         v = x_adv + tl.where(top, tl.where(g < 0, -c, c), 0.0) - x
+        ok = ok & _finite(g)
     if STAGE == _MOMENTUM:
         z = x + _l1_delta(v, x, lam1)
         x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         v = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev) - x
-    return x, tl.where(mask, v, 0.0), z
+        ok = ok & _finite(x_prev)
+    return x, tl.where(mask, v, 0.0), z, ok
 
 
 @triton.jit
@@ -64,23 +71,27 @@ def _l1_lambda(
     x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum,
     STAGE: tl.constexpr, BLOCK: tl.constexpr, K: tl.constexpr,
 ):
-    """The smallest float32 lam >= 0 with h(lam) <= eps for the STAGE point (0 when h(0) <= eps)."""
+    """(lam, bad): lam the smallest float32 lam >= 0 with h(lam) <= eps for the STAGE point (0 when h(0) <= eps),
+    bad the count of NaN / Inf entries the passes read (0 for a usable row)."""
     # Rank r = bits(+inf) - bits(lam), so larger ranks are smaller lam: r = 0 is lam = +inf (h = 0), and the
     # first pass already tests r = bits(+inf), i.e. lam = 0.
     lo = tl.zeros([], tl.int32)
     inf_bits = lo + INF_BITS
     hi = inf_bits
+    bad = tl.zeros([], tl.int32)
     while lo < hi:
         r = _kary_candidates(lo, hi, K)
         lam = (inf_bits - r).to(tl.float32, bitcast=True)
         h = tl.zeros([K], tl.float32)
         for start in range(0, D, BLOCK):
             offs = start + tl.arange(0, BLOCK)
-            x, v, _ = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, offs < D, c, tau, lam1, momentum, STAGE)
+            x, v, _, ok = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, offs < D, c, tau, lam1, momentum,
+                                    STAGE)
             excess = tl.minimum(tl.abs(v)[:, None] - lam[None, :], _l1_room(v, x)[:, None])
             h += tl.sum(tl.maximum(excess, 0.0), axis=0)
+            bad += tl.sum((~ok).to(tl.int32), axis=0)
         lo, hi = _kary_narrow(lo, hi, r, h <= eps)
-    return (inf_bits - lo).to(tl.float32, bitcast=True)
+    return (inf_bits - lo).to(tl.float32, bitcast=True), bad
 
 
 @triton.jit
@@ -130,12 +141,14 @@ def _l1_project_kernel(
     out_ptr += row * D
     x_adv_ptr += row * D
     x_ptr += row * D
-    lam = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, x_ptr, tl.load(eps_ptr + row), D, 0.0, 0, 0.0, 0.0, _PROJECT, BLOCK, K)
+    eps = tl.load(eps_ptr + row)
+    lam, bad = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, x_ptr, eps, D, 0.0, 0, 0.0, 0.0, _PROJECT, BLOCK, K)
+    ok = (bad == 0) & _positive(eps)
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < D
-        x, v, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, x_ptr, offs, mask, 0.0, 0, 0.0, 0.0, _PROJECT)
-        tl.store(out_ptr + offs, (x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
+        x, v, _, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, x_ptr, offs, mask, 0.0, 0, 0.0, 0.0, _PROJECT)
+        tl.store(out_ptr + offs, _poison(ok, x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -156,13 +169,15 @@ def _l1_pgd_kernel(
     x_adv_ptr += row * D
     x_ptr += row * D
     grad_ptr += row * D
+    eps = tl.load(eps_ptr + row)
     c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
-    lam = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, grad_ptr, tl.load(eps_ptr + row), D, c, tau, 0.0, 0.0, _STEP, BLOCK, K)
+    lam, bad = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, 0.0, _STEP, BLOCK, K)
+    ok = (bad == 0) & _positive(eps) & _positive(tl.load(step_ptr + row))
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < D
-        x, v, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, grad_ptr, offs, mask, c, tau, 0.0, 0.0, _STEP)
-        tl.store(out_ptr + offs, (x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
+        x, v, _, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, grad_ptr, offs, mask, c, tau, 0.0, 0.0, _STEP)
+        tl.store(out_ptr + offs, _poison(ok, x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -190,14 +205,18 @@ def _l1_apgd_kernel(
     grad_ptr += row * D
     eps = tl.load(eps_ptr + row)
     c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
-    lam1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _STEP, BLOCK, K)
-    lam2 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM, BLOCK, K)
+    lam1, bad1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _STEP, BLOCK, K)
+    lam2, bad2 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM, BLOCK,
+                            K)
+    ok_z = (bad1 == 0) & _positive(eps) & _positive(tl.load(step_ptr + row))
+    ok_next = ok_z & (bad2 == 0)  # the momentum passes read x_prev as well
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < D
-        x, v, z = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, momentum, _MOMENTUM)
-        tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
-        tl.store(x_next_ptr + offs, (x + _l1_delta(v, x, lam2)).to(x_next_ptr.dtype.element_ty), mask=mask)
+        x, v, z, _ = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, momentum, _MOMENTUM)
+        tl.store(z_ptr + offs, _poison(ok_z, z).to(z_ptr.dtype.element_ty), mask=mask)
+        x_next = _poison(ok_next, x + _l1_delta(v, x, lam2))
+        tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
 
 
 def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:

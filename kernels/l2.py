@@ -7,6 +7,10 @@ so every program, and every run, sees the same sums) and write their chunk.
 
 The projection runs one program per row: a K-ary search over the bit patterns of t (see search.py) for the
 largest float32 t in [0, 1] with f(t) = ||clip(t v, -x, 1 - x)||^2 <= eps^2, then one write pass.
+
+Bad numbers (nonfinite.py): a NaN / Inf entry of a row makes its whole output row NaN. The steps carry it as a
+NaN in S_gg (a sum of squares, NaN only then) and in ||d2||^2 (x_prev), the projection counts bad entries
+during its search passes; an eps / step that is not finite and > 0 poisons its row too.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .nonfinite import _finite, _poison, _positive
 from .search import ONE_BITS, _kary_candidates, _kary_narrow
 from .utils import SEARCH_K, chunk_settings, num_warps_for, search_settings
 
@@ -36,6 +41,12 @@ def _load_chunk(x_adv_ptr, x_ptr, grad_ptr, D, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _gg_terms(x_adv, x, grad):
+    """grad^2 per element, NaN where an input is NaN / Inf: S_gg is then NaN exactly for a row with a bad entry."""
+    return _poison(_finite(x_adv) & _finite(x) & _finite(grad), grad * grad)
+
+
+@triton.jit
 def _row_total(partial_ptr, q, num_chunks, CHUNKS_P2: tl.constexpr):
     """Sum over this row's chunks of partial sum q (0: S_gg, 1: S_vg, 2: S_vv, 3: ||d2||^2), in a fixed order."""
     row = tl.program_id(0).to(tl.int64)
@@ -51,10 +62,11 @@ def _l2_rescale(x, d, n, eps):
 
 @triton.jit
 def _l2_step_point(partial_ptr, x_adv, x, grad, step, eps, num_chunks, CHUNKS_P2: tl.constexpr):
-    """z = rescale(x + d1), d1 = v + c g, c = step / ||g||, with ||d1|| expanded from S_gg, S_vg, S_vv."""
+    """z = rescale(x + d1), d1 = v + c g, c = step / ||g||, with ||d1|| expanded from S_gg, S_vg, S_vv; and
+    whether the row is usable (no bad entry: S_gg is not NaN; eps and step finite and > 0)."""
     v = x_adv - x
     if CHUNKS_P2 == 1:  # the whole row is in this block
-        s_gg = tl.sum(grad * grad, axis=0)
+        s_gg = tl.sum(_gg_terms(x_adv, x, grad), axis=0)
         s_vg = tl.sum(v * grad, axis=0)
         s_vv = tl.sum(v * v, axis=0)
     else:
@@ -63,7 +75,8 @@ def _l2_step_point(partial_ptr, x_adv, x, grad, step, eps, num_chunks, CHUNKS_P2
         s_vv = _row_total(partial_ptr, 2, num_chunks, CHUNKS_P2)
     c = step / (tl.sqrt(s_gg) + 1e-12)
     n1 = tl.sqrt(tl.maximum(s_vv + 2.0 * c * s_vg + c * c * s_gg, 0.0))
-    return _l2_rescale(x, v + c * grad, n1, eps)
+    ok = (s_gg == s_gg) & _positive(eps) & _positive(step)
+    return _l2_rescale(x, v + c * grad, n1, eps), ok
 
 
 @triton.jit
@@ -80,7 +93,7 @@ def _l2_dots_kernel(
     _, _, x_adv, x, grad = _load_chunk(x_adv_ptr, x_ptr, grad_ptr, D, BLOCK)
     v = x_adv - x
     out_ptr = partial_ptr + tl.program_id(0).to(tl.int64) * 4 * num_chunks + tl.program_id(1)
-    tl.store(out_ptr, tl.sum(grad * grad, axis=0))
+    tl.store(out_ptr, tl.sum(_gg_terms(x_adv, x, grad), axis=0))
     tl.store(out_ptr + num_chunks, tl.sum(v * grad, axis=0))
     tl.store(out_ptr + 2 * num_chunks, tl.sum(v * v, axis=0))
 
@@ -101,9 +114,9 @@ def _l2_pgd_kernel(
 ):
     offs, mask, x_adv, x, grad = _load_chunk(x_adv_ptr, x_ptr, grad_ptr, D, BLOCK)
     row = tl.program_id(0).to(tl.int64)
-    z = _l2_step_point(partial_ptr, x_adv, x, grad, tl.load(step_ptr + row), tl.load(eps_ptr + row), num_chunks,
-                       CHUNKS_P2)
-    tl.store(out_ptr + offs, z.to(out_ptr.dtype.element_ty), mask=mask)
+    z, ok = _l2_step_point(partial_ptr, x_adv, x, grad, tl.load(step_ptr + row), tl.load(eps_ptr + row), num_chunks,
+                           CHUNKS_P2)
+    tl.store(out_ptr + offs, _poison(ok, z).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -134,19 +147,19 @@ def _l2_apgd_kernel(
     x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     row = tl.program_id(0).to(tl.int64)
     eps = tl.load(eps_ptr + row)
-    z = _l2_step_point(partial_ptr, x_adv, x, grad, tl.load(step_ptr + row), eps, num_chunks, CHUNKS_P2)
+    z, ok = _l2_step_point(partial_ptr, x_adv, x, grad, tl.load(step_ptr + row), eps, num_chunks, CHUNKS_P2)
     d2 = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev) - x
     d2 = tl.where(mask, d2, 0.0)
-    n2_sq = tl.sum(d2 * d2, axis=0)
+    n2_sq = tl.sum(_poison(_finite(x_prev), d2 * d2), axis=0)  # NaN when x_prev has a bad entry
     if CHUNKS_P2 > 1:
         if WRITE_NEXT:
             n2_sq = _row_total(partial_ptr, 3, num_chunks, CHUNKS_P2)
         else:
             tl.store(partial_ptr + (row * 4 + 3) * num_chunks + tl.program_id(1), n2_sq)
     if WRITE_Z:
-        tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
+        tl.store(z_ptr + offs, _poison(ok, z).to(z_ptr.dtype.element_ty), mask=mask)
     if WRITE_NEXT:
-        x_next = _l2_rescale(x, d2, tl.sqrt(n2_sq), eps)
+        x_next = _poison(ok & (n2_sq == n2_sq), _l2_rescale(x, d2, tl.sqrt(n2_sq), eps))
         tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
 
 
@@ -207,6 +220,7 @@ def _l2_project_kernel(
     # Ranks are the bit patterns of t; f(0) = 0 <= eps^2, and the first pass already tests t = 1.
     lo = tl.zeros([], tl.int32)
     hi = lo + ONE_BITS
+    bad = tl.zeros([], tl.int32)  # NaN / Inf entries seen by the search passes (there is at least one pass)
     while lo < hi:
         r = _kary_candidates(lo, hi, K)
         t = r.to(tl.float32, bitcast=True)
@@ -218,7 +232,9 @@ def _l2_project_kernel(
             v = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32) - x
             d = tl.minimum(tl.maximum(t[None, :] * v[:, None], -x[:, None]), 1.0 - x[:, None])
             f += tl.sum(d * d, axis=0)
+            bad += tl.sum((mask & ~(_finite(x) & _finite(v))).to(tl.int32), axis=0)
         lo, hi = _kary_narrow(lo, hi, r, f <= eps * eps)
+    ok = (bad == 0) & _positive(eps)
     t = lo.to(tl.float32, bitcast=True)
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
@@ -227,7 +243,7 @@ def _l2_project_kernel(
         x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         out = x + tl.minimum(tl.maximum(t * (x_adv - x), -x), 1.0 - x)
         out = tl.where(lo == ONE_BITS, tl.minimum(tl.maximum(x_adv, 0.0), 1.0), out)
-        tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + offs, _poison(ok, out).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:

@@ -1,7 +1,8 @@
 """Linf ops: the projection is a clamp, so each op is one elementwise kernel over the flat (N*D) elements.
 
 Each kernel reads every input once and writes every output once; eps / step are gathered per element by
-row = offset // D (a 1-D grid keeps short rows as efficient as long ones).
+row = offset // D (a 1-D grid keeps short rows as efficient as long ones). Bad numbers (nonfinite.py): an
+output entry is NaN where one of the inputs it reads is NaN / Inf or its row's eps / step is not finite and > 0.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .nonfinite import _finite, _poison, _positive
 from .utils import ELEMENTWISE_BLOCK, num_warps_for
 
 
@@ -49,7 +51,8 @@ def _linf_project_kernel(
     eps = tl.load(eps_ptr + row, mask=mask, other=0.0)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + offs, _linf_clip(x_adv, x, eps).to(out_ptr.dtype.element_ty), mask=mask)
+    ok = _finite(x) & _finite(x_adv) & _positive(eps)
+    tl.store(out_ptr + offs, _poison(ok, _linf_clip(x_adv, x, eps)).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -70,7 +73,8 @@ def _linf_pgd_kernel(
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    out = _linf_clip(x_adv + step * _sign(grad), x, eps)
+    ok = _finite(x) & _finite(x_adv) & _finite(grad) & _positive(eps) & _positive(step)
+    out = _poison(ok, _linf_clip(x_adv + step * _sign(grad), x, eps))
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -98,8 +102,10 @@ def _linf_apgd_kernel(
     grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z = _linf_clip(x_adv + step * _sign(grad), x, eps)
     w = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev)
-    tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
-    tl.store(x_next_ptr + offs, _linf_clip(w, x, eps).to(x_next_ptr.dtype.element_ty), mask=mask)
+    ok = _finite(x) & _finite(x_adv) & _finite(grad) & _positive(eps) & _positive(step)
+    tl.store(z_ptr + offs, _poison(ok, z).to(z_ptr.dtype.element_ty), mask=mask)
+    x_next = _poison(ok & _finite(x_prev), _linf_clip(w, x, eps))
+    tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(numel: int) -> tuple[int]:
