@@ -3,6 +3,8 @@
 // passes, which also count the kept signs); the projection sums h(0), then searches its soft threshold
 // lam over float32 bit patterns (a few passes); apgd_step searches a second lam for the momentum point.
 // Each pass recomputes its values from the inputs block by block; one final pass writes the outputs.
+// Bad numbers: the loads make v NaN where an input entry is NaN / Inf; h(0) is then NaN and the row's lam is
+// NaN (no search), which poisons the whole output row, as does an eps / step that is not finite and > 0.
 #include <mutex>
 #include <utility>
 
@@ -20,7 +22,8 @@ inline float l1_delta(float v, float x, float lam) {
 }
 
 // lam of the exact projection of a row's v onto {||d||_1 <= eps} ∩ box: h(lam) = sum clip(|v| - lam, 0, room)
-// is non-increasing; lam = 0 if h(0) <= eps, else the smallest float32 lam with h(lam) <= eps.
+// is non-increasing; lam = 0 if h(0) <= eps, else the smallest float32 lam with h(lam) <= eps; NaN for a bad
+// row (a NaN v, which makes the min / max of the term and so h(0) NaN, or an eps not finite and > 0).
 // load(begin, n, v, x) writes a block's v and x as float.
 template <class Load>
 float l1_lambda(int64_t d, bool split, float eps, const Load& load) {
@@ -36,17 +39,20 @@ float l1_lambda(int64_t d, bool split, float eps, const Load& load) {
     return std::max(std::min(buf[0][j] - lam, buf[1][j]), 0.f);
   };
   const double h0 = sum_per_candidate(d, split, Cands{}, 1, prep, term)[0];
+  if (std::isnan(h0) || !positive(eps)) return kNaN;
   if (h0 <= eps) return 0.f;
   return float_of(search_bits(d, split, {0, h0}, {kInfBits, 0.0}, eps, prep, term,
                               [&](double h) { return h <= eps; }));
 }
 
-// APGD-L1's step point x_adv + step * (sign(g) [|g| >= tau] / (cnt + 1e-10)), as v = point - x.
+// APGD-L1's step point x_adv + step * (sign(g) [|g| >= tau] / (cnt + 1e-10)), as v = point - x (NaN where an
+// input entry is bad).
 struct Step {
   float tau, step, inv_cnt;  // inv_cnt = 1 / (cnt + 1e-10)
 
   float v(float xa, float x, float g) const {
-    return xa + step * select(std::abs(g) >= tau, sign(g) * inv_cnt, 0.f) - x;
+    const float v = xa + step * select(std::abs(g) >= tau, sign(g) * inv_cnt, 0.f) - x;
+    return poison(finite(xa) & finite(x) & finite(g), v);
   }
 };
 
@@ -116,16 +122,17 @@ void project(const Rows<T>& c) {
     const float lam = l1_lambda(c.d, split, c.eps[r], [&](int64_t b, int64_t n, float* v, float* x) {
       const InBlock<T, 2> in(rows, b, n);
       for (int64_t j = 0; j < n; ++j) {
-        v[j] = in[0][j] - in[1][j];
+        v[j] = poison(finite(in[0][j]) & finite(in[1][j]), in[0][j] - in[1][j]);
         x[j] = in[1][j];
       }
     });
-    for_each_block(c.d, split, [&, lam](int64_t b, int64_t n) {
+    const bool ok = !std::isnan(lam);
+    for_each_block(c.d, split, [&, lam, ok](int64_t b, int64_t n) {
       const InBlock<T, 2> in(rows, b, n);
       OutBlock<T> out(c.out + off, b, n);
       const float *xa = in[0], *x = in[1];
       float* o = out.p;
-      for (int64_t j = 0; j < n; ++j) o[j] = x[j] + l1_delta(xa[j] - x[j], x[j], lam);
+      for (int64_t j = 0; j < n; ++j) o[j] = poison(ok, x[j] + l1_delta(xa[j] - x[j], x[j], lam));
       out.flush();
     });
   });
@@ -138,12 +145,13 @@ void pgd_step(const Rows<T>& c) {
     const std::array<const T*, 3> rows{c.x_adv + off, c.x + off, c.grad + off};
     const Step st = l1_step(rows[2], c.keep[r], c.step[r], c.d, split);
     const float lam = step_lambda(rows, st, c.eps[r], c.d, split);
-    for_each_block(c.d, split, [&, st, lam](int64_t b, int64_t n) {
+    const bool ok = !std::isnan(lam) && positive(st.step);
+    for_each_block(c.d, split, [&, st, lam, ok](int64_t b, int64_t n) {
       const InBlock<T, 3> in(rows, b, n);
       OutBlock<T> out(c.out + off, b, n);
       const float *xa = in[0], *x = in[1], *g = in[2];
       float* o = out.p;
-      for (int64_t j = 0; j < n; ++j) o[j] = x[j] + l1_delta(st.v(xa[j], x[j], g[j]), x[j], lam);
+      for (int64_t j = 0; j < n; ++j) o[j] = poison(ok, x[j] + l1_delta(st.v(xa[j], x[j], g[j]), x[j], lam));
       out.flush();
     });
   });
@@ -159,9 +167,10 @@ void apgd_step(const Rows<T>& c) {
     const Step st = l1_step(rows[2], c.keep[r], c.step[r], c.d, split);
     const float lam = step_lambda<T>({rows[0], rows[1], rows[2]}, st, eps, c.d, split);
     // v of the momentum point w (from the unrounded z = x + delta) with z itself.
+    const bool z_ok = !std::isnan(lam) && positive(st.step);
     auto momentum_v = [=](float xa, float x, float g, float xp, float& z) {
-      z = x + l1_delta(st.v(xa, x, g), x, lam);
-      return heavy_ball(xa, z, xp, a, a1) - x;
+      z = poison(z_ok, x + l1_delta(st.v(xa, x, g), x, lam));
+      return poison(finite(xp), heavy_ball(xa, z, xp, a, a1) - x);
     };
     const float lam2 = l1_lambda(c.d, split, eps, [&, momentum_v](int64_t b, int64_t n, float* v, float* x) {
       const InBlock<T, 4> in(rows, b, n);
@@ -171,14 +180,15 @@ void apgd_step(const Rows<T>& c) {
         x[j] = in[1][j];
       }
     });
-    for_each_block(c.d, split, [&, lam2, momentum_v](int64_t b, int64_t n) {
+    const bool next_ok = z_ok && !std::isnan(lam2);
+    for_each_block(c.d, split, [&, lam2, momentum_v, next_ok](int64_t b, int64_t n) {
       const InBlock<T, 4> in(rows, b, n);
       OutBlock<T> next(c.out + off, b, n), z(c.z + off, b, n);
       const float *xa = in[0], *x = in[1], *g = in[2], *xp = in[3];
       float *o = next.p, *oz = z.p;
       for (int64_t j = 0; j < n; ++j) {
         const float v = momentum_v(xa[j], x[j], g[j], xp[j], oz[j]);
-        o[j] = x[j] + l1_delta(v, x[j], lam2);
+        o[j] = poison(next_ok, x[j] + l1_delta(v, x[j], lam2));
       }
       next.flush();
       z.flush();

@@ -2,6 +2,8 @@
 // apgd_step adds a pass for the norm of the momentum point. project is the exact nearest point of
 // ball ∩ box, x + clip(t v, -x, 1 - x): one pass for ||v||^2 and f(1); when the ball binds, the
 // bit-pattern search for t (1 pass when nothing clips at t, a few otherwise); then the write pass.
+// Bad numbers: a NaN / Inf entry makes its sum of squares (S_gg, ||v||^2, ||d2||^2) NaN, which poisons the
+// whole output row, as does an eps / step that is not finite and > 0.
 #include "cpu/rows.h"
 
 namespace rft::cpu {
@@ -13,9 +15,11 @@ inline float into_ball(float eps, double norm) {
   return std::min(eps, n) / (n + 1e-12f);
 }
 
-// A row's step z = clamp(x + (v + c g) s, 0, 1), v = x_adv - x: c = step / ||g||, s rescales into the ball.
+// A row's step z = clamp(x + (v + c g) s, 0, 1), v = x_adv - x: c = step / ||g||, s rescales into the ball;
+// ok: the row holds no bad number (else z is written as NaN).
 struct Step {
   float c, s;
+  bool ok;
 };
 
 inline float step_point(float xa, float x, float g, float c, float s) {
@@ -32,7 +36,7 @@ Step l2_step(const std::array<const T*, 3>& rows, float step, float eps, int64_t
 #pragma omp simd reduction(+ : gg, vg, vv)
     for (int64_t j = 0; j < n; ++j) {
       const float v = xa[j] - x[j];
-      gg += g[j] * g[j];
+      gg += poison(finite(xa[j]) & finite(x[j]) & finite(g[j]), g[j] * g[j]);  // NaN: a bad entry
       vg += v * g[j];
       vv += v * v;
     }
@@ -42,7 +46,7 @@ Step l2_step(const std::array<const T*, 3>& rows, float step, float eps, int64_t
   });
   const float c = step / (static_cast<float>(std::sqrt(s[0])) + 1e-12f);
   const double n1 = std::sqrt(std::max(s[2] + 2.0 * c * s[1] + static_cast<double>(c) * c * s[0], 0.0));
-  return {c, into_ball(eps, n1)};
+  return {c, into_ball(eps, n1), !std::isnan(s[0]) && positive(eps) && positive(step)};
 }
 
 template <class T>
@@ -72,25 +76,28 @@ void project(const Rows<T>& c) {
       float vv = 0.f, f1 = 0.f;
 #pragma omp simd reduction(+ : vv, f1)
       for (int64_t j = 0; j < n; ++j) {
-        vv += sq(buf[0][j]);
+        vv += poison(finite(buf[0][j]) & finite(buf[1][j]), sq(buf[0][j]));  // NaN: a bad entry
         f1 += term(buf, j, 1.f);
       }
       acc[0] += vv;
       acc[1] += f1;
     });
+    const bool ok = !std::isnan(s[0]) && positive(eps);
     float t = 1.f;
-    if (s[1] > eps2) {
+    if (ok && s[1] > eps2) {
       // f(t) <= t^2 ||v||^2 (equal while nothing clips), so t0 = eps / ||v|| is feasible; t = 1 is not.
       const float t0 = std::min(static_cast<float>(eps / std::sqrt(s[0])), float_of(kOneBits - 1));
       const End lo{bits_of(t0), static_cast<double>(t0) * t0 * s[0]}, hi{kOneBits, s[1]};
       t = float_of(search_bits(c.d, split, lo, hi, eps2, prep, term, [&](double f) { return f > eps2; }) - 1);
     }
-    for_each_block(c.d, split, [&, t](int64_t b, int64_t n) {
+    for_each_block(c.d, split, [&, t, ok](int64_t b, int64_t n) {
       const InBlock<T, 2> in(rows, b, n);
       OutBlock<T> out(c.out + off, b, n);
       const float *xa = in[0], *x = in[1];
       float* o = out.p;
-      for (int64_t j = 0; j < n; ++j) o[j] = x[j] + std::min(std::max(t * (xa[j] - x[j]), -x[j]), 1.f - x[j]);
+      for (int64_t j = 0; j < n; ++j) {
+        o[j] = poison(ok, x[j] + std::min(std::max(t * (xa[j] - x[j]), -x[j]), 1.f - x[j]));
+      }
       out.flush();
     });
   });
@@ -107,7 +114,7 @@ void pgd_step(const Rows<T>& c) {
       OutBlock<T> out(c.out + off, b, n);
       const float *xa = in[0], *x = in[1], *g = in[2];
       float* o = out.p;
-      for (int64_t j = 0; j < n; ++j) o[j] = step_point(xa[j], x[j], g[j], st.c, st.s);
+      for (int64_t j = 0; j < n; ++j) o[j] = poison(st.ok, step_point(xa[j], x[j], g[j], st.c, st.s));
       out.flush();
     });
   });
@@ -134,18 +141,24 @@ void apgd_step(const Rows<T>& c) {
         oz[j] = zj;
         s += sq(heavy_ball(xa[j], zj, xp[j], a, a1) - x[j]);
       }
+      // Bad numbers outside the sum's loop (its vectorization, and so its rounding, stays as it was): a bad
+      // x_prev entry makes ||d2||^2 NaN, a bad row writes a NaN z.
+      bool xp_ok = true;
+      for (int64_t j = 0; j < n; ++j) xp_ok &= finite(xp[j]);
+      if (!st.ok) std::fill(oz, oz + n, kNaN);
       z.flush();
-      acc[0] += s;
+      acc[0] += poison(xp_ok, s);
     });
     const float s2 = into_ball(eps, std::sqrt(n2[0]));
-    for_each_block(c.d, split, [&, st, s2, a, a1](int64_t b, int64_t n) {
+    const bool next_ok = st.ok && !std::isnan(n2[0]);
+    for_each_block(c.d, split, [&, st, s2, a, a1, next_ok](int64_t b, int64_t n) {
       const InBlock<T, 4> in(rows, b, n);
       OutBlock<T> out(c.out + off, b, n);
       const float *xa = in[0], *x = in[1], *g = in[2], *xp = in[3];
       float* o = out.p;
       for (int64_t j = 0; j < n; ++j) {
         const float w = heavy_ball(xa[j], step_point(xa[j], x[j], g[j], st.c, st.s), xp[j], a, a1);
-        o[j] = clamp01(x[j] + (w - x[j]) * s2);
+        o[j] = poison(next_ok, clamp01(x[j] + (w - x[j]) * s2));
       }
       out.flush();
     });

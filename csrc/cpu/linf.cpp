@@ -1,4 +1,5 @@
-// Linf ops: elementwise, one pass reading each input once and writing each output once.
+// Linf ops: elementwise, one pass reading each input once and writing each output once. An output entry is
+// NaN where an input entry it reads is NaN / Inf, or its row's eps / step is not finite and > 0.
 #include "cpu/rows.h"
 
 namespace rft::cpu {
@@ -13,12 +14,15 @@ void project(const Rows<T>& c) {
   for_each_row(c.n, [&](int64_t r, bool split) {
     const int64_t off = r * c.d;
     const float eps = c.eps[r];
-    for_each_block(c.d, split, [&, eps](int64_t b, int64_t n) {
+    const bool row_ok = positive(eps);
+    for_each_block(c.d, split, [&, eps, row_ok](int64_t b, int64_t n) {
       const InBlock<T, 2> in({c.x_adv + off, c.x + off}, b, n);
       OutBlock<T> out(c.out + off, b, n);
       const float *xa = in[0], *x = in[1];
       float* o = out.p;
-      for (int64_t j = 0; j < n; ++j) o[j] = linf_clip(xa[j], x[j], eps);
+      for (int64_t j = 0; j < n; ++j) {
+        o[j] = poison(row_ok & finite(xa[j]) & finite(x[j]), linf_clip(xa[j], x[j], eps));
+      }
       out.flush();
     });
   });
@@ -29,12 +33,16 @@ void pgd_step(const Rows<T>& c) {
   for_each_row(c.n, [&](int64_t r, bool split) {
     const int64_t off = r * c.d;
     const float eps = c.eps[r], step = c.step[r];
-    for_each_block(c.d, split, [&, eps, step](int64_t b, int64_t n) {
+    const bool row_ok = positive(eps) & positive(step);
+    for_each_block(c.d, split, [&, eps, step, row_ok](int64_t b, int64_t n) {
       const InBlock<T, 3> in({c.x_adv + off, c.x + off, c.grad + off}, b, n);
       OutBlock<T> out(c.out + off, b, n);
       const float *xa = in[0], *x = in[1], *g = in[2];
       float* o = out.p;
-      for (int64_t j = 0; j < n; ++j) o[j] = linf_clip(xa[j] + step * sign(g[j]), x[j], eps);
+      for (int64_t j = 0; j < n; ++j) {
+        const bool ok = row_ok & finite(xa[j]) & finite(x[j]) & finite(g[j]);
+        o[j] = poison(ok, linf_clip(xa[j] + step * sign(g[j]), x[j], eps));
+      }
       out.flush();
     });
   });
@@ -45,15 +53,17 @@ void apgd_step(const Rows<T>& c) {
   for_each_row(c.n, [&](int64_t r, bool split) {
     const int64_t off = r * c.d;
     const float eps = c.eps[r], step = c.step[r], a = c.momentum, a1 = c.one_minus_momentum;
-    for_each_block(c.d, split, [&, eps, step, a, a1](int64_t b, int64_t n) {
+    const bool row_ok = positive(eps) & positive(step);
+    for_each_block(c.d, split, [&, eps, step, a, a1, row_ok](int64_t b, int64_t n) {
       const InBlock<T, 4> in({c.x_adv + off, c.x + off, c.grad + off, c.x_prev + off}, b, n);
       OutBlock<T> next(c.out + off, b, n), z(c.z + off, b, n);
       const float *xa = in[0], *x = in[1], *g = in[2], *xp = in[3];
       float *o = next.p, *oz = z.p;
       for (int64_t j = 0; j < n; ++j) {
         const float zj = linf_clip(xa[j] + step * sign(g[j]), x[j], eps);
-        oz[j] = zj;
-        o[j] = linf_clip(heavy_ball(xa[j], zj, xp[j], a, a1), x[j], eps);
+        const bool ok = row_ok & finite(xa[j]) & finite(x[j]) & finite(g[j]);
+        oz[j] = poison(ok, zj);
+        o[j] = poison(ok & finite(xp[j]), linf_clip(heavy_ball(xa[j], zj, xp[j], a, a1), x[j], eps));
       }
       next.flush();
       z.flush();

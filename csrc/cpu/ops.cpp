@@ -40,13 +40,6 @@ void check_per_row(const char* name, const at::Tensor& t, at::ScalarType dtype, 
               ",) tensor, got shape ", t.sizes());
 }
 
-void check_positive(const char* name, const at::Tensor& t) {
-  const float* p = t.const_data_ptr<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    TORCH_CHECK(std::isfinite(p[i]) && p[i] > 0.f, name, "[", i, "] must be finite and > 0, got ", p[i]);
-  }
-}
-
 void check_keep(const at::Tensor& keep, int64_t d) {
   const int64_t* p = keep.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < keep.numel(); ++i) {
@@ -100,11 +93,9 @@ void check_step_inputs(int64_t norm, const at::Tensor& x_adv, const at::Tensor& 
   if (norm == kL1) check_per_row("keep", keep, at::kLong, x_adv.size(0));
 }
 
-// The per-row values (read only once there is something to compute).
-void check_step_values(int64_t norm, const at::Tensor& x_adv, const at::Tensor& step, const at::Tensor& eps,
-                       const at::Tensor& keep) {
-  check_positive("step", step);
-  check_positive("eps", eps);
+// keep (read only once there is something to compute). eps / step are not checked: a value that is not finite
+// and > 0 makes its row's outputs NaN, as on every backend (docs/KERNELS.md).
+void check_step_values(int64_t norm, const at::Tensor& x_adv, const at::Tensor& keep) {
   if (norm == kL1) check_keep(keep, x_adv.size(1));
 }
 
@@ -116,7 +107,6 @@ void project(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, const
   check_image("out", out, x_adv);
   check_output("out", out, {&x_adv, &x});
   if (x_adv.numel() == 0) return;
-  check_positive("eps", eps);
   run(norm, Op::kProject, base_call(out, x_adv, x, eps));
 }
 
@@ -127,7 +117,7 @@ void pgd_step(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, cons
   check_image("out", out, x_adv);
   check_output("out", out, {&x_adv, &x, &grad});
   if (x_adv.numel() == 0) return;
-  check_step_values(norm, x_adv, step, eps, keep);
+  check_step_values(norm, x_adv, keep);
   Call c = base_call(out, x_adv, x, eps);
   c.grad = grad.const_data_ptr();
   c.step = step.const_data_ptr<float>();
@@ -147,7 +137,7 @@ void apgd_step(at::Tensor x_next, at::Tensor z, const at::Tensor& x_adv, const a
   check_output("z", z, {&x_adv, &x_prev, &x, &grad});
   TORCH_CHECK(momentum >= 0.0 && momentum <= 1.0, "momentum must be in [0, 1], got ", momentum);
   if (x_adv.numel() == 0) return;
-  check_step_values(norm, x_adv, step, eps, keep);
+  check_step_values(norm, x_adv, keep);
   Call c = base_call(x_next, x_adv, x, eps);
   c.z = z.data_ptr();
   c.x_prev = x_prev.const_data_ptr();

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -185,6 +186,18 @@ inline float select(bool c, float a, float b) {
   const uint32_t m = 0u - static_cast<uint32_t>(c);
   return float_of((bits_of(a) & m) | (bits_of(b) & ~m));
 }
+
+// ---------------------------------------------------------------- bad numbers (docs/KERNELS.md)
+// A NaN / Inf input entry or an eps / step that is not finite and > 0 is never used as a number: the outputs
+// it feeds are written as NaN. NaN fails every comparison, which is what makes both tests catch it.
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+inline bool finite(float v) { return std::abs(v) < kInf; }
+inline bool positive(float v) { return v > 0.f && v < kInf; }
+// v where ok, NaN elsewhere.
+inline float poison(bool ok, float v) { return select(ok, v, kNaN); }
 
 inline float sign(float v) { return static_cast<float>(v > 0.f) - static_cast<float>(v < 0.f); }
 inline float clamp01(float v) { return std::min(std::max(v, 0.f), 1.f); }

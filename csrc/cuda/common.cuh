@@ -122,6 +122,18 @@ __device__ __forceinline__ void tile_range(const Tiling& t, int64_t tile, int64_
 
 __device__ __forceinline__ float clamp01(float v) { return fminf(fmaxf(v, 0.f), 1.f); }
 
+// Bad numbers (docs/KERNELS.md): a NaN / Inf input entry or an eps / step that is not finite and > 0 is never
+// used as a number; the outputs it feeds are written as NaN (fminf / fmaxf would drop a NaN, so the kernels
+// poison explicitly). Tested on the bits, which no fast-math flag (-ftz included) changes.
+__device__ __forceinline__ bool finite_f(float v) { return (__float_as_uint(v) & kAbsMask) < kInfBits; }
+__device__ __forceinline__ bool is_nan_f(float v) { return (__float_as_uint(v) & kAbsMask) > kInfBits; }
+__device__ __forceinline__ bool positive_f(float v) {
+  const int32_t b = __float_as_int(v);
+  return b > 0 && b < static_cast<int32_t>(kInfBits);
+}
+// v where ok, NaN elsewhere.
+__device__ __forceinline__ float poison(bool ok, float v) { return ok ? v : __uint_as_float(0x7FC00000u); }
+
 // torch.sign for non-NaN v, from the bits: exact for subnormals too (compares would flush them to zero
 // under --use_fast_math's -ftz, unlike torch), and consistent with the bitwise |g| >= tau mask of L1.
 __device__ __forceinline__ float sign_of(float v) {

@@ -9,6 +9,9 @@
 // project:   projection of v = x_adv - x, write pass.
 // pgd_step:  threshold, projection of v = x_adv + step * sign(g) * mask / (cnt + 1e-10) - x, write pass.
 // apgd_step: threshold, projection 1 (z), projection 2 of w - x (z recomputed per pass), write z and x_next.
+// Bad numbers: getv makes v NaN where an input entry is NaN / Inf; a projection whose passes saw one (ORed over
+// the block) returns a NaN lam, and a row with a NaN lam or an eps / step that is not finite and > 0 is written
+// as NaN (z: x_adv, x, grad; x_next: x_prev as well).
 #include "common.cuh"
 
 namespace rft {
@@ -70,12 +73,14 @@ __device__ __forceinline__ void l1_threshold(const T* __restrict__ g, int64_t be
 // with h(lam) = sum clip(|v| - lam, 0, u) <= eps. Ranks are reversed bits, lam = float(bits(+inf) - r), so
 // "largest rank with h <= eps" is "smallest lam": r = 0 is lam = +inf (h = 0, holds), and the first pass
 // tests r = bits(+inf), lam = 0 (the ball is inactive when h(0) <= eps: one pass).
-// getv(Int<W>, i, v, x) fills the W values of v and x at flat index i (recomputed identically every pass).
+// getv(Int<W>, i, v, x) fills the W values of v and x at flat index i (recomputed identically every pass), v NaN
+// where an input entry is bad; lam is then NaN (block-uniform), for the whole row.
 template <int VEC, typename GetV>
 __device__ __forceinline__ float l1_lambda(int64_t begin, int64_t end, bool vec_ok, float eps, GetV&& getv,
                                            typename FSumK::Storage& stk) {
   uint32_t lo = 0u, hi = kInfBits;
   float h_lo = 0.f, h_fail = 0.f;
+  bool bad = false;  // this thread saw a NaN v (the search makes at least one pass)
   kary_search<K, kRowBlock, float>(
       lo, hi, h_lo, h_fail, stk,
       [&](const uint32_t (&cand)[K], Arr<float, K>& acc) {
@@ -90,13 +95,14 @@ __device__ __forceinline__ float l1_lambda(int64_t begin, int64_t end, bool vec_
           for (int k = 0; k < W; ++k) {
             const float a = fabsf(v[k]);
             const float u = l1_room(v[k], b[k]);
+            bad |= is_nan_f(v[k]);
 #pragma unroll
             for (int j = 0; j < K; ++j) acc.v[j] += fminf(fmaxf(__fsub_rn(a, lam[j]), 0.f), u);
           }
         });
       },
       [&](float h) { return h <= eps; });
-  return __uint_as_float(kInfBits - lo);
+  return poison(__syncthreads_or(bad) == 0, __uint_as_float(kInfBits - lo));
 }
 
 template <typename T, int MODE>
@@ -111,6 +117,7 @@ __global__ void __launch_bounds__(kRowBlock)
   const int64_t begin = row * D;
   const int64_t end = begin + D;
   const float e = eps[row];
+  const bool row_ok = positive_f(e) && (MODE == kModeProject || positive_f(step[row]));
 
   // The sparse step: p = x_adv + sign(g) * mask * a_step, a_step = step * (1 / (cnt + 1e-10)) (the
   // rounding of AutoAttack's step * (sign / (cnt + 1e-10)), as sign is 0 or +-1).
@@ -145,9 +152,12 @@ __global__ void __launch_bounds__(kRowBlock)
       load<W>(g + i, gv);
     }
 #pragma unroll
-    for (int k = 0; k < W; ++k) v[k] = v_first(a[k], b[k], gv[k]);
+    for (int k = 0; k < W; ++k) {
+      v[k] = poison(finite_f(a[k]) && finite_f(b[k]) && finite_f(gv[k]), v_first(a[k], b[k], gv[k]));
+    }
   };
   const float lam1 = l1_lambda<VEC>(begin, end, vec_ok, e, getv1, stk);
+  const bool ok1 = row_ok && !is_nan_f(lam1);  // block-uniform
 
   if constexpr (MODE != kModeApgd) {
     for_range<VEC, kRowBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
@@ -155,7 +165,7 @@ __global__ void __launch_bounds__(kRowBlock)
       float v[W], b[W];
       getv1(w, i, v, b);
 #pragma unroll
-      for (int k = 0; k < W; ++k) v[k] = __fadd_rn(b[k], l1_delta(v[k], b[k], lam1));
+      for (int k = 0; k < W; ++k) v[k] = poison(ok1, __fadd_rn(b[k], l1_delta(v[k], b[k], lam1)));
       store<W>(out + i, v);
     });
   } else {
@@ -169,8 +179,8 @@ __global__ void __launch_bounds__(kRowBlock)
       load<W>(g + i, gv);
 #pragma unroll
       for (int k = 0; k < W; ++k) {
-        z[k] = __fadd_rn(b[k], l1_delta(v_first(a[k], b[k], gv[k]), b[k], lam1));
-        v2[k] = __fsub_rn(momentum_point(a[k], z[k], p[k], mom_a, mom_b), b[k]);
+        z[k] = poison(ok1, __fadd_rn(b[k], l1_delta(v_first(a[k], b[k], gv[k]), b[k], lam1)));
+        v2[k] = poison(finite_f(p[k]), __fsub_rn(momentum_point(a[k], z[k], p[k], mom_a, mom_b), b[k]));
       }
     };
     auto getv2 = [&](auto w, int64_t i, auto& v, auto& b) {
@@ -179,12 +189,13 @@ __global__ void __launch_bounds__(kRowBlock)
       point(w, i, z, v, b);
     };
     const float lam2 = l1_lambda<VEC>(begin, end, vec_ok, e, getv2, stk);
+    const bool ok2 = ok1 && !is_nan_f(lam2);  // block-uniform
     for_range<VEC, kRowBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float z[W], v[W], b[W];
       point(w, i, z, v, b);
 #pragma unroll
-      for (int k = 0; k < W; ++k) v[k] = __fadd_rn(b[k], l1_delta(v[k], b[k], lam2));
+      for (int k = 0; k < W; ++k) v[k] = poison(ok2, __fadd_rn(b[k], l1_delta(v[k], b[k], lam2)));
       store<W>(z_out + i, z);
       store<W>(out + i, v);
     });

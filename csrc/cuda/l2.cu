@@ -7,6 +7,9 @@
 //                        part2[tile]; write - recompute z and d2, write z and x_next.
 // project (1 kernel, one block per row): K-ary search for t over float32 bit patterns (<= 8 passes, the
 //   first one tests t = 1), write.
+// Bad numbers: a tile with a NaN / Inf entry stores a NaN S_gg (||d2||^2 for x_prev), the projection ORs a
+// per-thread flag over the block; either way, or with an eps / step that is not finite and > 0, the whole
+// output row is written as NaN.
 #include "common.cuh"
 
 namespace rft {
@@ -20,6 +23,7 @@ using Sum3 = BlockSum<float, 3, kTileBlock>;
 struct L2Step {
   float c;  // step / (||g|| + 1e-12)
   float s;  // min(eps, n1) / (n1 + 1e-12)
+  bool ok;  // the row holds no bad number
 };
 
 // Per-row scalars of AutoAttack's L2 step from S_gg, S_vg, S_vv (KERNELS.md):
@@ -33,6 +37,7 @@ __device__ __forceinline__ L2Step l2_step_scalars(const Arr<float, 3>& t, float 
   L2Step r;
   r.c = c;
   r.s = __fdiv_rn(fminf(eps, n1), __fadd_rn(n1, kL2Tiny));
+  r.ok = !is_nan_f(gg) && positive_f(step) && positive_f(eps);  // S_gg (a sum of squares) is NaN only for a bad entry
   return r;
 }
 
@@ -71,6 +76,7 @@ __global__ void __launch_bounds__(kTileBlock)
     int64_t row, begin, end;
     tile_range(tl, tile, row, begin, end);
     Arr<float, 3> acc = arr_zero<float, 3>();
+    bool bad = false;
     for_range<VEC, kTileBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float a[W], b[W], gv[W];
@@ -83,8 +89,10 @@ __global__ void __launch_bounds__(kTileBlock)
         acc.v[0] += gv[k] * gv[k];
         acc.v[1] += v * gv[k];
         acc.v[2] += v * v;
+        bad |= !(finite_f(a[k]) && finite_f(b[k]) && finite_f(gv[k]));
       }
     });
+    acc.v[0] = poison(!bad, acc.v[0]);
     const Arr<float, 3> tot = Sum3::to_thread0(st, acc);
     if (threadIdx.x == 0) {
 #pragma unroll
@@ -112,7 +120,7 @@ __global__ void __launch_bounds__(kTileBlock)
       load<W>(x + i, b);
       load<W>(g + i, gv);
 #pragma unroll
-      for (int k = 0; k < W; ++k) a[k] = l2_point(a[k], b[k], gv[k], r);
+      for (int k = 0; k < W; ++k) a[k] = poison(r.ok, l2_point(a[k], b[k], gv[k], r));
       store<W>(out + i, a);
     });
   }
@@ -132,6 +140,7 @@ __global__ void __launch_bounds__(kTileBlock)
     tile_range(tl, tile, row, begin, end);
     const L2Step r = l2_step_scalars(row_total<3>(part, row, tl.chunks, st3), step[row], eps[row]);
     Arr<float, 1> acc = arr_zero<float, 1>();
+    bool bad = false;
     for_range<VEC, kTileBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float a[W], p[W], b[W], gv[W];
@@ -144,8 +153,10 @@ __global__ void __launch_bounds__(kTileBlock)
         const float z = l2_point(a[k], b[k], gv[k], r);
         const float d2 = __fsub_rn(momentum_point(a[k], z, p[k], mom_a, mom_b), b[k]);
         acc.v[0] += d2 * d2;
+        bad |= !finite_f(p[k]);
       }
     });
+    acc.v[0] = poison(!bad, acc.v[0]);  // ||d2||^2 NaN: a bad x_prev entry
     const Arr<float, 1> tot = Sum1::to_thread0(st1, acc);
     if (threadIdx.x == 0) part2[tile] = tot.v[0];
     __syncthreads();  // st1 is reused by the next tile
@@ -167,7 +178,9 @@ __global__ void __launch_bounds__(kTileBlock)
     tile_range(tl, tile, row, begin, end);
     const float e = eps[row];
     const L2Step r = l2_step_scalars(row_total<3>(part, row, tl.chunks, st3), step[row], e);
-    const float s2 = l2_scale(row_total<1>(part2, row, tl.chunks, st1).v[0], e);
+    const float n2sq = row_total<1>(part2, row, tl.chunks, st1).v[0];
+    const float s2 = l2_scale(n2sq, e);
+    const bool next_ok = r.ok && !is_nan_f(n2sq);
     for_range<VEC, kTileBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float a[W], p[W], b[W], gv[W];
@@ -179,8 +192,8 @@ __global__ void __launch_bounds__(kTileBlock)
       for (int k = 0; k < W; ++k) {
         const float z = l2_point(a[k], b[k], gv[k], r);
         const float d2 = __fsub_rn(momentum_point(a[k], z, p[k], mom_a, mom_b), b[k]);
-        gv[k] = z;
-        a[k] = clamp01(__fadd_rn(b[k], __fmul_rn(d2, s2)));
+        gv[k] = poison(r.ok, z);
+        a[k] = poison(next_ok, clamp01(__fadd_rn(b[k], __fmul_rn(d2, s2))));
       }
       store<W>(z_out + i, gv);
       store<W>(x_next + i, a);
@@ -208,6 +221,7 @@ __global__ void __launch_bounds__(kRowBlock)
   // Ranks: the bits of t in [0, 1]; f(0) = 0 <= eps^2 holds at lo = 0.
   uint32_t t_lo = 0u, t_hi = kOneBits;
   float f_lo = 0.f, f_fail = 0.f;
+  bool bad = false;  // this thread read a NaN / Inf entry (the search makes at least one pass)
   kary_search<K, kRowBlock, float>(
       t_lo, t_hi, f_lo, f_fail, stk,
       [&](const uint32_t (&cand)[K], Arr<float, K>& acc) {
@@ -224,6 +238,7 @@ __global__ void __launch_bounds__(kRowBlock)
             const float v = __fsub_rn(a[k], b[k]);
             const float lo = -b[k];
             const float hi = __fsub_rn(1.f, b[k]);
+            bad |= !(finite_f(a[k]) && finite_f(b[k]));
 #pragma unroll
             for (int j = 0; j < K; ++j) {
               const float c = fminf(fmaxf(__fmul_rn(t[j], v), lo), hi);
@@ -233,6 +248,7 @@ __global__ void __launch_bounds__(kRowBlock)
         });
       },
       [&](float f) { return f <= e2; });
+  const bool ok = __syncthreads_or(bad) == 0 && positive_f(e);  // block-uniform
 
   if (t_lo == kOneBits) {  // inside the ball (block-uniform branch)
     for_range<VEC, kRowBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
@@ -240,7 +256,7 @@ __global__ void __launch_bounds__(kRowBlock)
       float a[W];
       load<W>(xa + i, a);
 #pragma unroll
-      for (int k = 0; k < W; ++k) a[k] = clamp01(a[k]);
+      for (int k = 0; k < W; ++k) a[k] = poison(ok, clamp01(a[k]));
       store<W>(out + i, a);
     });
     return;
@@ -254,7 +270,7 @@ __global__ void __launch_bounds__(kRowBlock)
 #pragma unroll
     for (int k = 0; k < W; ++k) {
       const float d = fminf(fmaxf(__fmul_rn(t, __fsub_rn(a[k], b[k])), -b[k]), __fsub_rn(1.f, b[k]));
-      a[k] = __fadd_rn(b[k], d);
+      a[k] = poison(ok, __fadd_rn(b[k], d));
     }
     store<W>(out + i, a);
   });

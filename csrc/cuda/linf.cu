@@ -1,5 +1,6 @@
 // Linf kernels: one elementwise pass per op (each input read once, each output written once).
 // Grid-stride over (row, chunk) tiles so the per-row eps/step are read once per tile, not per element.
+// An output entry is NaN where an input entry it reads is NaN / Inf, or its row's eps / step is bad.
 #include "common.cuh"
 
 namespace rft {
@@ -16,13 +17,16 @@ __global__ void __launch_bounds__(BLOCK)
     int64_t row, begin, end;
     tile_range(tl, tile, row, begin, end);
     const float e = eps[row];
+    const bool row_ok = positive_f(e);
     for_range<VEC, BLOCK>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float a[W], b[W];
       load<W>(xa + i, a);
       load<W>(x + i, b);
 #pragma unroll
-      for (int k = 0; k < W; ++k) a[k] = linf_clip(a[k], b[k], e);
+      for (int k = 0; k < W; ++k) {
+        a[k] = poison(row_ok && finite_f(a[k]) && finite_f(b[k]), linf_clip(a[k], b[k], e));
+      }
       store<W>(out + i, a);
     });
   }
@@ -39,6 +43,7 @@ __global__ void __launch_bounds__(BLOCK)
     tile_range(tl, tile, row, begin, end);
     const float e = eps[row];
     const float s = step[row];
+    const bool row_ok = positive_f(e) && positive_f(s);
     for_range<VEC, BLOCK>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float a[W], b[W], gv[W];
@@ -47,8 +52,9 @@ __global__ void __launch_bounds__(BLOCK)
       load<W>(g + i, gv);
 #pragma unroll
       for (int k = 0; k < W; ++k) {
+        const bool ok = row_ok && finite_f(a[k]) && finite_f(b[k]) && finite_f(gv[k]);
         const float p = __fadd_rn(a[k], __fmul_rn(s, sign_of(gv[k])));
-        a[k] = linf_clip(p, b[k], e);
+        a[k] = poison(ok, linf_clip(p, b[k], e));
       }
       store<W>(out + i, a);
     });
@@ -67,6 +73,7 @@ __global__ void __launch_bounds__(BLOCK)
     tile_range(tl, tile, row, begin, end);
     const float e = eps[row];
     const float s = step[row];
+    const bool row_ok = positive_f(e) && positive_f(s);
     for_range<VEC, BLOCK>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float a[W], p[W], b[W], gv[W];
@@ -76,10 +83,11 @@ __global__ void __launch_bounds__(BLOCK)
       load<W>(g + i, gv);
 #pragma unroll
       for (int k = 0; k < W; ++k) {
+        const bool ok = row_ok && finite_f(a[k]) && finite_f(b[k]) && finite_f(gv[k]);
         const float z = linf_clip(__fadd_rn(a[k], __fmul_rn(s, sign_of(gv[k]))), b[k], e);
         const float wk = momentum_point(a[k], z, p[k], mom_a, mom_b);
-        gv[k] = z;
-        a[k] = linf_clip(wk, b[k], e);
+        gv[k] = poison(ok, z);
+        a[k] = poison(ok && finite_f(p[k]), linf_clip(wk, b[k], e));
       }
       store<W>(z_out + i, gv);
       store<W>(x_next + i, a);
