@@ -50,6 +50,7 @@ STUDY_CORRUPTION, STUDY_SEVERITY = "study", 3  # the study's aggregate: 11 corru
 MODEL_FIELDS = ("run_id", "dataset", "backbone", "loss", "protocol", "hparams")
 KEY_FIELDS = MODEL_FIELDS + ("threat", "eps", "corruption", "severity", "mode")
 SCHEMA_VERSION = 3
+_SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 STAGE_STATUSES = ("done", "failed")
 
 # Sentinels for the key columns whose Python value is None (see the module docstring).
@@ -342,9 +343,13 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             self._create(timeout)
-        elif self.path.stat().st_size == 0:  # a store only ever appears complete (_create): this one was lost
-            raise ValueError(f"{self.path} is an empty file, not a results store (a store is never empty on disk: "
-                             "was it truncated?); move it away to start a new store there")
+        else:  # a store only ever appears complete (_create); SQLite would take a short file for a new database
+            with open(self.path, "rb") as f:
+                head = f.read(len(_SQLITE_HEADER))
+            if head != _SQLITE_HEADER:
+                what = "an empty file" if not head else "not an SQLite database"
+                raise ValueError(f"{self.path} is {what}, not a results store (a store is never empty on disk: was "
+                                 "it truncated or overwritten?); it is left as it is: move it away to start a new store")
         self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: transactions are explicit
         self._db.row_factory = sqlite3.Row
         try:
