@@ -80,7 +80,9 @@ def test_quick_grid_end_to_end_then_report(tmp_path: Path) -> None:
     spec = small_spec(tmp_path, backbones=["deit_tiny_patch16_224.fb_in1k"])
     done = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "[2/2]" in done.stdout and done.stdout.rstrip().endswith("2/2 done, 0 failed")
+    assert "[2/2]" in done.stdout and done.stdout.rstrip().splitlines()[-2] == "2/2 done, 0 failed"
+    assert re.fullmatch(r"disk: runs holds \d+ MiB \(Tune logs and checkpoints \d+ MiB\)",
+                        done.stdout.rstrip().splitlines()[-1])
     assert "ETA" in done.stdout and "best so far" in done.stdout
     assert "results -> runs/results.sqlite, Tune logs -> runs/tune" in done.stdout
     # honest trial counts: num_samples 2, each either finished both epochs or was stopped by ASHA at the rung
@@ -101,6 +103,9 @@ def test_quick_grid_end_to_end_then_report(tmp_path: Path) -> None:
         trials = trial_results(experiment)
         assert len(trials) == 2 and all(1 <= len(r) <= 2 for r in trials.values())
         assert all(r[-1]["epoch"] == len(r) and "val_loss" in r[-1] for r in trials.values())
+        # one checkpoint copy per trial: Tune's (num_to_keep 1); the trials' working copies are gone
+        for trial in (d for d in experiment.iterdir() if d.is_dir()):
+            assert [p.parent.name.startswith("checkpoint_") for p in trial.rglob("checkpoint.pt")] == [True]
         best = min(trials.values(), key=lambda r: r[-1]["val_loss"])[-1]["config"]["hparams"]
         stored = next(r["hparams"] for r in found if (r["backbone"], r["loss"]) == (backbone, loss))
         assert {k: stored[k] for k in best} == best

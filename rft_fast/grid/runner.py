@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import time
 import traceback
 import warnings
@@ -35,6 +36,7 @@ TUNE_DIR = "tune"
 BUDGET_FILE = "budget.json"  # the tuning seconds left, in each configuration's Tune folder
 TUNE_STAGE = "tune"
 TRIAL_STATES = ("finished", "stopped", "errored", "not started")
+SCRATCH = "rft-fast-trials"  # under the temporary folder: the trials' working copies (see _trainable)
 
 
 @dataclass
@@ -54,28 +56,38 @@ class ConfigOutcome:
 
 
 def _trainable(params: dict[str, Any]) -> None:
-    """A Tune function trainable: one `fit` run, reporting each epoch's metrics with a checkpoint."""
+    """A Tune function trainable: one `fit` run, reporting each epoch's metrics with a checkpoint.
+
+    fit works in a scratch folder outside the trial's folder (params["scratch"]/<trial id>, on the node's local
+    disk): Tune copies each epoch's checkpoint into the trial's checkpoint_N/, the one copy kept; a trial
+    folder of ours would be synced to the storage as a second copy. A restored trial starts from Tune's copy."""
     from ray import tune
 
-    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as folder:
-            for name in ("checkpoint.pt", "metrics.jsonl"):
-                if (Path(folder) / name).is_file():
-                    shutil.copy2(Path(folder) / name, run_dir / name)
-    config = TrainConfig(**params["fields"], **params["hparams"], out_dir=str(run_dir))
+    run_dir = Path(params.get("scratch") or Path(tempfile.gettempdir()) / SCRATCH) / tune.get_context().get_trial_id()
+    shutil.rmtree(run_dir, ignore_errors=True)  # left by an attempt that was killed
+    run_dir.mkdir(parents=True)
+    try:
+        restored = tune.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as folder:
+                for name in ("checkpoint.pt", "metrics.jsonl"):
+                    if (Path(folder) / name).is_file():
+                        shutil.copy2(Path(folder) / name, run_dir / name)
+        config = TrainConfig(**params["fields"], **params["hparams"], out_dir=str(run_dir))
 
-    def report(metrics: dict[str, Any]) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
-        # Tune now holds the epoch's checkpoint (checkpoint_N/, the trial's one copy); fit does not read its own
-        # again in this process, and a restored trial gets Tune's copy back above.
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        def report(metrics: dict[str, Any]) -> None:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(run_dir)))
 
-    result = fit(config, callback=report, resume=True)
+        result = fit(config, callback=report, resume=True)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     if result.status == "diverged":
         raise RuntimeError(f"trial diverged: {result.message}")
+
+
+def _scratch(config: Config) -> Path:
+    """The local folder the configuration's trials work in (see _trainable)."""
+    return Path(tempfile.gettempdir()) / SCRATCH / _name(config)
 
 
 def _tune_dim(dim: SearchDim) -> Any:
@@ -120,7 +132,8 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
     path = storage / _name(config)
     if tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False), True
-    space = {"fields": fields, "hparams": {d.name: _tune_dim(d) for d in search_space(spec, config)}}
+    space = {"fields": fields, "hparams": {d.name: _tune_dim(d) for d in search_space(spec, config)},
+             "scratch": str(_scratch(config))}
     (path / BUDGET_FILE).unlink(missing_ok=True)  # left by an experiment Tune cannot restore: a fresh budget
     tuner = tune.Tuner(
         trainable,
@@ -176,7 +189,10 @@ def _tune(spec: GridSpec, config: Config, storage: Path, store: Store, outcome: 
     """Runs (or resumes) the configuration's Tune experiment; records and returns the "tune" stage's detail,
     or records the failure and returns None."""
     tuner, outcome.resumed = _tuner(spec, config, storage)
-    grid = list(tuner.fit())
+    try:
+        grid = list(tuner.fit())
+    finally:  # no trial runs now: what is left in the scratch folder (a killed trial's copy) is an orphan
+        shutil.rmtree(_scratch(config), ignore_errors=True)
     outcome.trials = count_trials(grid, _max_t(spec, config), spec.num_samples)
     finished = [r for r in grid if r.checkpoint is not None and r.metrics and spec.asha.metric in r.metrics
                 and math.isfinite(r.metrics[spec.asha.metric])]
