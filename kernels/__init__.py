@@ -3,7 +3,8 @@
 Contract (docs/KERNELS.md): image tensors are (N, D) contiguous rows of one dtype (float32, bfloat16 or
 float16; math in float32), eps / step float32 (N,), keep int64 (N,); results go into the given outputs.
 One file per norm: linf.py (elementwise), l2.py (chunked row reductions, exact projection by search),
-l1.py (per-row searches); search.py holds the shared K-ary bit-pattern search. kl.py: the TRADES KL /
+l1.py (per-row searches); search.py holds the shared K-ary bit-pattern search, nonfinite.py the bad-number
+rule's helpers (a NaN / Inf entry or a bad eps / step gives NaN outputs, never an error). kl.py: the TRADES KL /
 objective (kl_forward, kl_backward; (N, C) logits with unit column stride, one program per row).
 """
 from __future__ import annotations

@@ -145,7 +145,8 @@ def _per_sample(
     """A float or (N,) tensor as a float32 (N,) tensor on like.device, validated.
 
     A float's value is always checked; a tensor's values only with check_values (reading them costs a
-    device sync, which inner loops skip with check=False).
+    device sync, which inner loops skip with check=False; unchecked bad values then make their samples'
+    outputs NaN on every backend, see the module docstring).
     """
     n = like.shape[0]
     if isinstance(value, Tensor):
