@@ -117,6 +117,29 @@ def test_non_finite_loss_stops_the_run_before_the_update(tmp_path, monkeypatch):
     assert last["status"] == "diverged"
 
 
+def test_an_attack_meeting_non_finite_logits_is_a_divergence(tmp_path, monkeypatch):
+    """Weights that blew up make the training attack raise NonFiniteError: the run is "diverged", not a crash."""
+    from rft_fast.attacks import NonFiniteError
+
+    calls = {"n": 0}
+    real = loop.make_criterion
+
+    def poisoned(cfg):
+        criterion = real(cfg)
+
+        def run(model, x, y):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise NonFiniteError("APGD (Linf, loss 'ce'): NaN or Inf in the loss on 3 of 32 samples")
+            return criterion(model, x, y)
+        return run
+
+    monkeypatch.setattr(loop, "make_criterion", poisoned)
+    result = fit(config(epochs=2, max_batches=2, out_dir=str(tmp_path)))
+    assert result.status == "diverged" and "epoch 1, micro-batch 2" in result.message and "3 of 32" in result.message
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["status"] == "diverged"
+
+
 def test_gradient_accumulation_equals_the_large_batch():
     kw = dict(backbone="tiny_vit", optimizer="sgd", momentum=0.0, epochs=1, max_batches=None)
     big = fit(config(batch_size=64, effective_batch=64, **kw, val_samples=16))

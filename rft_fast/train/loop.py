@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rft_fast import data, models
+from rft_fast.attacks import NonFiniteError
 from rft_fast.train import checkpoint
 from rft_fast.train import tora as tora_train
 from rft_fast.train.config import TrainConfig
@@ -259,13 +260,17 @@ class _Run:
                 eps_now = self.eps_schedule(step, cfg.num_epochs * self.steps_per_epoch)
                 self.criterion.set_eps(eps_now)
             share = x.shape[0] / groups[i]
-            with _autocast(cfg, self.device):
-                if sam:
-                    b = self.criterion.batch(self.model, x, y)
-                    kept.append((b, share))
-                    loss = self.criterion.objective(self.model, b)
-                else:
-                    loss = self.criterion(self.model, x, y)
+            try:
+                with _autocast(cfg, self.device):
+                    if sam:
+                        b = self.criterion.batch(self.model, x, y)
+                        kept.append((b, share))
+                        loss = self.criterion.objective(self.model, b)
+                    else:
+                        loss = self.criterion(self.model, x, y)
+            except NonFiniteError as error:  # the training attack met NaN / Inf logits: the weights diverged
+                bar.close()
+                return {}, f"non-finite model output at epoch {epoch + 1}, micro-batch {i + 1} ({error})"
             (loss * share).backward()
             group_loss += loss.detach().float() * x.shape[0]
             seen += x.shape[0]
@@ -352,7 +357,10 @@ def fit(config: TrainConfig, *, callback: Callback | None = None, resume: bool =
             return TrainResult("diverged", run.model, run.metrics, _ckpt(run), failure)
         if run.scheduler is not None:
             run.scheduler.step()
-        row = {"epoch": epoch + 1, **row, **run.validate(), "status": "ok"}
+        try:
+            row = {"epoch": epoch + 1, **row, **run.validate(), "status": "ok"}
+        except NonFiniteError as error:  # the validation attack met NaN / Inf logits
+            row = {"epoch": epoch + 1, "val_loss": math.nan, "message": str(error)}
         if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
             message = f"non-finite metric at epoch {epoch + 1}: {row}"
             run.record({"epoch": epoch + 1, "status": "diverged", "message": message}, epoch_done=None)
