@@ -42,7 +42,7 @@ def test_set():
 def _failures(model, test_set, threats, tmp_path):
     failed: dict[str, Exception] = {}
     with Store(tmp_path / "r.sqlite") as store:
-        rows = evaluate(model, test_set, RUN, EvalSettings(threats=threats, n=6, mode="fast"), store=store,
+        rows = evaluate(model, test_set, RUN, EvalSettings(threats=threats, n=6, mode="fast", workers=0), store=store,
                         on_failure=lambda t, e: failed.setdefault(t, e))
         stored = store.query()
     return rows, stored, failed

@@ -20,6 +20,7 @@ import importlib.metadata
 import inspect
 import json
 import math
+import multiprocessing
 import os
 import time
 import warnings
@@ -292,7 +293,10 @@ def build(
         images = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(n)])
         if images.dtype != np.uint8:
             raise ValueError(f"dataset items must be uint8 (3, H, W) tensors, got {images.dtype} among them")
-        pool = ProcessPoolExecutor(workers, initializer=_init_worker) if workers > 1 else None
+        # spawned, not forked: a fork of a process with running threads (torch's, Ray's) can inherit a held lock
+        # and hang the worker forever
+        pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+                if workers > 1 else None)
         try:
             with tqdm(total=n * len(todo), desc="corruptions", unit="img", disable=not progress) as bar:
                 for index, label, sev, per_image, path, meta in todo:
