@@ -147,3 +147,13 @@ def test_a_damaged_checkpoint_is_refused_or_loads_the_same_model(saved, tmp_path
         return
     # only bytes outside every record changed (zip padding, comments): the same model
     assert torch.equal(state["model"]["w"], torch.arange(300, dtype=torch.float32)) and state["config"] == {"a": 1}
+
+
+def test_debug_anywhere_shows_the_traceback_instead_of_the_error_line(tmp_path, capsys):
+    path = tmp_path / "s.sqlite"
+    path.write_bytes(b"not a store")
+    code, _, err = _cli(capsys, "results", "--store", str(path))
+    assert _refused(code, err) and "--debug shows the traceback" in err
+    for argv in (["--debug", "results", "--store", str(path)], ["results", "--store", str(path), "--debug"]):
+        with pytest.raises(ValueError, match="not an SQLite database"):
+            cli.main(argv)
