@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rft_fast import files
 from rft_fast.files import atomic_write
 
 
@@ -65,13 +64,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Writes `payload` atomically (rft_fast.files.atomic_write): a crash leaves either the old or the new
-    checkpoint, never a torn one, and at worst a temporary file that clean_orphans removes on the next start."""
+    checkpoint, never a torn one, and at worst a temporary file that files.clean_orphans removes on the next start."""
     atomic_write(path, lambda f: torch.save(payload, f))
-
-
-def clean_orphans(folder: Path, name: str) -> int:
-    """Removes the temporary files a killed `save(folder / name)` left behind; returns how many."""
-    return files.clean_orphans(folder, name=name)
 
 
 def verify(path: Path) -> None:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from rft_fast import data, models
 from rft_fast.attacks import NonFiniteError
+from rft_fast.files import clean_orphans
 from rft_fast.train import checkpoint
 from rft_fast.train import tora as tora_train
 from rft_fast.train.config import TrainConfig
@@ -168,7 +169,7 @@ class _Run:
         if self.out is None:
             return
         if self.out.is_dir():
-            checkpoint.clean_orphans(self.out, CHECKPOINT)
+            clean_orphans(self.out, name=CHECKPOINT)
         if not (self.out / CHECKPOINT).is_file():
             return
         state = checkpoint.load(self.out / CHECKPOINT)
