@@ -1,6 +1,7 @@
 """Input makers and an independent float64 projection solver shared by the tests."""
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -82,3 +83,16 @@ def solve_projection(v: np.ndarray, x: np.ndarray, eps: float, norm: str) -> np.
 def lp_norms(d: torch.Tensor, norm: str) -> torch.Tensor:
     rows = d.reshape(d.shape[0], -1).double()
     return {"Linf": rows.abs().amax(1), "L2": rows.norm(dim=1), "L1": rows.abs().sum(1)}[norm]
+
+
+def spec_from(base: dict, **changes):
+    """load_spec of a copy of `base` with `changes` applied (a None value removes the key)."""
+    from rft_fast.grid import load_spec
+
+    raw = copy.deepcopy(base)
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    return load_spec(raw)

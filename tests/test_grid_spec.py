@@ -2,12 +2,12 @@
 grid needs, and the dry-run arithmetic of plan() / estimate(), checked by hand."""
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 from pathlib import Path
 
 import pytest
+from helpers import spec_from
 
 from rft_fast.grid import (
     Config,
@@ -46,13 +46,7 @@ BASE = {
 
 
 def spec_with(**changes):
-    raw = copy.deepcopy(BASE)
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    return load_spec(raw)
+    return spec_from(BASE, **changes)
 
 
 def test_study_example_is_the_papers_grid():

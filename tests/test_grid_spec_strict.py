@@ -4,12 +4,12 @@ eval, fixed / search / axes against TrainConfig's rules), the ASHA metric among 
 names the key with its section, the value given and what was expected. No Ray, no training."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from pathlib import Path
 
 import pytest
+from helpers import spec_from
 
 from rft_fast.grid import spec as spec_module
 from rft_fast.grid.spec import ASHA, EvalSpec, Resources, SearchDim, load_spec, validate
@@ -42,13 +42,7 @@ out_dir: runs/t
 
 
 def spec_with(**changes):
-    raw = copy.deepcopy(BASE)
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    return load_spec(raw)
+    return spec_from(BASE, **changes)
 
 
 def error_of(**changes) -> str:

@@ -94,7 +94,8 @@ def test_resume_refuses_another_configuration(tmp_path):
         fit(config(out_dir=str(tmp_path), max_batches=1, lr_head=1e-2))
 
 
-def test_non_finite_loss_stops_the_run_before_the_update(tmp_path, monkeypatch):
+def _poison_criterion(monkeypatch, call: int, effect) -> None:
+    """The training criterion, with its `call`-th call's loss replaced by effect(criterion, model, x, y)."""
     calls = {"n": 0}
     real = loop.make_criterion
 
@@ -103,11 +104,14 @@ def test_non_finite_loss_stops_the_run_before_the_update(tmp_path, monkeypatch):
 
         def run(model, x, y):
             calls["n"] += 1
-            value = criterion(model, x, y)
-            return value * float("nan") if calls["n"] == 5 else value
+            return effect(criterion, model, x, y) if calls["n"] == call else criterion(model, x, y)
         return run
 
     monkeypatch.setattr(loop, "make_criterion", poisoned)
+
+
+def test_non_finite_loss_stops_the_run_before_the_update(tmp_path, monkeypatch):
+    _poison_criterion(monkeypatch, 5, lambda criterion, model, x, y: criterion(model, x, y) * float("nan"))
     result = fit(config(epochs=3, max_batches=3, out_dir=str(tmp_path)))
     assert result.status == "diverged" and "epoch 2, micro-batch 2" in result.message
     assert all(torch.isfinite(v).all() for v in weights(result.model).values())
@@ -121,20 +125,10 @@ def test_an_attack_meeting_non_finite_logits_is_a_divergence(tmp_path, monkeypat
     """Weights that blew up make the training attack raise NonFiniteError: the run is "diverged", not a crash."""
     from rft_fast.attacks import NonFiniteError
 
-    calls = {"n": 0}
-    real = loop.make_criterion
+    def blown_up(criterion, model, x, y):
+        raise NonFiniteError("APGD (Linf, loss 'ce'): NaN or Inf in the loss on 3 of 32 samples")
 
-    def poisoned(cfg):
-        criterion = real(cfg)
-
-        def run(model, x, y):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise NonFiniteError("APGD (Linf, loss 'ce'): NaN or Inf in the loss on 3 of 32 samples")
-            return criterion(model, x, y)
-        return run
-
-    monkeypatch.setattr(loop, "make_criterion", poisoned)
+    _poison_criterion(monkeypatch, 2, blown_up)
     result = fit(config(epochs=2, max_batches=2, out_dir=str(tmp_path)))
     assert result.status == "diverged" and "epoch 1, micro-batch 2" in result.message and "3 of 32" in result.message
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["status"] == "diverged"
