@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 
 from rft_fast import reference
+from rft_fast.study import NORMS
 
-NORMS = ("Linf", "L2", "L1")
 BACKENDS = ("triton", "cpp", "torch")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _NORM_ID = {"Linf": 0, "L2": 1, "L1": 2}

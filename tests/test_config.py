@@ -9,7 +9,8 @@ import pytest
 
 from rft_fast.data.registry import MIN_IMAGE_SIZE
 from rft_fast.train import TrainConfig
-from rft_fast.train.config import FIELD_HELP, FIELD_RULES, MAX_EPOCHS, REPORTED_METRICS, SEED_MAX, Rule
+from rft_fast.checks import Rule
+from rft_fast.train.config import FIELD_HELP, FIELD_RULES, MAX_EPOCHS, REPORTED_METRICS, SEED_MAX
 
 BASE = {"backbone": "tiny_resnet", "dataset": "digits", "random_init": True}
 

@@ -27,10 +27,9 @@ from torch import Tensor, nn
 
 from rft_fast.attacks import NonFiniteError
 from rft_fast.modes import eval_mode
+from rft_fast.study import NORMS, STUDY_EPS
 
-NORMS = ("Linf", "L2", "L1")
 MODES = ("standard", "fast")
-STUDY_EPS = {"Linf": 4 / 255, "L2": 2.0, "L1": 75.0}
 FAST_ATTACKS = ("apgd-ce", "apgd-t")
 BALL_RTOL, ATOL = 1e-4, 1e-5  # slack for float rounding in pyautoattack's projections: eps * BALL_RTOL + ATOL
 _LOGGER = "auto-attack"

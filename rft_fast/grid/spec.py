@@ -32,18 +32,8 @@ from rft_fast.data.registry import DATASETS
 from rft_fast.eval.autoattack import MODES
 from rft_fast.eval.corruptions import SETTINGS
 from rft_fast.eval.evaluate import ALL_THREATS, THREATS
-from rft_fast.train.config import (
-    FIELD_RULES,
-    LOSSES,
-    MAX_EPOCHS,
-    REPORTED_METRICS,
-    SEED_MAX,
-    Rule,
-    TrainConfig,
-    check_fields,
-    show,
-    suggest,
-)
+from rft_fast.checks import Rule, check_fields, show, suggest
+from rft_fast.train.config import FIELD_RULES, LOSSES, MAX_EPOCHS, REPORTED_METRICS, SEED_MAX, TrainConfig
 from rft_fast.train.protocols import PROTOCOLS, get_protocol
 
 KINDS = ("loguniform", "uniform", "choice", "fixed")

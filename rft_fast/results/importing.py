@@ -50,14 +50,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rft_fast.study import STUDY_EPS, STUDY_N
 from rft_fast.results.store import MODES, STUDY_CORRUPTION, STUDY_SEVERITY, Measurement, Store
 
 REQUIRED_COLUMNS = ("backbone", "dataset", "loss", "protocol", "clean", "Linf", "L2", "L1", "common")
 OPTIONAL_COLUMNS = ("run_id", "Linf_eps", "L2_eps", "L1_eps", "n", "mode", "source")
 ACCURACY_COLUMNS = ("clean", "Linf", "L2", "L1", "common")
 NAME_COLUMNS = ("backbone", "dataset", "loss", "protocol")
-STUDY_EPS = {"Linf": 4 / 255, "L2": 2.0, "L1": 75.0}  # REFERENCE.md: the study's evaluation threat models
-STUDY_N = 1000  # the study's stratified test subset
 MISSING = {"", "na", "nan", "n/a", "-", "none", "null"}
 SCALES = ("auto", "fraction", "percent")
 NAMESPACE = "import"  # every imported run_id starts with "import:"

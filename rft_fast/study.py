@@ -1,0 +1,8 @@
+"""The reference study's constants (arXiv 2508.14079; REFERENCE.md), stated once: the norms as AutoAttack names
+them, the evaluation radii, the training radius and the test subset size."""
+from __future__ import annotations
+
+NORMS = ("Linf", "L2", "L1")
+STUDY_EPS = {"Linf": 4 / 255, "L2": 2.0, "L1": 75.0}  # AutoAttack's evaluation radii per norm
+TRAIN_EPS = 4 / 255  # the training attack's Linf radius (APGD-CE, 10 steps)
+STUDY_N = 1000  # images of the stratified test subset every threat is measured on
