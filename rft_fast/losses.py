@@ -60,7 +60,7 @@ class TRADESLoss:
     memory_saving: bool = True
 
     def __post_init__(self) -> None:
-        ops._check_beta(self.beta)
+        ops.check_beta(self.beta)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         _check_batch(x, y)

@@ -139,7 +139,7 @@ def _check_tensors(check_data: bool, **named: Tensor) -> None:
         raise ValueError(f"x must lie in [0, 1] (images as pixels), got values in [{float(x.min())}, {float(x.max())}]")
 
 
-def _per_sample(
+def per_sample(
     value: Scalar, name: str, like: Tensor, *, check_values: bool = True, upper: float | None = None
 ) -> Tensor:
     """A float or (N,) tensor as a float32 (N,) tensor on like.device, validated.
@@ -196,7 +196,7 @@ def _l1_step_args(norm: str, step: Tensor, sparsity: Tensor, x: Tensor) -> tuple
 # ---------------------------------------------------------------- memory layout
 
 
-def _memory_format(t: Tensor) -> torch.memory_format:
+def memory_format(t: Tensor) -> torch.memory_format:
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
@@ -216,7 +216,7 @@ class _Layout:
 
     def __init__(self, like: Tensor) -> None:
         self.like = like
-        self.fmt = _memory_format(like)
+        self.fmt = memory_format(like)
 
     def rows(self, t: Tensor) -> Tensor:
         return _rows(t, self.fmt)
@@ -240,7 +240,7 @@ def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str, *, backend: str = 
     """
     _check_norm(norm)
     _check_tensors(check, x_adv=x_adv, x=x)
-    eps_t = _per_sample(eps, "eps", x, check_values=check)
+    eps_t = per_sample(eps, "eps", x, check_values=check)
     be = _pick_backend(backend, x_adv)
     if x_adv.numel() == 0:
         return _Layout(x_adv).empty()[0]
@@ -274,9 +274,9 @@ def pgd_step(
     """
     _check_norm(norm)
     _check_tensors(check, x_adv=x_adv, x=x, grad=grad)
-    eps_t = _per_sample(eps, "eps", x, check_values=check)
-    step_t = _per_sample(step_size, "step_size", x, check_values=check)
-    sparsity = _per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
+    eps_t = per_sample(eps, "eps", x, check_values=check)
+    step_t = per_sample(step_size, "step_size", x, check_values=check)
+    sparsity = per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
     be = _pick_backend(backend, x_adv)
     if x_adv.numel() == 0:
         return _Layout(x_adv).empty()[0]
@@ -316,9 +316,9 @@ def apgd_step(
     _check_tensors(check, x_adv=x_adv, x_prev=x_prev, x=x, grad=grad)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
-    eps_t = _per_sample(eps, "eps", x, check_values=check)
-    step_t = _per_sample(step_size, "step_size", x, check_values=check)
-    sparsity = _per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
+    eps_t = per_sample(eps, "eps", x, check_values=check)
+    step_t = per_sample(step_size, "step_size", x, check_values=check)
+    sparsity = per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
     be = _pick_backend(backend, x_adv)
     if x_adv.numel() == 0:
         empty = _Layout(x_adv).empty
@@ -380,7 +380,7 @@ def _check_logits(check_data: bool, y: Tensor | None, **named: Tensor) -> None:
         raise ValueError(f"y holds labels outside [0, {first.shape[1]}): {y[(y < 0) | (y >= first.shape[1])][:4].tolist()}")
 
 
-def _check_beta(beta: float) -> float:
+def check_beta(beta: float) -> float:
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
         raise ValueError(f"beta must be a finite float >= 0, got {beta!r}")
     return float(beta)
@@ -421,7 +421,7 @@ class _TradesObjective(torch.autograd.Function):
 def _objective(logits_adv, logits_clean, y, beta, reduction, backend, check):
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
     _check_logits(check, y, logits_adv=logits_adv, logits_clean=logits_clean)
     be = _pick_backend(backend, logits_adv, "trades_kl")
     if logits_adv.shape[0] == 0:

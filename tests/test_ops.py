@@ -47,7 +47,7 @@ def _case(shape, fmt, dtype, norm, seed, feasible=True):
 
 def _assert_close(out: torch.Tensor, expected: torch.Tensor, atol: float, like: torch.Tensor) -> None:
     assert out.dtype == like.dtype and out.shape == like.shape
-    assert out.is_contiguous(memory_format=ops._memory_format(like)), "output lost the input's memory format"
+    assert out.is_contiguous(memory_format=ops.memory_format(like)), "output lost the input's memory format"
     torch.testing.assert_close(out.double(), expected.to(out.dtype).double(), atol=atol, rtol=0)
 
 

@@ -139,7 +139,7 @@ def prepare(x: Tensor, y: Tensor, eps: Scalar) -> tuple[Tensor, Tensor, Tensor]:
     y = y.detach().long()
     if bool((y < 0).any()):
         raise ValueError(f"y holds negative labels: {y[y < 0][:4].tolist()}")
-    return x32, y, ops._per_sample(eps, "eps", x32)
+    return x32, y, ops.per_sample(eps, "eps", x32)
 
 
 def finish(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str) -> Tensor:
@@ -281,7 +281,7 @@ def _noise(kind: str, x: Tensor, gen: torch.Generator) -> Tensor:
     """Uniform [0, 1) or standard normal noise of x's shape in x's memory format, drawn from gen."""
     draw = torch.rand if kind == "uniform" else torch.randn
     t = draw(x.shape, generator=gen, device=x.device, dtype=torch.float32)
-    return t.contiguous(memory_format=torch.channels_last) if ops._memory_format(x) == torch.channels_last else t
+    return t.contiguous(memory_format=torch.channels_last) if ops.memory_format(x) == torch.channels_last else t
 
 
 def _row_norm(t: Tensor, norm: str) -> Tensor:

@@ -20,7 +20,7 @@ def _pgd(
     the attack `name`) when a loss or input gradient was NaN / Inf at some step."""
     with eval_mode(model):
         x32, y, eps_t = common.prepare(x, y, eps)
-        step = step_factor * eps_t if step_size is None else ops._per_sample(step_size, "step_size", x32)
+        step = step_factor * eps_t if step_size is None else ops.per_sample(step_size, "step_size", x32)
         obj = common.Objective(model, x32, y, loss, amp_dtype, x.dtype, backend=backend)
         gen = common.generator(x.device, seed)
         if random_start:
