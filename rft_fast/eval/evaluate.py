@@ -12,9 +12,7 @@ certified accuracy at each radius of settings.smoothing_radii (eps = the radius,
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
 
@@ -26,99 +24,10 @@ from rft_fast import data
 from rft_fast.eval import corruptions
 from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack, predict
 from rft_fast.eval.smoothing import certified_accuracy, certify, smoothed_accuracy
+from rft_fast.eval.settings import ALL_THREATS, OPTIONAL_THREATS, THREATS, EvalSettings, RunInfo
 from rft_fast.results import SMOOTHING, Measurement, Store, smoothing_mode
 
-THREATS = ("clean", "Linf", "L2", "L1", "corruptions")  # the study's five: the default
-OPTIONAL_THREATS = (SMOOTHING,)  # selectable, never run unless asked for
-ALL_THREATS = THREATS + OPTIONAL_THREATS
-SETTINGS = ("study", "full")
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What identifies the evaluated model in the store."""
-
-    run_id: str
-    dataset: str
-    backbone: str
-    loss: str
-    protocol: str
-    hparams: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class EvalSettings:
-    """threats: any of ALL_THREATS (default THREATS, the study's five); n: test subset size (the study: 1,000);
-    eps: per norm (default the study's); mode: AutoAttack "standard" | "fast"; corruption_setting: "study"
-    (11 types, severity 3, one per image) | "full" (15 types x 5 severities); cache_dir: corrupted test sets
-    (None: not cached).
-
-    smoothing-L2 only: smoothing_sigmas, the noise levels (> 0, pixel units); smoothing_radii, the L2 radii
-    (>= 0) of the certified accuracies; smoothing_n0 / smoothing_n, selection / estimation draws per image;
-    smoothing_alpha, CERTIFY's failure probability; smoothing_batch_size, noisy images per forward pass (the
-    defaults are Cohen et al.'s: n0 100, n 100,000, alpha 0.001). The noise is seeded with `seed`."""
-
-    threats: tuple[str, ...] = THREATS
-    n: int = 1000
-    subset_seed: int = 0
-    eps: dict[str, float] = field(default_factory=lambda: dict(STUDY_EPS))
-    mode: str = "standard"
-    corruption_setting: str = "study"
-    severity: int = 3
-    cache_dir: str | None = None
-    batch_size: int | None = None
-    workers: int | None = None
-    seed: int = 0
-    smoothing_sigmas: tuple[float, ...] = (0.25,)
-    smoothing_radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    smoothing_n0: int = 100
-    smoothing_n: int = 100_000
-    smoothing_alpha: float = 0.001
-    smoothing_batch_size: int = 1000
-
-    def identity(self) -> dict[str, int]:
-        """What, besides a row's key (threat, eps, mode, corruption, severity), decides what a row measured:
-        the requested subset size and its seed, and the attacks' / corruptions' / noise seed. Stored in every
-        row's versions["eval"]; a row whose identity differs was measured under other settings."""
-        return {"n": self.n, "subset_seed": self.subset_seed, "seed": self.seed}
-
-    def __post_init__(self) -> None:
-        unknown = [t for t in self.threats if t not in ALL_THREATS]
-        if unknown or not self.threats:
-            raise ValueError(f"threats must be a non-empty subset of {list(ALL_THREATS)}, got {list(self.threats)}")
-        self.smoothing_sigmas = _numbers("smoothing_sigmas", self.smoothing_sigmas, "> 0", lambda v: v > 0)
-        self.smoothing_radii = _numbers("smoothing_radii", self.smoothing_radii, ">= 0", lambda v: v >= 0)
-        for name in ("smoothing_n0", "smoothing_n", "smoothing_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        alpha = self.smoothing_alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-            raise ValueError(f"smoothing_alpha must be a number in (0, 1), got {alpha!r}")
-        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
-            raise ValueError(f"n must be an int >= 1, got {self.n!r}")
-        if self.corruption_setting not in SETTINGS:
-            raise ValueError(f"corruption_setting must be one of {list(SETTINGS)}, got {self.corruption_setting!r}")
-        bad = {k: v for k, v in self.eps.items() if k not in NORMS or not isinstance(v, (int, float)) or not v > 0}
-        if bad:
-            raise ValueError(f"eps must map norms {list(NORMS)} to numbers > 0, got {bad}")
-
-
-def _numbers(name: str, values: Any, rule: str, ok: Callable[[float], bool]) -> tuple[float, ...]:
-    """`values` as a non-empty tuple of distinct finite floats each satisfying `ok`, else ValueError naming `name`."""
-    items = (values,) if isinstance(values, (int, float)) else values
-    try:
-        items = tuple(items)
-    except TypeError:
-        raise ValueError(f"{name} must be a non-empty sequence of numbers {rule}, got {values!r}") from None
-    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-           or not ok(v)]
-    if bad or not items:
-        raise ValueError(f"{name} must be a non-empty sequence of finite numbers {rule}, got {values!r}")
-    floats = tuple(float(v) for v in items)
-    if len(set(floats)) != len(floats):
-        raise ValueError(f"{name} must not repeat a value, got {values!r}")
-    return floats
+__all__ = ["ALL_THREATS", "OPTIONAL_THREATS", "THREATS", "EvalSettings", "RunInfo", "evaluate", "versions"]
 
 
 def versions() -> dict[str, str]:
