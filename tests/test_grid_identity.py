@@ -11,7 +11,7 @@ from rft_fast import cli
 from rft_fast.eval import EvalSettings, RunInfo
 from rft_fast.grid import expand, load_spec
 from rft_fast.grid.spec import _Loader
-from rft_fast.grid.runner import TUNE_STAGE, _eval_settings, _run_info, config_status, missing_threats
+from rft_fast.grid.runner import TUNE_STAGE, config_status, eval_settings, missing_threats, run_info
 from rft_fast.results import Measurement, Store, smoothing_mode
 from rft_fast.results.importing import import_csv
 
@@ -50,7 +50,7 @@ def _tuned(spec, store, config, tmp_path, hparams=None):
     checkpoint = tmp_path / f"{abs(hash(config.key))}.pt"
     checkpoint.write_bytes(b"x")
     detail = {"checkpoint": str(checkpoint), "hparams": hparams, "metric": 0.5, "trials": {}}
-    train_config, run = _run_info(spec, config, detail)
+    train_config, run = run_info(spec, config, detail)
     store.set_stage(config.key, TUNE_STAGE, "done", detail={**detail, "run_id": run.run_id})
     return run
 
@@ -105,7 +105,7 @@ def test_status_done_partial_stale_failed_new(tmp_path):
     spec = _spec(tmp_path)
     done, partial, stale, failed, new = expand(spec)[:4] + [None]
     with Store(spec.store) as store:
-        settings = _eval_settings(spec, spec.eval.threats)
+        settings = eval_settings(spec, spec.eval.threats)
         store.put_many(_rows(_tuned(spec, store, done, tmp_path), settings))
         store.put_many(_rows(_tuned(spec, store, partial, tmp_path), EvalSettings(
             threats=("clean", "Linf"), n=spec.eval.n, mode=spec.eval.mode, seed=spec.seed)))
@@ -148,7 +148,7 @@ def test_dry_run_reports_stale_configurations(tmp_path, capsys):
     raw.update(store=spec.store, out_dir=str(tmp_path))
     with Store(spec.store) as store:
         for config in expand(spec):
-            store.put_many(_rows(_tuned(spec, store, config, tmp_path), _eval_settings(spec, spec.eval.threats)))
+            store.put_many(_rows(_tuned(spec, store, config, tmp_path), eval_settings(spec, spec.eval.threats)))
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert cli.main(["grid", str(path), "--dry-run"]) == 0

@@ -12,6 +12,7 @@ the others.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -26,11 +27,11 @@ from typing import Any, Callable
 
 import torch
 
-from rft_fast import data
-from rft_fast.eval import EvalSettings, RunInfo, evaluate
+from rft_fast.eval import EvalSettings, RunInfo
+from rft_fast.eval.entry import default_device, evaluate_checkpoint, reason
 from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space, validate
 from rft_fast.results import SMOOTHING, Store, smoothing_mode
-from rft_fast.train import TrainConfig, fit, load_trained
+from rft_fast.train import TrainConfig, fit
 
 TUNE_DIR = "tune"
 BUDGET_FILE = "budget.json"  # the tuning seconds left, in each configuration's Tune folder
@@ -100,13 +101,6 @@ def _tune_dim(dim: SearchDim) -> Any:
     if dim.kind == "choice":
         return tune.choice(list(dim.values))
     return dim.values[0]
-
-
-def reason(error: BaseException) -> str:
-    """One line for an error: the last non-empty line of its message (Ray wraps a trial's error in a traceback
-    whose last line is the exception), else its type's name."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(error).__name__
 
 
 def _traceback(error: BaseException) -> str:
@@ -238,10 +232,15 @@ def missing_threats(store: Store, run: RunInfo, settings: EvalSettings, n: int |
     return [t for t, keys in want.items() if not keys <= have]
 
 
-def _eval_settings(spec: GridSpec, threats: list[str] | tuple[str, ...]) -> EvalSettings:
-    return EvalSettings(threats=tuple(threats), n=spec.eval.n, mode=spec.eval.mode, seed=spec.seed,
-                        corruption_setting=spec.eval.corruption_setting,
-                        cache_dir=str(Path(spec.out_dir) / "corruption-cache"))
+def eval_settings(spec: GridSpec, threats: list[str] | tuple[str, ...]) -> EvalSettings:
+    """The EvalSettings of the spec's `eval:` section measuring `threats`: the section's fields (whatever
+    EvalSettings fields it holds), seeded with the spec's seed, corrupted sets cached under out_dir unless the
+    section names a cache_dir."""
+    section = {f.name: getattr(spec.eval, f.name) for f in dataclasses.fields(spec.eval)}
+    section.update(threats=tuple(threats), seed=spec.seed)
+    if section.get("cache_dir") is None:
+        section["cache_dir"] = str(Path(spec.out_dir) / "corruption-cache")
+    return EvalSettings(**section)
 
 
 def _still_valid(spec: GridSpec, config: Config, detail: dict[str, Any]) -> bool:
@@ -254,7 +253,7 @@ def _still_valid(spec: GridSpec, config: Config, detail: dict[str, Any]) -> bool
     return same and Path(detail["checkpoint"]).is_file()
 
 
-def _run_info(spec: GridSpec, config: Config, detail: dict[str, Any]) -> tuple[TrainConfig, RunInfo]:
+def run_info(spec: GridSpec, config: Config, detail: dict[str, Any]) -> tuple[TrainConfig, RunInfo]:
     """The chosen trial's TrainConfig and the RunInfo its rows are stored under."""
     train_config = TrainConfig(**trial_fields(spec, config), **detail["hparams"])
     return train_config, RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss,
@@ -278,8 +277,8 @@ def config_status(spec: GridSpec, store: Store, config: Config) -> tuple[str, st
         if Path(str(tuned.detail.get("checkpoint", ""))).is_file():
             return "stale", "the spec now trains another configuration (other run id): re-tuned"
         return "stale", "the tuned checkpoint is gone: re-tuned"
-    _, run = _run_info(spec, config, tuned.detail)
-    settings = _eval_settings(spec, spec.eval.threats)
+    _, run = run_info(spec, config, tuned.detail)
+    settings = eval_settings(spec, spec.eval.threats)
     todo = missing_threats(store, run, settings)
     if not todo:
         return "done", ""
@@ -317,15 +316,12 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
     outcome.best_metric, outcome.best_hparams = detail["metric"], detail["hparams"]
     failures: dict[str, str] = {}
     try:
-        train_config, run = _run_info(spec, config, detail)
-        settings = _eval_settings(spec, spec.eval.threats)
+        train_config, run = run_info(spec, config, detail)
+        settings = eval_settings(spec, spec.eval.threats)
         todo = missing_threats(store, run, settings)
         if not todo and not fresh:
             outcome.status = "skipped"
         if todo:
-            splits = data.build(train_config.dataset, train_config.data_root, image_size=train_config.image_size)
-            model, _ = load_trained(detail["checkpoint"], "cuda" if torch.cuda.is_available() else "cpu")
-
             def failed(threat: str, error: Exception) -> None:
                 failures[threat] = reason(error)
                 store.set_stage(config.key, threat, "failed", failures[threat], {"traceback": _traceback(error)})
@@ -338,9 +334,9 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
                 if previous is not None and previous.status == "failed":
                     store.set_stage(config.key, stage, "done", detail={"run_id": run.run_id})
 
-            evaluate(model, splits.test, run, _eval_settings(spec, todo), store=store, progress=progress,
-                     on_failure=failed, on_result=measured,
-                     source_key={"dataset": config.dataset, "split": "test", "image_size": train_config.image_size})
+            evaluate_checkpoint(detail["checkpoint"], eval_settings(spec, todo), store, run=run,
+                                data_root=train_config.data_root, device=default_device(), progress=progress,
+                                on_result=measured, on_failure=failed)
     except Exception as error:  # noqa: BLE001 - e.g. an unreadable checkpoint: recorded, the grid goes on
         failures["evaluate"] = reason(error)
         store.set_stage(config.key, "evaluate", "failed", failures["evaluate"], {"traceback": _traceback(error)})

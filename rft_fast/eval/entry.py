@@ -1,0 +1,125 @@
+"""The one evaluation entry point of `rft-fast eval` and the grid: a trained run (a `rft-fast train` checkpoint or
+run folder, or a fine-tuned weights file) loaded, its test split built, every threat of the settings measured
+into the store, each threat's failure recorded (with its one-line reason) while the others still run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from rft_fast.eval.evaluate import evaluate
+from rft_fast.eval.settings import EvalSettings, RunInfo
+from rft_fast.results import Measurement, Store
+from rft_fast.results.importing import NAMESPACE
+
+
+@dataclass
+class EvalOutcome:
+    """What one evaluation did: the run its rows are stored under, the rows, and the failed threats with their
+    reasons (empty when every threat was measured)."""
+
+    run: RunInfo
+    rows: list[Measurement] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def reason(error: BaseException) -> str:
+    """One line for an error: the last non-empty line of its message (Ray wraps a trial's error in a traceback
+    whose last line is the exception), else its type's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    settings: EvalSettings,
+    store: Store | None,
+    *,
+    run: RunInfo | None = None,
+    run_id: str | None = None,
+    data_root: str | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    on_result: Callable[[Measurement], None] | None = None,
+    on_failure: Callable[[str, Exception], None] | None = None,
+) -> EvalOutcome:
+    """Evaluates a `rft-fast train` checkpoint (checkpoint.pt or its run folder) on its dataset's test split.
+
+    run: the RunInfo to store the rows under (the grid's); by default the checkpoint's TrainConfig gives it
+    (run_id, if given, replacing the config's hash). data_root: the dataset's root (default: the config's).
+    device: default cuda when visible. on_failure(threat, error) is called after the failure is recorded in
+    the outcome; a failure to load the checkpoint or build the data raises (nothing was measured)."""
+    from rft_fast.train import load_trained
+
+    model, config = load_trained(checkpoint, device or default_device())
+    if run is None:
+        run = RunInfo(run_id or config.run_id(), config.dataset, config.backbone, config.loss, config.protocol,
+                      config.hparams())
+    return evaluate_model(model, run, settings, store, data_root=data_root or config.data_root,
+                          image_size=config.image_size, progress=progress, on_result=on_result, on_failure=on_failure)
+
+
+def evaluate_weights(
+    backbone: str,
+    weights: str | Path,
+    dataset: str,
+    settings: EvalSettings,
+    store: Store | None,
+    *,
+    image_size: int = 224,
+    data_root: str | None = None,
+    loss: str = "unknown",
+    protocol: str = "unknown",
+    run_id: str | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    on_result: Callable[[Measurement], None] | None = None,
+    on_failure: Callable[[str, Exception], None] | None = None,
+) -> EvalOutcome:
+    """Evaluates any fine-tuned checkpoint of a registered backbone (a state dict, head included); its rows are
+    stored under run_id (default: the weights file's name) with the loss / protocol labels given."""
+    from rft_fast import data, models
+
+    splits = data.build(dataset, data_root, image_size=image_size)
+    model = models.load_finetuned(backbone, splits.num_classes, str(weights), image_size=image_size)
+    model = model.to(device or default_device()).eval()
+    run = RunInfo(run_id or Path(weights).stem, dataset, backbone, loss, protocol, {})
+    return evaluate_model(model, run, settings, store, data_root=data_root, image_size=image_size,
+                          progress=progress, on_result=on_result, on_failure=on_failure)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    run: RunInfo,
+    settings: EvalSettings,
+    store: Store | None,
+    *,
+    data_root: str | None,
+    image_size: int,
+    progress: bool = False,
+    on_result: Callable[[Measurement], None] | None = None,
+    on_failure: Callable[[str, Exception], None] | None = None,
+) -> EvalOutcome:
+    """The shared part: `run.dataset`'s test split at image_size built, `evaluate` into the store, failures kept."""
+    from rft_fast import data
+
+    if run.run_id.startswith(NAMESPACE + ":"):
+        raise ValueError(f"--run-id {run.run_id!r}: ids starting with '{NAMESPACE}:' are kept for imported rows")
+    splits = data.build(run.dataset, data_root, image_size=image_size)
+    outcome = EvalOutcome(run)
+
+    def failed(threat: str, error: Exception) -> None:
+        outcome.failures[threat] = reason(error)
+        if on_failure is not None:
+            on_failure(threat, error)
+
+    source_key: dict[str, Any] = {"dataset": run.dataset, "split": "test", "image_size": image_size}
+    outcome.rows = evaluate(model, splits.test, run, settings, store=store, source_key=source_key, progress=progress,
+                            on_result=on_result, on_failure=failed)
+    return outcome
