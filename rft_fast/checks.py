@@ -9,7 +9,7 @@ import re
 import reprlib
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 MAX_STR = 4096  # characters of a string setting (PATH_MAX)
 
@@ -33,7 +33,8 @@ class Rule:
 
     kind: bool (True / False only: not "false", "no", 0 or 1), int (a whole number: not a bool, not 1e3 or 5.0),
     float (an int or a float, finite: never a bool or a string) or str (non-empty). low / high bound a number,
-    the bound itself excluded when open_low / open_high. choices: the strings allowed; pattern: a regex the whole
+    the bound itself excluded when open_low / open_high. choices: the strings allowed (a tuple, or a LiveChoices
+    that re-reads a registry at each check, so that an entry registered at run time is accepted); pattern: a regex the whole
     string must match, pattern_text says it in words; a string is at most MAX_STR characters (a path's limit).
     optional: None (YAML null) is allowed too.
     """
@@ -43,7 +44,7 @@ class Rule:
     high: float | None = None
     open_low: bool = False
     open_high: bool = False
-    choices: tuple[str, ...] = ()
+    choices: Sequence[str] = ()
     pattern: str | None = None
     pattern_text: str = ""
     optional: bool = False
@@ -117,6 +118,32 @@ class Rule:
         low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low)
         high_ok = self.high is None or (value < self.high if self.open_high else value <= self.high)
         return low_ok and high_ok
+
+
+class LiveChoices(Sequence[str]):
+    """The names `source()` returns now, as a read-only sequence re-read at every use: a Rule's choices that follow a
+    registry (`LiveChoices(LOSS_REGISTRY.names)`). Membership is exact (case-sensitive), as a tuple's is."""
+
+    def __init__(self, source: Callable[[], Iterable[str]]) -> None:
+        self._source = source
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(self._source())
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __repr__(self) -> str:
+        return repr(self._names())
 
 
 def check_fields(values: object, rules: Mapping[str, Rule], prefix: str = "") -> None:

@@ -222,6 +222,13 @@ class GraceLoss:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return self.objective(model, self.batch(model, x, y))
 
+    def state_dict(self) -> dict[str, int]:
+        """The shifted view's draw counter (Shift.state_dict), for exact resumption."""
+        return self.shift.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.shift.load_state_dict(state)
+
 
 @dataclass
 class ConsistencyLoss:

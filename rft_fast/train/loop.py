@@ -6,13 +6,14 @@ step per group, the scheduler per epoch, then validation (clean and PGD accuracy
 JSON line of metrics, an atomic checkpoint, and the callback. A non-finite loss stops the run with status
 "diverged" before the optimizer applies it; the last checkpoint stays the last good epoch.
 
-Options (TrainConfig): the "+grace" losses wrap the optimizer in CurvatureSAM (schedulers act on the base
-optimizer, whose param_groups it shares); each micro-batch's attack and shifted view are drawn once and kept
-for the group, whose gradient is then recomputed at the perturbed weights (BatchNorm statistics preserved)
-before the base step. A non-constant eps_schedule sets the training attack's radius before each optimizer step
-from the schedule over the run's optimizer steps (epochs x steps per epoch) and records the last step's radius
-as the epoch's "attack_eps_now". The checkpoint carries the shifted views' draw counters ("criterion") and
-CurvatureSAM's curvature estimates (in "optimizer").
+The loop asks no option questions; the objects it calls hold the options. The protocol (rft_fast.train.protocols)
+builds the architecture and hands the loop a Stage per phase: trainable parameters and modes, optimizer,
+scheduler, criterion and a stepper (rft_fast.train.stepper: plain, or sharpness-aware for the "+grace" losses,
+which keeps each micro-batch's attack and shifted view for the gradient at the perturbed weights). The
+criterion's `at_step` sets the training attack's radius from a non-constant eps_schedule before each optimizer
+step and reports it as the epoch's "attack_eps_now". The checkpoint carries the stage's state: optimizer
+(CurvatureSAM's curvature estimates included), scheduler, the criterion's draw counters ("criterion") and
+TORA's "tora_phase".
 """
 from __future__ import annotations
 
@@ -34,12 +35,9 @@ from rft_fast import data, models
 from rft_fast.attacks import NonFiniteError
 from rft_fast.files import clean_orphans
 from rft_fast.train import checkpoint
-from rft_fast.train import tora as tora_train
 from rft_fast.train.config import TrainConfig
-from rft_fast.train.criterion import TrainingCriterion, make_criterion, validation_sums
-from rft_fast.train.grace import CurvatureSAM, preserved_buffers
-from rft_fast.train.optim import group_lrs, make_optimizer, make_scheduler, param_groups
-from rft_fast.train.schedule import EpsSchedule
+from rft_fast.train.criterion import make_criterion, validation_sums
+from rft_fast.train.optim import group_lrs
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -71,24 +69,10 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    use = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _set_modes(model: nn.Module, linear_probe: bool) -> None:
-    """FFT: everything trains. LP: the backbone in eval mode (BatchNorm statistics frozen), the head trains."""
-    if linear_probe:
-        model.eval()
-        models.head_module(model).train()
-    else:
-        model.train()
 
 
 def _micro_batch_sizes(n: int, batch_size: int, max_batches: int | None) -> list[int]:
@@ -107,16 +91,15 @@ def _group_sizes(sizes: list[int], accumulation: int) -> list[int]:
 
 
 class _Run:
-    """The state of one run: model, optimizer, schedule, data, and the files it writes."""
+    """The state of one run: model, the protocol's current stage, data, and the files it writes."""
 
     def __init__(self, config: TrainConfig, progress: bool) -> None:
         self.config, self.progress = config, progress
         self.device = resolve_device(config.device)
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
         models.get(config.backbone)  # an unknown name fails here, before any data is read
-        self.image_size = config.image_size
         self.splits = data.build(
-            config.dataset, config.data_root, image_size=self.image_size, seed=config.split_seed,
+            config.dataset, config.data_root, image_size=config.image_size, seed=config.split_seed,
             augment_seed=config.seed,
         )
         self.val_set = (
@@ -126,41 +109,25 @@ class _Run:
         _seed_everything(config.seed)
         model = models.create(
             config.backbone, self.splits.num_classes, pretrained_path=config.pretrained_path,
-            random_init=config.random_init, image_size=self.image_size,
+            random_init=config.random_init, image_size=config.image_size,
         )
-        if config.tora:
-            model = tora_train.build_model(model, config)
-        else:
-            backbone, head = models.split_parameters(model)
-            if config.linear_probe:
-                for p in backbone:
-                    p.requires_grad_(False)
+        self.recipe = config.protocol_spec.recipe
+        model = self.recipe.build(model, config)
         self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
-        self.phase: int | None = None  # TORA's phase (1 | 2); None for the other protocols
-        if config.tora:
-            self.enter_phase(1)
-        else:
-            self.optimizer = make_optimizer(param_groups(backbone, head, config), config)
-            self.scheduler = make_scheduler(self.optimizer, config)  # on the base optimizer (also under GRACE)
-            if config.grace:
-                self.optimizer = CurvatureSAM(self.optimizer, rho=config.grace_rho, beta2=config.grace_beta2)
-            self.criterion = make_criterion(config)
-        self.eps_schedule = (
-            EpsSchedule(config.eps_schedule, config.attack_eps, config.eps_start, config.eps_warmup)
-            if config.eps_schedule != "constant" else None
-        )
+        self.enter(self.recipe.phase(config, 0))
         sizes = _micro_batch_sizes(len(self.splits.train), config.batch_size, config.max_batches)
         self.steps_per_epoch = math.ceil(len(sizes) / config.accumulation)
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.out = config.output_dir()
 
-    def enter_phase(self, phase: int) -> None:
-        """TORA: the phase's trainable parameters, a fresh optimizer and schedule, and the phase's criterion."""
-        self.phase = phase
-        tora_train.set_phase(self.model, phase)
-        self.optimizer, self.scheduler = tora_train.phase_optimizer(self.model, self.config, phase)
-        self.criterion = tora_train.phase_criterion(self.config, phase)
+    def enter(self, phase: int) -> None:
+        """The protocol's stage for `phase`: trainable parameters, a fresh optimizer and schedule, the criterion."""
+        self.stage = self.recipe.stage(self.model, self.config, phase, make_criterion(self.config))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        use = self.config.amp == "bf16" or (self.config.amp == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ files
     def resume(self) -> None:
@@ -183,13 +150,9 @@ class _Run:
                 "out_dir or resume=False"
             )
         self.model.load_state_dict(state["model"])
-        if self.phase is not None and state["tora_phase"] != self.phase:
-            self.enter_phase(state["tora_phase"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if isinstance(self.criterion, TrainingCriterion):
-            self.criterion.load_state_dict(state["criterion"])
+        if self.recipe.resume_phase(state) != self.stage.phase:
+            self.enter(self.recipe.resume_phase(state))
+        self.stage.load_state_dict(state)
         self.metrics = state["metrics"]
         self.start_epoch = state["epoch"] + 1
         checkpoint.set_rng_state(state["rng"])
@@ -217,15 +180,9 @@ class _Run:
         if epoch_done is not None:
             payload = {
                 "epoch": epoch_done, "config": self.config.to_dict(), "num_classes": self.splits.num_classes,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "model": self.model.state_dict(), **self.stage.state_dict(),
                 "rng": checkpoint.rng_state(), "metrics": self.metrics,
             }
-            if self.phase is not None:
-                payload["tora_phase"] = self.phase
-            if isinstance(self.criterion, TrainingCriterion):
-                payload["criterion"] = self.criterion.state_dict()
             checkpoint.save(self.out / CHECKPOINT, payload)
         with open(self.out / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -234,41 +191,33 @@ class _Run:
     def train_epoch(self, epoch: int) -> tuple[dict[str, Any], str]:
         """Runs one epoch; returns (metrics, "" or the divergence message)."""
         cfg = self.config
-        if self.phase is not None and tora_train.phase_of_epoch(cfg, epoch) != self.phase:
-            self.enter_phase(tora_train.phase_of_epoch(cfg, epoch))
-        _set_modes(self.model, cfg.linear_probe)
+        if self.recipe.phase(cfg, epoch) != self.stage.phase:
+            self.enter(self.recipe.phase(cfg, epoch))
+        stage, model = self.stage, self.model
+        stage.train_mode(model)
         loader = data.loader(
             self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
             device=self.device,
         )
         sizes = _micro_batch_sizes(len(self.splits.train), cfg.batch_size, cfg.max_batches)
         groups = _group_sizes(sizes, cfg.accumulation)
+        total_steps = cfg.num_epochs * self.steps_per_epoch
         loss_sum = torch.zeros((), device=self.device)
         group_loss = torch.zeros((), device=self.device)
-        seen, steps = 0, 0
-        sam = isinstance(self.optimizer, CurvatureSAM)
-        kept: list[tuple[Any, float]] = []  # GRACE: the group's micro-batches, for the gradient at w + e
-        eps_now = cfg.attack_eps
+        seen, steps, at_step = 0, 0, {}
         t0 = time.perf_counter()
         bar = tqdm(total=len(sizes), desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not self.progress, leave=False)
-        self.optimizer.zero_grad(set_to_none=True)
+        stage.stepper.optimizer.zero_grad(set_to_none=True)
         for i, (xb, yb) in enumerate(loader):
             if i == len(sizes):
                 break
             x, y = data.to_device(xb, yb, self.device, channels_last=self.channels_last)
-            if self.eps_schedule is not None and i % cfg.accumulation == 0:
-                step = epoch * self.steps_per_epoch + i // cfg.accumulation
-                eps_now = self.eps_schedule(step, cfg.num_epochs * self.steps_per_epoch)
-                self.criterion.set_eps(eps_now)
+            if i % cfg.accumulation == 0:  # the criterion's per-step settings (the eps schedule's radius)
+                at_step = stage.criterion.at_step(epoch * self.steps_per_epoch + i // cfg.accumulation, total_steps)
             share = x.shape[0] / groups[i]
             try:
-                with _autocast(cfg, self.device):
-                    if sam:
-                        b = self.criterion.batch(self.model, x, y)
-                        kept.append((b, share))
-                        loss = self.criterion.objective(self.model, b)
-                    else:
-                        loss = self.criterion(self.model, x, y)
+                with self.autocast():
+                    loss = stage.stepper.loss(model, x, y, share)
             except NonFiniteError as error:  # the training attack met NaN / Inf logits: the weights diverged
                 bar.close()
                 return {}, f"non-finite model output at epoch {epoch + 1}, micro-batch {i + 1} ({error})"
@@ -277,51 +226,20 @@ class _Run:
             seen += x.shape[0]
             bar.update()
             if (i + 1) % cfg.accumulation == 0 or i + 1 == len(sizes):
-                if not torch.isfinite(group_loss):
+                failure = "" if torch.isfinite(group_loss) else "non-finite training loss"
+                failure = failure or stage.stepper.step(model, self.autocast)
+                if failure:
                     bar.close()
-                    return {}, f"non-finite training loss at epoch {epoch + 1}, micro-batch {i + 1}"
-                if sam:
-                    failure = self._sharpness_aware_step(kept)
-                    kept = []
-                    if failure:
-                        bar.close()
-                        return {}, f"{failure} at epoch {epoch + 1}, micro-batch {i + 1}"
-                else:
-                    self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                    return {}, f"{failure} at epoch {epoch + 1}, micro-batch {i + 1}"
                 loss_sum += group_loss
                 group_loss.zero_()
                 steps += 1
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
         bar.close()
         seconds = time.perf_counter() - t0
-        row = {"train_loss": loss_sum.item() / max(seen, 1), "train_samples": seen, "optimizer_steps": steps,
-               "train_seconds": seconds, "images_per_s": seen / seconds, **group_lrs(self.optimizer)}
-        if self.phase is not None:
-            row["tora_phase"] = self.phase
-        if self.eps_schedule is not None:
-            row["attack_eps_now"] = eps_now
-        return row, ""
-
-    def _sharpness_aware_step(self, kept: list[tuple[Any, float]]) -> str:
-        """CurvatureSAM's step for one group (grace.py's recipe): the gradient at w is in .grad; perturb, recompute
-        the group's gradient at w + e on the same micro-batches (buffers preserved), restore w, base step.
-        Returns "" or a message when the loss at w + e is not finite (the weights are then left at w)."""
-        opt: CurvatureSAM = self.optimizer  # type: ignore[assignment]
-        opt.first_step()
-        opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        with preserved_buffers(self.model):
-            for b, share in kept:
-                with _autocast(self.config, self.device):
-                    loss = self.criterion.objective(self.model, b)
-                (loss * share).backward()
-                total += loss.detach().float() * share
-        if not torch.isfinite(total):
-            opt.cancel()
-            return "non-finite training loss at the sharpness-aware perturbation"
-        opt.second_step()
-        return ""
+        return {"train_loss": loss_sum.item() / max(seen, 1), "train_samples": seen, "optimizer_steps": steps,
+                "train_seconds": seconds, "images_per_s": seen / seconds, **group_lrs(stage.stepper.optimizer),
+                **stage.labels, **at_step}, ""
 
     def validate(self) -> dict[str, float]:
         cfg = self.config
@@ -330,7 +248,7 @@ class _Run:
         n = 0
         for xb, yb in tqdm(loader, desc="validation", disable=not self.progress, leave=False):
             x, y = data.to_device(xb, yb, self.device, channels_last=self.channels_last)
-            with _autocast(cfg, self.device):
+            with self.autocast():
                 sums = validation_sums(self.model, x, y, cfg)
             for k, v in sums.items():
                 totals[k] += v.item()
@@ -356,8 +274,8 @@ def fit(config: TrainConfig, *, callback: Callback | None = None, resume: bool =
         if failure:
             run.record({"epoch": epoch + 1, "status": "diverged", "message": failure}, epoch_done=None)
             return TrainResult("diverged", run.model, run.metrics, _ckpt(run), failure)
-        if run.scheduler is not None:
-            run.scheduler.step()
+        if run.stage.scheduler is not None:
+            run.stage.scheduler.step()
         try:
             row = {"epoch": epoch + 1, **row, **run.validate(), "status": "ok"}
         except NonFiniteError as error:  # the validation attack met NaN / Inf logits

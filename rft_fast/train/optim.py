@@ -2,10 +2,13 @@
 norm parameters (every parameter with ndim <= 1), AdamW betas (0.9, 0.95) or SGD, optional cosine to 0."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from rft_fast.train.config import TrainConfig
+if TYPE_CHECKING:
+    from rft_fast.train.config import TrainConfig
 
 
 def param_groups(backbone: list[nn.Parameter], head: list[nn.Parameter], config: TrainConfig) -> list[dict]:

@@ -14,6 +14,7 @@ heads lr_head / wd_head; no weight decay on biases, norms and tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +22,11 @@ from torch import Tensor, nn
 
 from rft_fast import models
 from rft_fast.models.adapters import ToraViT
-from rft_fast.train.config import TrainConfig
-from rft_fast.train.criterion import Criterion, make_criterion
+from rft_fast.train.criterion import Criterion, LoopCriterion, make_criterion
 from rft_fast.train.optim import make_optimizer
+
+if TYPE_CHECKING:
+    from rft_fast.train.config import TrainConfig
 
 PHASES = (1, 2)
 
@@ -88,8 +91,8 @@ def _clean_ce(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x).float(), y)
 
 
-@dataclass
-class PhaseCriterion:
+@dataclass(eq=False)
+class PhaseCriterion(LoopCriterion):
     """criterion(model, x, y) for a ToraViT in `phase`; `robust` is the config's loss (make_criterion), run on
     path views so that attacks and memory-saving TRADES (which recomputes in backward) see the right path."""
 

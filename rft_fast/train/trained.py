@@ -25,8 +25,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         config = TrainConfig.from_dict(state["config"])
         model: nn.Module = models.create(config.backbone, state["num_classes"], random_init=True,
                                          image_size=config.image_size)
-        if config.tora:
-            model = models.tora(model, bottleneck=config.tora_bottleneck, fusion_dim=config.tora_fusion_dim)
+        model = config.protocol_spec.recipe.build(model, config)  # the protocol's architecture (TORA's adapters)
         model.load_state_dict(state["model"])
     except (ValueError, TypeError, KeyError, RuntimeError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

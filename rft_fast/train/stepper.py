@@ -1,0 +1,90 @@
+"""Steppers: what turns a group of micro-batches into one optimizer step (gradient accumulation included).
+
+The loop calls, per micro-batch, `loss = stepper.loss(model, x, y, share)` then `(loss * share).backward()`, and
+at the end of each group `failure = stepper.step(model, autocast)`. Stepper: the criterion's loss, then the optimizer's
+step. SharpnessAwareStepper (losses with LossSpec.sharpness_aware, GRACE's): the optimizer is CurvatureSAM;
+each micro-batch's attack and shifted view are drawn once (criterion.batch) and kept for the group, whose
+gradient is then recomputed at the perturbed weights (BatchNorm statistics preserved) before the base step.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from rft_fast.train.grace import CurvatureSAM, preserved_buffers
+from rft_fast.train.loss_registry import loss_spec
+
+if TYPE_CHECKING:
+    from rft_fast.train.config import TrainConfig
+
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+class Stepper:
+    """The plain step: backward per micro-batch (by the loop), `optimizer.step()` per group.
+
+    Args:
+        optimizer: the optimizer (what the checkpoint saves under "optimizer").
+        criterion: the loop's criterion (rft_fast.train.criterion.LoopCriterion).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, criterion: Any) -> None:
+        self.optimizer, self.criterion = optimizer, criterion
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, share: float) -> Tensor:
+        """The micro-batch's loss (the loop backpropagates loss * share: share = its part of the group)."""
+        return self.criterion(model, x, y)
+
+    def step(self, model: nn.Module, autocast: Autocast = contextlib.nullcontext) -> str:
+        """The group's optimizer step and zero_grad; "" or a message saying why no step was taken. `autocast`:
+        the loop's autocast context factory (for passes the step runs itself)."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return ""
+
+
+class SharpnessAwareStepper(Stepper):
+    """CurvatureSAM's step (rft_fast.train.grace's recipe) over the group's kept micro-batches."""
+
+    def __init__(self, optimizer: CurvatureSAM, criterion: Any) -> None:
+        super().__init__(optimizer, criterion)
+        self.kept: list[tuple[Any, float]] = []
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, share: float) -> Tensor:
+        b = self.criterion.batch(model, x, y)
+        self.kept.append((b, share))
+        return self.criterion.objective(model, b)
+
+    def step(self, model: nn.Module, autocast: Autocast = contextlib.nullcontext) -> str:
+        """The gradient at w is in .grad; perturb, recompute the group's gradient at w + e on the same
+        micro-batches (buffers preserved), restore w, base step. Returns "" or a message when the loss at w + e
+        is not finite (the weights are then left at w)."""
+        kept, self.kept = self.kept, []
+        opt: CurvatureSAM = self.optimizer  # type: ignore[assignment]
+        opt.first_step()
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=next(model.parameters()).device)
+        with preserved_buffers(model):
+            for b, share in kept:
+                with autocast():
+                    loss = self.criterion.objective(model, b)
+                (loss * share).backward()
+                total += loss.detach().float() * share
+        if not torch.isfinite(total):
+            opt.cancel()
+            return "non-finite training loss at the sharpness-aware perturbation"
+        opt.second_step()
+        opt.zero_grad(set_to_none=True)
+        return ""
+
+
+def make_stepper(optimizer: torch.optim.Optimizer, criterion: Any, config: TrainConfig) -> Stepper:
+    """The config's loss's stepper around `optimizer` (schedulers stay on `optimizer`: CurvatureSAM shares its
+    param_groups): SharpnessAwareStepper with CurvatureSAM(grace_rho, grace_beta2) for a sharpness-aware loss."""
+    if loss_spec(config.loss).sharpness_aware:
+        return SharpnessAwareStepper(CurvatureSAM(optimizer, rho=config.grace_rho, beta2=config.grace_beta2),
+                                     criterion)
+    return Stepper(optimizer, criterion)
