@@ -602,16 +602,16 @@ def test_migrates_a_version_1_store_in_place(tmp_path: Path) -> None:
 
 
 def test_failed_migration_leaves_the_version_1_store_untouched(tmp_path: Path, monkeypatch) -> None:
-    from rft_fast.results import store as store_module
+    from rft_fast.results import schema as store_module
 
     path = tmp_path / "v1.db"
     raw = v1_store(path)
 
     def broken(db: sqlite3.Connection) -> int:
-        store_module._rebuild_measurements(db)
+        store_module.rebuild_measurements(db)
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setitem(store_module._MIGRATIONS, 1, broken)
+    monkeypatch.setitem(store_module.MIGRATIONS, 1, broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         Store(path)
     with sqlite3.connect(path) as db:  # rolled back: still version 1 with its rows and its table

@@ -8,11 +8,11 @@ Opt-in (OPTIONAL_THREATS, never in the default): "smoothing-L2", randomized-smoo
 (rft_fast.eval.smoothing.certify, Cohen et al. 2019) at each sigma of settings.smoothing_sigmas. Per sigma it
 stores the smoothed classifier's Monte-Carlo accuracy (eps None, carrying the certification's seconds) and the
 certified accuracy at each radius of settings.smoothing_radii (eps = the radius, seconds 0), all with mode
-"sigma=<sigma>" and the CERTIFY parameters in versions["smoothing"] (rft_fast.results.store documents the rows).
+"sigma=<sigma>" and the CERTIFY parameters in versions["smoothing"] (rft_fast.results.measurement documents the
+rows). Each threat is an entry of the threat registry (rft_fast.results.threats), its run function in rft_fast.eval.runs..
 """
 from __future__ import annotations
 
-import time
 from importlib import metadata
 from typing import Any, Callable
 
@@ -21,11 +21,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from rft_fast import data
-from rft_fast.eval import corruptions
-from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack, predict
-from rft_fast.eval.smoothing import certified_accuracy, certify, smoothed_accuracy
+from rft_fast.eval.runs import ThreatContext
 from rft_fast.eval.settings import ALL_THREATS, OPTIONAL_THREATS, THREATS, EvalSettings, RunInfo
-from rft_fast.results import SMOOTHING, Measurement, Store, smoothing_mode
+from rft_fast.results import Measurement, Store, threat_specs
 
 __all__ = ["ALL_THREATS", "OPTIONAL_THREATS", "THREATS", "EvalSettings", "RunInfo", "evaluate", "versions"]
 
@@ -65,13 +63,12 @@ def evaluate(
     test_set: the test split (uint8 items at the model's resolution); the same stratified subset of
     settings.n images (seed settings.subset_seed) serves every threat. source_key identifies test_set for
     the corruption cache (dataset, split, resolution); by default it is built from `run.dataset`.
-    Threats run in ALL_THREATS order. on_failure(threat, error): a threat that raises is passed to it and the
+    Threats run in registration order (rft_fast.results.threats). on_failure(threat, error): a threat that raises is passed to it and the
     next threat runs (without it, the error propagates). progress: a bar per AutoAttack run and corruption build.
     """
     device = next(model.parameters()).device
     subset = data.stratified_subset(test_set, settings.n, seed=settings.subset_seed)
     x, y = _tensors(subset, device)
-    batch = settings.batch_size or 128
     stamp = {**versions(), "eval": settings.identity()}
     results: list[Measurement] = []
 
@@ -88,66 +85,17 @@ def evaluate(
             on_result(m)
         results.append(m)
 
-    def clean() -> None:
-        t0 = time.perf_counter()
-        record("clean", (predict(model, x, batch, "clean images") == y).float().mean().item(), len(y),
-               time.perf_counter() - t0)
-
-    def attack(norm: str) -> None:
-        r = autoattack(model, x, y, norm=norm, eps=settings.eps.get(norm, STUDY_EPS[norm]), mode=settings.mode,
-                       batch_size=settings.batch_size, seed=settings.seed, progress=progress)
-        extra = {"autoattack": {**r.plan.record(), "projected": r.projected, "warnings": list(r.warnings)}}
-        record(norm, r.robust, r.n, r.seconds, extra, eps=r.eps, mode=r.mode)
-
-    def common() -> None:
-        key = dict(source_key or {"dataset": run.dataset, "split": "test", "image_size": int(x.shape[-1])})
-        key.update(n=settings.n, subset_seed=settings.subset_seed)
-        # The full grid is built one corruption type at a time (5 sets in memory, not 75).
-        groups = [None] if settings.corruption_setting == "study" else [(name,) for name in corruptions.ALL]
-        for names in groups:
-            t0 = time.perf_counter()
-            sets = corruptions.build(
-                subset, key=key, setting=settings.corruption_setting, severity=settings.severity, seed=settings.seed,
-                cache_dir=settings.cache_dir, workers=settings.workers, progress=progress, names=names,
-            )
-            build_seconds = (time.perf_counter() - t0) / len(sets)
-            for cs in sets:
-                t0 = time.perf_counter()
-                xc, yc = data.to_device(cs.images, cs.labels, device)
-                correct = (predict(model, xc, batch, f"{cs.setting} corrupted images") == yc).cpu()
-                seconds = time.perf_counter() - t0 + build_seconds
-                label = "study" if cs.setting == "study" else cs.setting
-                if cs.setting == "study":  # the per-type rows first: the aggregate row marks the threat done
-                    for name in dict.fromkeys(cs.corruptions):
-                        mask = torch.tensor([c == name for c in cs.corruptions])
-                        record("corruption", correct[mask].float().mean().item(), int(mask.sum()), 0.0,
-                               corruption=name, severity=cs.severity)
-                record("corruption", correct.float().mean().item(), len(yc), seconds, corruption=label, severity=cs.severity)
-
-    def smoothing() -> None:
-        for sigma in settings.smoothing_sigmas:
-            t0 = time.perf_counter()
-            cert = certify(model, x, sigma, n0=settings.smoothing_n0, n=settings.smoothing_n,
-                           alpha=settings.smoothing_alpha, batch_size=settings.smoothing_batch_size, seed=settings.seed)
-            seconds = time.perf_counter() - t0
-            params = {"smoothing": {"sigma": sigma, "n0": settings.smoothing_n0, "n": settings.smoothing_n,
-                                    "alpha": settings.smoothing_alpha, "batch_size": settings.smoothing_batch_size,
-                                    "seed": settings.seed}}
-            mode = smoothing_mode(sigma)
-            record(SMOOTHING, smoothed_accuracy(cert, y), len(y), seconds, params, mode=mode)
-            for radius, accuracy in zip(settings.smoothing_radii, certified_accuracy(cert, y, settings.smoothing_radii)):
-                record(SMOOTHING, accuracy, len(y), 0.0, params, eps=radius, mode=mode)
-
-    steps: dict[str, Callable[[], None]] = {"clean": clean, **{norm: (lambda n=norm: attack(n)) for norm in NORMS},
-                                            "corruptions": common, SMOOTHING: smoothing}
-    for threat in ALL_THREATS:
-        if threat not in settings.threats:
+    key = dict(source_key or {"dataset": run.dataset, "split": "test", "image_size": int(x.shape[-1])})
+    key.update(n=settings.n, subset_seed=settings.subset_seed)
+    for spec in threat_specs():
+        if spec.name not in settings.threats:
             continue
+        ctx = ThreatContext(spec, model, subset, x, y, settings, settings.batch_size or 128, progress, key, record)
         if on_failure is None:
-            steps[threat]()
+            spec.runner()(ctx)
             continue
         try:
-            steps[threat]()
+            spec.runner()(ctx)
         except Exception as error:  # noqa: BLE001 - one threat's failure is recorded; the others still run
-            on_failure(threat, error)
+            on_failure(spec.name, error)
     return results

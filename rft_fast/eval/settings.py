@@ -16,24 +16,27 @@ from typing import Any, Callable, Mapping
 from rft_fast.checks import Rule, is_real, suggest
 from rft_fast.eval.autoattack import MODES
 from rft_fast.eval.corruptions import SETTINGS
+from rft_fast.results.threats import threat_specs
 from rft_fast.study import NORMS, STUDY_EPS, STUDY_N
 
 SEED_MAX = 2**32 - 1
 
 
-THREATS = ("clean", "Linf", "L2", "L1", "corruptions")  # the study's five: the default
-OPTIONAL_THREATS = ("smoothing-L2",)  # selectable, never run unless asked for
-ALL_THREATS = THREATS + OPTIONAL_THREATS
 
 
 def default_threats() -> tuple[str, ...]:
     """The threats run by default: every registered threat that is not opt-in (the study's five)."""
-    return THREATS
+    return tuple(spec.name for spec in threat_specs() if spec.default)
 
 
 def all_threats() -> tuple[str, ...]:
-    """Every registered threat, in run order."""
-    return ALL_THREATS
+    """Every registered threat, in run order (rft_fast.results.threats)."""
+    return tuple(spec.name for spec in threat_specs())
+
+
+THREATS = default_threats()  # the study's five: the default (the built-ins, at import)
+ALL_THREATS = all_threats()
+OPTIONAL_THREATS = tuple(t for t in ALL_THREATS if t not in THREATS)  # selectable, never run unless asked for
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import torch
 from rft_fast.eval import EvalSettings, RunInfo
 from rft_fast.eval.entry import default_device, evaluate_checkpoint, reason
 from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space, validate
-from rft_fast.results import SMOOTHING, Store, smoothing_mode
+from rft_fast.results import Store, expected_rows, stage_of
 from rft_fast.train import TrainConfig, fit
 
 TUNE_DIR = "tune"
@@ -208,28 +208,14 @@ def _tune(spec: GridSpec, config: Config, storage: Path, store: Store, outcome: 
 def missing_threats(store: Store, run: RunInfo, settings: EvalSettings, n: int | None = None) -> list[str]:
     """The threats of `settings` whose rows for `run` are not all in the store, measured exactly as settings
     would measure them (same eps, mode, severity and EvalSettings.identity(): requested n, subset seed, seed;
-    and, when given, `n` images): what an evaluation still has to measure. A row of other settings is stale."""
+    and, when given, `n` images): what an evaluation still has to measure. A row of other settings is stale.
+    Each threat's rows are its registry entry's expected rows for `settings` (rft_fast.results.threats)."""
     model = {"run_id": run.run_id, "dataset": run.dataset, "backbone": run.backbone, "loss": run.loss,
              "protocol": run.protocol, "hparams": run.hparams}
     identity = settings.identity()
-    rows = [m for m in store.query(**model) if m.versions.get("eval") == identity
-            and (n is None or m.n == n or m.threat == "corruption")]
-    have = {(m.threat, m.eps, m.mode) for m in rows if m.threat != "corruption"}
-    have |= {("corruption", m.corruption, m.severity) for m in rows
-             if m.threat == "corruption" and (n is None or m.n == n)}
-    want: dict[str, set] = {}
-    for threat in settings.threats:
-        if threat == "clean":
-            want[threat] = {("clean", None, "-")}
-        elif threat == "corruptions":
-            want[threat] = ({("corruption", "study", settings.severity)} if settings.corruption_setting == "study"
-                            else {("corruption", "full", s) for s in range(1, 6)})
-        elif threat == SMOOTHING:
-            want[threat] = {(SMOOTHING, r, smoothing_mode(s)) for s in settings.smoothing_sigmas
-                            for r in (None, *settings.smoothing_radii)}
-        else:
-            want[threat] = {(threat, float(settings.eps[threat]), settings.mode)}
-    return [t for t, keys in want.items() if not keys <= have]
+    have = {(m.threat, m.eps, m.corruption, m.severity, m.mode) for m in store.query(**model)
+            if m.versions.get("eval") == identity and (n is None or m.n == n)}
+    return [t for t in settings.threats if not expected_rows(t, settings) <= have]
 
 
 def eval_settings(spec: GridSpec, threats: list[str] | tuple[str, ...]) -> EvalSettings:
@@ -282,17 +268,12 @@ def config_status(spec: GridSpec, store: Store, config: Config) -> tuple[str, st
     todo = missing_threats(store, run, settings)
     if not todo:
         return "done", ""
-    stored = {_stage_of(m.threat) for m in store.query(run_id=run.run_id, hparams=run.hparams)}
+    stored = {stage_of(m.threat) for m in store.query(run_id=run.run_id, hparams=run.hparams)}
     stale = [t for t in todo if t in stored]
     if stale:
         return "stale", (f"{', '.join(stale)} stored under other eval settings (eps, mode, severity, n or seeds): "
                          f"re-evaluates {', '.join(todo)}")
     return "partial", f"to evaluate: {', '.join(todo)}"
-
-
-def _stage_of(threat: str) -> str:
-    """The evaluation stage (a threat of EvalSettings) a row of `threat` belongs to."""
-    return "corruptions" if threat == "corruption" else threat
 
 
 def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, progress: bool) -> ConfigOutcome:
@@ -327,7 +308,7 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
                 store.set_stage(config.key, threat, "failed", failures[threat], {"traceback": _traceback(error)})
 
             def measured(m: Any) -> None:
-                stage = _stage_of(m.threat)
+                stage = stage_of(m.threat)
                 if stage in failures:
                     return
                 previous = store.stage(config.key, stage)

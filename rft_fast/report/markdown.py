@@ -18,7 +18,7 @@ from rft_fast.report.analyses import (
 )
 from rft_fast.report.intervals import wilson
 from rft_fast.report.rows import ACCURACIES, Row, check_unique
-from rft_fast.results.store import ATTACKS, STUDY_CORRUPTION, STUDY_SEVERITY, Stage
+from rft_fast.results import ATTACKS, STUDY_CORRUPTION, STUDY_SEVERITY, Stage
 
 RANKING_TOP = 10  # rows per dataset / accuracy ranking
 NO_DATA = "_Not enough data yet._"

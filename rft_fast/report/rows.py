@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from rft_fast.models.registry import get
 from rft_fast.results import ATTACKS, Store
-from rft_fast.results.store import MODEL_FIELDS, STUDY_CORRUPTION, STUDY_SEVERITY, canonical_json
+from rft_fast.results import MODEL_FIELDS, STUDY_CORRUPTION, STUDY_SEVERITY, canonical_json
 
 ACCURACIES = ("clean", "Linf", "L2", "L1", "common")
 UNKNOWN = "unknown"  # arch / size / pretraining of a backbone the registry does not know (e.g. an imported study's)

@@ -10,7 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from rft_fast.results.store import ATTACKS, MODEL_FIELDS, MODES, NO_MODE, Measurement, Stage, Store, canonical_json
+from rft_fast.results.measurement import MODEL_FIELDS, Measurement, Stage, canonical_json
+from rft_fast.results.store import Store
+from rft_fast.results.threats import ATTACKS, MODES, NO_MODE
 
 Rows = Sequence[Measurement] | Sequence[dict[str, Any]]
 _TABLE_SKIP = ("versions", "timestamp")  # in CSV / JSON, too wide for a terminal table

@@ -51,7 +51,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rft_fast.study import STUDY_EPS, STUDY_N
-from rft_fast.results.store import MODES, STUDY_CORRUPTION, STUDY_SEVERITY, Measurement, Store
+from rft_fast.results.measurement import Measurement
+from rft_fast.results.store import Store
+from rft_fast.results.threats import MODES, STUDY_CORRUPTION, STUDY_SEVERITY
 
 REQUIRED_COLUMNS = ("backbone", "dataset", "loss", "protocol", "clean", "Linf", "L2", "L1", "common")
 OPTIONAL_COLUMNS = ("run_id", "Linf_eps", "L2_eps", "L1_eps", "n", "mode", "source")
