@@ -1,6 +1,6 @@
 """Triton backend of rft_fast.ops: fused projected steps for Linf / L2 / L1 balls ∩ [0, 1]^D.
 
-Contract (docs/KERNELS.md): image tensors are (N, D) contiguous rows of one dtype (float32, bfloat16 or
+Contract (docs/kernels.md): image tensors are (N, D) contiguous rows of one dtype (float32, bfloat16 or
 float16; math in float32), eps / step float32 (N,), keep int64 (N,); results go into the given outputs.
 One file per norm: linf.py (elementwise), l2.py (chunked row reductions, exact projection by search),
 l1.py (per-row searches); search.py holds the shared K-ary bit-pattern search, nonfinite.py the bad-number
@@ -20,13 +20,18 @@ from .utils import check_per_sample, check_rows
 
 __all__ = ["project", "pgd_step", "apgd_step", "kl_forward", "kl_backward"]
 
-_NORMS = {"Linf": linf, "L2": l2, "L1": l1}
+# norm -> its module. Each exposes the same two launchers (docs/kernels.md, "Adding a norm"):
+#   project(out, x_adv, x, eps)
+#   step(out, x_next, x_adv, x_prev, x, grad, step, eps, keep, momentum, apgd)
+# step writes the pgd step into out and, when apgd, APGD's momentum point into x_next (z = out); a norm
+# ignores what its rule does not read (keep: L1 only; x_next, x_prev, momentum: apgd only).
+NORM_MODULES: dict[str, ModuleType] = {"Linf": linf, "L2": l2, "L1": l1}
 
 
 def _norm_module(norm: str) -> ModuleType:
-    if norm not in _NORMS:
-        raise ValueError(f"norm must be one of {tuple(_NORMS)}, got {norm!r}")
-    return _NORMS[norm]
+    if norm not in NORM_MODULES:
+        raise ValueError(f"norm must be one of {tuple(NORM_MODULES)}, got {norm!r}")
+    return NORM_MODULES[norm]
 
 
 def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor, norm: str) -> None:
@@ -46,12 +51,8 @@ def pgd_step(
     check_rows(out, x_adv, x, grad)
     check_per_sample(x, torch.float32, step, eps)
     check_per_sample(x, torch.int64, keep)
-    if not x.numel():
-        return
-    if module is l1:
-        l1.pgd_step(out, x_adv, x, grad, step, eps, keep)
-    else:
-        module.pgd_step(out, x_adv, x, grad, step, eps)
+    if x.numel():
+        module.step(out, out, x_adv, x_adv, x, grad, step, eps, keep, 1.0, False)
 
 
 def apgd_step(
@@ -72,9 +73,5 @@ def apgd_step(
     check_rows(x_next, z, x_adv, x_prev, x, grad)
     check_per_sample(x, torch.float32, step, eps)
     check_per_sample(x, torch.int64, keep)
-    if not x.numel():
-        return
-    if module is l1:
-        l1.apgd_step(x_next, z, x_adv, x_prev, x, grad, step, eps, float(momentum), keep)
-    else:
-        module.apgd_step(x_next, z, x_adv, x_prev, x, grad, step, eps, float(momentum))
+    if x.numel():
+        module.step(z, x_next, x_adv, x_prev, x, grad, step, eps, keep, float(momentum), True)

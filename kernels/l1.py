@@ -6,7 +6,8 @@ of at most 8 passes over the row, then writes:
   cnt = #{|g| >= tau, g != 0} on the way;
 - projection of v: lam = the smallest float32 lam >= 0 with h(lam) = sum clip(|v| - lam, 0, u) <= eps,
   u = the room to the box along sign(v); d = sign(v) clip(|v| - lam, 0, u).
-APGD projects twice (z, then the momentum point), recomputing z in float32 from lam1 on every pass.
+APGD projects twice (z, then the momentum point), recomputing z in float32 from lam1 on every pass. One kernel
+runs every op, the STAGE constexpr naming the last point it projects.
 Bad numbers (nonfinite.py): the lam searches count the NaN / Inf entries they read; a row with one, or with an
 eps / step that is not finite and > 0, is written as NaN (z: x_adv, x, grad; x_next: x_prev as well).
 """
@@ -128,118 +129,77 @@ def _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK: tl.constexpr, K: tl.c
 
 
 @triton.jit
-def _l1_project_kernel(
-    out_ptr,  # [N, D]
+def _l1_kernel(
+    out_ptr,  # [N, D]: project / pgd_step's result, apgd_step's z
+    x_next_ptr,  # [N, D] (written only at _MOMENTUM)
     x_adv_ptr,  # [N, D]
+    x_prev_ptr,  # [N, D] (read only at _MOMENTUM)
     x_ptr,  # [N, D]
+    grad_ptr,  # [N, D] (read only by the steps)
+    keep_ptr,  # [N] int64 (the steps)
+    step_ptr,  # [N] float32 (the steps)
     eps_ptr,  # [N] float32
-    D,
-    BLOCK: tl.constexpr,
-    K: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    out_ptr += row * D
-    x_adv_ptr += row * D
-    x_ptr += row * D
-    eps = tl.load(eps_ptr + row)
-    lam, bad = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, x_ptr, eps, D, 0.0, 0, 0.0, 0.0, _PROJECT, BLOCK, K)
-    ok = (bad == 0) & _positive(eps)
-    for start in range(0, D, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < D
-        x, v, _, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, x_ptr, offs, mask, 0.0, 0, 0.0, 0.0, _PROJECT)
-        tl.store(out_ptr + offs, _poison(ok, x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _l1_pgd_kernel(
-    out_ptr,  # [N, D]
-    x_adv_ptr,  # [N, D]
-    x_ptr,  # [N, D]
-    grad_ptr,  # [N, D]
-    step_ptr,  # [N] float32
-    eps_ptr,  # [N] float32
-    keep_ptr,  # [N] int64
-    D,
-    BLOCK: tl.constexpr,
-    K: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    out_ptr += row * D
-    x_adv_ptr += row * D
-    x_ptr += row * D
-    grad_ptr += row * D
-    eps = tl.load(eps_ptr + row)
-    c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
-    lam, bad = _l1_lambda(x_adv_ptr, x_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, 0.0, _STEP, BLOCK, K)
-    ok = (bad == 0) & _positive(eps) & _positive(tl.load(step_ptr + row))
-    for start in range(0, D, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < D
-        x, v, _, _ = _l1_block(x_adv_ptr, x_ptr, x_ptr, grad_ptr, offs, mask, c, tau, 0.0, 0.0, _STEP)
-        tl.store(out_ptr + offs, _poison(ok, x + _l1_delta(v, x, lam)).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _l1_apgd_kernel(
-    x_next_ptr,  # [N, D]
-    z_ptr,  # [N, D]
-    x_adv_ptr,  # [N, D]
-    x_prev_ptr,  # [N, D]
-    x_ptr,  # [N, D]
-    grad_ptr,  # [N, D]
-    step_ptr,  # [N] float32
-    eps_ptr,  # [N] float32
-    keep_ptr,  # [N] int64
     momentum,
     D,
+    STAGE: tl.constexpr,
     BLOCK: tl.constexpr,
     K: tl.constexpr,
 ):
+    """Every L1 op in one program per row; STAGE is the last point it projects: _PROJECT (project), _STEP
+    (pgd_step) or _MOMENTUM (apgd_step: the step's z first, then the momentum point)."""
     row = tl.program_id(0).to(tl.int64)
+    out_ptr += row * D
     x_next_ptr += row * D
-    z_ptr += row * D
     x_adv_ptr += row * D
     x_prev_ptr += row * D
     x_ptr += row * D
     grad_ptr += row * D
     eps = tl.load(eps_ptr + row)
-    c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
-    lam1, bad1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _STEP, BLOCK, K)
-    lam2, bad2 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM, BLOCK,
-                            K)
-    ok_z = (bad1 == 0) & _positive(eps) & _positive(tl.load(step_ptr + row))
-    ok_next = ok_z & (bad2 == 0)  # the momentum passes read x_prev as well
+    if STAGE == _PROJECT:
+        c = 0.0
+        tau = 0
+        lam1, bad1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _PROJECT,
+                                BLOCK, K)
+        ok = (bad1 == 0) & _positive(eps)
+    else:
+        c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
+        lam1, bad1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _STEP, BLOCK,
+                                K)
+        ok = (bad1 == 0) & _positive(eps) & _positive(tl.load(step_ptr + row))
+    if STAGE == _MOMENTUM:
+        lam2, bad2 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM,
+                                BLOCK, K)
+        ok_next = ok & (bad2 == 0)  # the momentum passes read x_prev as well
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < D
-        x, v, z, _ = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, momentum, _MOMENTUM)
-        tl.store(z_ptr + offs, _poison(ok_z, z).to(z_ptr.dtype.element_ty), mask=mask)
-        x_next = _poison(ok_next, x + _l1_delta(v, x, lam2))
-        tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
+        x, v, z, _ = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, momentum, STAGE)
+        if STAGE == _MOMENTUM:
+            tl.store(out_ptr + offs, _poison(ok, z).to(out_ptr.dtype.element_ty), mask=mask)
+            x_next = _poison(ok_next, x + _l1_delta(v, x, lam2))
+            tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(out_ptr + offs, _poison(ok, x + _l1_delta(v, x, lam1)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch(out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, keep: Tensor,
+            step_size: Tensor, eps: Tensor, momentum: float, stage: int) -> None:
+    block, warps = search_settings(x.shape[1])
+    _l1_kernel[(x.shape[0],)](
+        out, x_next, x_adv, x_prev, x, grad, keep, step_size, eps, momentum, x.shape[1],
+        STAGE=stage, BLOCK=block, K=SEARCH_K, num_warps=warps,
+    )
 
 
 def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
     """Exact nearest point of {||z - x||_1 <= eps} ∩ [0, 1]^D to x_adv, per row."""
-    block, warps = search_settings(x.shape[1])
-    _l1_project_kernel[(x.shape[0],)](out, x_adv, x, eps, x.shape[1], BLOCK=block, K=SEARCH_K, num_warps=warps)
+    _launch(out, out, x_adv, x, x, x, eps, eps, eps, 0.0, _PROJECT)  # what the stage does not read: anything
 
 
-def pgd_step(out: Tensor, x_adv: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor, keep: Tensor) -> None:
-    """out = project(x_adv + step * sign(g) [|g| >= tau] / cnt): APGD-L1's sparse step, tau the keep-th largest |g|."""
-    block, warps = search_settings(x.shape[1])
-    _l1_pgd_kernel[(x.shape[0],)](
-        out, x_adv, x, grad, step, eps, keep, x.shape[1], BLOCK=block, K=SEARCH_K, num_warps=warps
-    )
-
-
-def apgd_step(
-    x_next: Tensor, z: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor,
-    momentum: float, keep: Tensor,
+def step(
+    out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step_size: Tensor,
+    eps: Tensor, keep: Tensor, momentum: float, apgd: bool,
 ) -> None:
-    """z = pgd_step(...); x_next = project(x_adv + a (z - x_adv) + (1 - a)(x_adv - x_prev)), a = momentum."""
-    block, warps = search_settings(x.shape[1])
-    _l1_apgd_kernel[(x.shape[0],)](
-        x_next, z, x_adv, x_prev, x, grad, step, eps, keep, momentum, x.shape[1], BLOCK=block, K=SEARCH_K,
-        num_warps=warps,
-    )
+    """out = project(x_adv + step * sign(g) [|g| >= tau] / cnt): APGD-L1's sparse step, tau the keep-th largest |g|;
+    apgd: x_next = project(x_adv + a (out - x_adv) + (1 - a)(x_adv - x_prev)), a = momentum."""
+    _launch(out, x_next, x_adv, x_prev, x, grad, keep, step_size, eps, momentum, _MOMENTUM if apgd else _STEP)

@@ -1,8 +1,8 @@
 """L2 ops: AutoAttack's normalized step with rescale-then-clip, and the exact projection onto ball ∩ box.
 
-Steps run on an (N, chunks) grid. A row that fits one chunk is done by one program in one read. Longer rows
-first store per-chunk partial sums (S_gg, S_vg, S_vv, then ||d2||^2 for APGD) in a small float32
-[N, 4, chunks] buffer; the next kernel's programs each add their row's partials in a fixed order (no atomics,
+Steps run on an (N, chunks) grid, pgd_step and apgd_step in one kernel (the APGD constexpr adds the momentum
+point). A row that fits one chunk is done by one program in one read. Longer rows first store per-chunk partial
+sums (S_gg, S_vg, S_vv, then ||d2||^2 for APGD) in a small float32 [N, 4, chunks] buffer; the next kernel's programs each add their row's partials in a fixed order (no atomics,
 so every program, and every run, sees the same sums) and write their chunk.
 
 The projection runs one program per row: a K-ary search over the bit patterns of t (see search.py) for the
@@ -99,102 +99,73 @@ def _l2_dots_kernel(
 
 
 @triton.jit
-def _l2_pgd_kernel(
-    out_ptr,  # [N, D]
+def _l2_step_kernel(
+    out_ptr,  # [N, D]: the step (APGD: z)
+    x_next_ptr,  # [N, D] (written only when APGD)
     x_adv_ptr,  # [N, D]
+    x_prev_ptr,  # [N, D] (read only when APGD)
     x_ptr,  # [N, D]
     grad_ptr,  # [N, D]
+    partial_ptr,  # [N, 4, num_chunks] float32
     step_ptr,  # [N] float32
     eps_ptr,  # [N] float32
-    partial_ptr,  # [N, 4, num_chunks] float32
-    D,
-    num_chunks,
-    BLOCK: tl.constexpr,
-    CHUNKS_P2: tl.constexpr,
-):
-    offs, mask, x_adv, x, grad = _load_chunk(x_adv_ptr, x_ptr, grad_ptr, D, BLOCK)
-    row = tl.program_id(0).to(tl.int64)
-    z, ok = _l2_step_point(partial_ptr, x_adv, x, grad, tl.load(step_ptr + row), tl.load(eps_ptr + row), num_chunks,
-                           CHUNKS_P2)
-    tl.store(out_ptr + offs, _poison(ok, z).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _l2_apgd_kernel(
-    x_next_ptr,  # [N, D]
-    z_ptr,  # [N, D]
-    x_adv_ptr,  # [N, D]
-    x_prev_ptr,  # [N, D]
-    x_ptr,  # [N, D]
-    grad_ptr,  # [N, D]
-    step_ptr,  # [N] float32
-    eps_ptr,  # [N] float32
-    partial_ptr,  # [N, 4, num_chunks] float32
     momentum,
     D,
     num_chunks,
     BLOCK: tl.constexpr,
     CHUNKS_P2: tl.constexpr,
+    APGD: tl.constexpr,
     WRITE_Z: tl.constexpr,
     WRITE_NEXT: tl.constexpr,
 ):
-    """z, d2 = w - x and x_next = rescale(x + d2); z is recomputed in float32 when only x_next is written.
+    """out = z = rescale(x + d1); APGD: d2 = w - x and x_next = rescale(x + d2), z recomputed in float32 when
+    only x_next is written.
 
-    One chunk per row: one launch writes both. Otherwise the WRITE_Z launch stores z and the chunk's
-    ||d2||^2, and the WRITE_NEXT launch adds those up and writes x_next.
+    pgd_step, or APGD with one chunk per row: one launch writes everything. Otherwise the WRITE_Z launch stores
+    z and the chunk's ||d2||^2, and the WRITE_NEXT launch adds those up and writes x_next.
     """
     offs, mask, x_adv, x, grad = _load_chunk(x_adv_ptr, x_ptr, grad_ptr, D, BLOCK)
-    x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     row = tl.program_id(0).to(tl.int64)
     eps = tl.load(eps_ptr + row)
     z, ok = _l2_step_point(partial_ptr, x_adv, x, grad, tl.load(step_ptr + row), eps, num_chunks, CHUNKS_P2)
-    d2 = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev) - x
-    d2 = tl.where(mask, d2, 0.0)
-    n2_sq = tl.sum(_poison(_finite(x_prev), d2 * d2), axis=0)  # NaN when x_prev has a bad entry
-    if CHUNKS_P2 > 1:
-        if WRITE_NEXT:
-            n2_sq = _row_total(partial_ptr, 3, num_chunks, CHUNKS_P2)
-        else:
-            tl.store(partial_ptr + (row * 4 + 3) * num_chunks + tl.program_id(1), n2_sq)
     if WRITE_Z:
-        tl.store(z_ptr + offs, _poison(ok, z).to(z_ptr.dtype.element_ty), mask=mask)
-    if WRITE_NEXT:
-        x_next = _poison(ok & (n2_sq == n2_sq), _l2_rescale(x, d2, tl.sqrt(n2_sq), eps))
-        tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + offs, _poison(ok, z).to(out_ptr.dtype.element_ty), mask=mask)
+    if APGD:
+        x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        d2 = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev) - x
+        d2 = tl.where(mask, d2, 0.0)
+        n2_sq = tl.sum(_poison(_finite(x_prev), d2 * d2), axis=0)  # NaN when x_prev has a bad entry
+        if CHUNKS_P2 > 1:
+            if WRITE_NEXT:
+                n2_sq = _row_total(partial_ptr, 3, num_chunks, CHUNKS_P2)
+            else:
+                tl.store(partial_ptr + (row * 4 + 3) * num_chunks + tl.program_id(1), n2_sq)
+        if WRITE_NEXT:
+            x_next = _poison(ok & (n2_sq == n2_sq), _l2_rescale(x, d2, tl.sqrt(n2_sq), eps))
+            tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
 
 
-def _partials(x: Tensor, num_chunks: int) -> Tensor:
-    return torch.empty((x.shape[0], 4, num_chunks), dtype=torch.float32, device=x.device)
-
-
-def pgd_step(out: Tensor, x_adv: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor) -> None:
-    """out = clamp(x + d1 * min(eps, ||d1||) / ||d1||, 0, 1), d1 = x_adv - x + step * grad / ||grad||."""
-    n, d = x.shape
-    block, num_chunks, chunks_p2 = chunk_settings(d)
-    partial, warps = _partials(x, num_chunks), num_warps_for(block)
-    if num_chunks > 1:
-        _l2_dots_kernel[(n, num_chunks)](partial, x_adv, x, grad, d, num_chunks, BLOCK=block, num_warps=warps)
-    _l2_pgd_kernel[(n, num_chunks)](
-        out, x_adv, x, grad, step, eps, partial, d, num_chunks, BLOCK=block, CHUNKS_P2=chunks_p2, num_warps=warps
-    )
-
-
-def apgd_step(
-    x_next: Tensor, z: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor,
-    momentum: float,
+def step(
+    out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step_size: Tensor,
+    eps: Tensor, keep: Tensor, momentum: float, apgd: bool,
 ) -> None:
-    """z = pgd_step(...); x_next = clamp(x + d2 * min(eps, ||d2||) / ||d2||, 0, 1), d2 = w - x (APGD momentum w)."""
+    """out = clamp(x + d1 * min(eps, ||d1||) / ||d1||, 0, 1), d1 = x_adv - x + step * grad / ||grad||;
+    apgd: x_next = clamp(x + d2 * min(eps, ||d2||) / ||d2||, 0, 1), d2 = w - x (APGD momentum w). keep unused."""
     n, d = x.shape
     block, num_chunks, chunks_p2 = chunk_settings(d)
-    partial, warps = _partials(x, num_chunks), num_warps_for(block)
+    partial = torch.empty((n, 4, num_chunks), dtype=torch.float32, device=x.device)
+    warps = num_warps_for(block)
     if num_chunks > 1:
         _l2_dots_kernel[(n, num_chunks)](partial, x_adv, x, grad, d, num_chunks, BLOCK=block, num_warps=warps)
-    # (write z, write x_next) per launch: both at once when the row fits one chunk.
-    launches = ((True, True),) if num_chunks == 1 else ((True, False), (False, True))
+    # (write z, write x_next) per launch: both at once for APGD when the row fits one chunk.
+    if not apgd:
+        launches = ((True, False),)
+    else:
+        launches = ((True, True),) if num_chunks == 1 else ((True, False), (False, True))
     for write_z, write_next in launches:
-        _l2_apgd_kernel[(n, num_chunks)](
-            x_next, z, x_adv, x_prev, x, grad, step, eps, partial, momentum, d, num_chunks,
-            BLOCK=block, CHUNKS_P2=chunks_p2, WRITE_Z=write_z, WRITE_NEXT=write_next, num_warps=warps,
+        _l2_step_kernel[(n, num_chunks)](
+            out, x_next, x_adv, x_prev, x, grad, partial, step_size, eps, momentum, d, num_chunks,
+            BLOCK=block, CHUNKS_P2=chunks_p2, APGD=apgd, WRITE_Z=write_z, WRITE_NEXT=write_next, num_warps=warps,
         )
 
 

@@ -1,8 +1,9 @@
 """Linf ops: the projection is a clamp, so each op is one elementwise kernel over the flat (N*D) elements.
 
 Each kernel reads every input once and writes every output once; eps / step are gathered per element by
-row = offset // D (a 1-D grid keeps short rows as efficient as long ones). Bad numbers (nonfinite.py): an
-output entry is NaN where one of the inputs it reads is NaN / Inf or its row's eps / step is not finite and > 0.
+row = offset // D (a 1-D grid keeps short rows as efficient as long ones). pgd_step and apgd_step are one
+kernel, the APGD constexpr adding the momentum point. Bad numbers (nonfinite.py): an output entry is NaN where
+one of the inputs it reads is NaN / Inf or its row's eps / step is not finite and > 0.
 """
 from __future__ import annotations
 
@@ -39,9 +40,9 @@ def _linf_clip(p, x, eps):
 
 @triton.jit
 def _linf_project_kernel(
-    out_ptr,  # [N, D]
-    x_adv_ptr,  # [N, D]
-    x_ptr,  # [N, D]
+    out_ptr,  # [N*D] flat
+    x_adv_ptr,  # [N*D] flat
+    x_ptr,  # [N*D] flat
     eps_ptr,  # [N] float32
     numel,
     D,
@@ -56,56 +57,36 @@ def _linf_project_kernel(
 
 
 @triton.jit
-def _linf_pgd_kernel(
-    out_ptr,  # [N, D]
-    x_adv_ptr,  # [N, D]
-    x_ptr,  # [N, D]
-    grad_ptr,  # [N, D]
-    step_ptr,  # [N] float32
-    eps_ptr,  # [N] float32
-    numel,
-    D,
-    BLOCK: tl.constexpr,
-):
-    offs, mask, row = _flat_block(numel, D, BLOCK)
-    step = tl.load(step_ptr + row, mask=mask, other=0.0)
-    eps = tl.load(eps_ptr + row, mask=mask, other=0.0)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    ok = _finite(x) & _finite(x_adv) & _finite(grad) & _positive(eps) & _positive(step)
-    out = _poison(ok, _linf_clip(x_adv + step * _sign(grad), x, eps))
-    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _linf_apgd_kernel(
-    x_next_ptr,  # [N, D]
-    z_ptr,  # [N, D]
-    x_adv_ptr,  # [N, D]
-    x_prev_ptr,  # [N, D]
-    x_ptr,  # [N, D]
-    grad_ptr,  # [N, D]
+def _linf_step_kernel(
+    out_ptr,  # [N*D] flat: the step (APGD: z)
+    x_next_ptr,  # [N*D] flat (written only when APGD)
+    x_adv_ptr,  # [N*D] flat
+    x_prev_ptr,  # [N*D] flat (read only when APGD)
+    x_ptr,  # [N*D] flat
+    grad_ptr,  # [N*D] flat
     step_ptr,  # [N] float32
     eps_ptr,  # [N] float32
     momentum,
     numel,
     D,
     BLOCK: tl.constexpr,
+    APGD: tl.constexpr,
 ):
+    """out = clip(x_adv + step sign(grad)); APGD: x_next = clip(x_adv + a (out - x_adv) + (1 - a)(x_adv - x_prev))."""
     offs, mask, row = _flat_block(numel, D, BLOCK)
     step = tl.load(step_ptr + row, mask=mask, other=0.0)
     eps = tl.load(eps_ptr + row, mask=mask, other=0.0)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     grad = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     z = _linf_clip(x_adv + step * _sign(grad), x, eps)
-    w = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev)
     ok = _finite(x) & _finite(x_adv) & _finite(grad) & _positive(eps) & _positive(step)
-    tl.store(z_ptr + offs, _poison(ok, z).to(z_ptr.dtype.element_ty), mask=mask)
-    x_next = _poison(ok & _finite(x_prev), _linf_clip(w, x, eps))
-    tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offs, _poison(ok, z).to(out_ptr.dtype.element_ty), mask=mask)
+    if APGD:
+        x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        w = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev)
+        x_next = _poison(ok & _finite(x_prev), _linf_clip(w, x, eps))
+        tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
 
 
 def _grid(numel: int) -> tuple[int]:
@@ -120,21 +101,13 @@ def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
     )
 
 
-def pgd_step(out: Tensor, x_adv: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor) -> None:
-    """out = project(x_adv + step * sign(grad))."""
-    numel, d = x.numel(), x.shape[1]
-    _linf_pgd_kernel[_grid(numel)](
-        out, x_adv, x, grad, step, eps, numel, d, BLOCK=ELEMENTWISE_BLOCK, num_warps=num_warps_for(ELEMENTWISE_BLOCK)
-    )
-
-
-def apgd_step(
-    x_next: Tensor, z: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step: Tensor, eps: Tensor,
-    momentum: float,
+def step(
+    out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step_size: Tensor,
+    eps: Tensor, keep: Tensor, momentum: float, apgd: bool,
 ) -> None:
-    """z = pgd_step(...); x_next = project(x_adv + a (z - x_adv) + (1 - a)(x_adv - x_prev)), a = momentum."""
+    """out = project(x_adv + step * sign(grad)); apgd: x_next = project of the momentum point (keep unused)."""
     numel, d = x.numel(), x.shape[1]
-    _linf_apgd_kernel[_grid(numel)](
-        x_next, z, x_adv, x_prev, x, grad, step, eps, momentum, numel, d,
-        BLOCK=ELEMENTWISE_BLOCK, num_warps=num_warps_for(ELEMENTWISE_BLOCK),
+    _linf_step_kernel[_grid(numel)](
+        out, x_next, x_adv, x_prev, x, grad, step_size, eps, momentum, numel, d,
+        BLOCK=ELEMENTWISE_BLOCK, APGD=apgd, num_warps=num_warps_for(ELEMENTWISE_BLOCK),
     )
