@@ -5,7 +5,11 @@
         x, y = to_device(images, labels, "cuda")  # uint8 on the host, float [0, 1] on the device
 """
 from rft_fast.data.loading import loader, to_device
-from rft_fast.data.registry import DATASETS, DatasetInfo, Splits, build, format_table
+from rft_fast.data.registry import (
+    DATASETS, REGISTRY, DatasetInfo, Splits, build, format_table, register_dataset, unregister_dataset,
+)
+from rft_fast.data.sources import ImageSource
 from rft_fast.data.splits import stratified_subset
 
-__all__ = ["DATASETS", "DatasetInfo", "Splits", "build", "format_table", "loader", "stratified_subset", "to_device"]
+__all__ = ["DATASETS", "REGISTRY", "DatasetInfo", "ImageSource", "Splits", "build", "format_table", "register_dataset",
+           "unregister_dataset", "loader", "stratified_subset", "to_device"]

@@ -7,7 +7,7 @@ without it, and opening a dataset never downloads anything (download=False).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,16 +159,3 @@ def open_digits3(root: Path | None, size: int) -> dict[str, ImageSource]:
     small-C rules, built in like `digits`."""
     base = _DigitsImages(n_classes=3)
     return {"train": ImageSource(base, base.targets, ["0", "1", "2"], size)}
-
-
-OPENERS: dict[str, Callable[[Path | None, int], dict[str, ImageSource]]] = {
-    "caltech101": open_caltech101,
-    "fgvc_aircraft": open_fgvc_aircraft,
-    "flowers102": open_flowers102,
-    "oxford_pets": open_oxford_pets,
-    "stanford_cars": open_stanford_cars,
-    "uc_merced": open_uc_merced,
-    "digits": open_digits,
-    "digits3": open_digits3,
-}
-"""Dataset name -> reader; each returns its official parts ("train" and, where official, "val" / "test")."""
