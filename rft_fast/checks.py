@@ -7,9 +7,10 @@ import difflib
 import math
 import re
 import reprlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 MAX_STR = 4096  # characters of a string setting (PATH_MAX)
 

@@ -7,8 +7,8 @@ Attacks run with every module in eval mode and each module's mode is restored af
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn

@@ -28,15 +28,16 @@ Criteria (called as criterion(model, x, y) -> scalar, like rft_fast.losses):
 from __future__ import annotations
 
 import hashlib
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rft_fast import ops
+from rft_fast.checks import is_int, is_real
 from rft_fast.losses import ClassicATLoss, TRADESLoss, _adversarial, _check_batch
 from rft_fast.models.wrapper import Normalized
 
@@ -98,12 +99,12 @@ def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _fraction(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not is_real(value, finite=False) or not 0 <= value < 1:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
 def _weight(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_real(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
@@ -143,7 +144,7 @@ class Shift:
         _weight("noise", self.noise)
         for name in ("seed", "draws"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
     def __call__(self, x: Tensor) -> Tensor:

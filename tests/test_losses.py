@@ -1,13 +1,17 @@
 """ClassicATLoss and TRADESLoss: semantics, and memory-saving TRADES == standard TRADES."""
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rft_fast import reference
+from rft_fast.attacks import NonFiniteError
+from rft_fast.attacks.trades_pgd import TradesPGD
 from rft_fast.bench.memory import saved_activation_peak
 from rft_fast.losses import ClassicATLoss, TRADESLoss
 
@@ -225,3 +229,55 @@ def test_bad_inputs():
         TRADESLoss(KL_PGD, beta=-1.0)
     with pytest.raises(ValueError, match="x must be a floating-point image batch"):
         ClassicATLoss(CE_PGD)(model, (x * 255).byte(), y)
+
+
+def _official_trades_attack(model: nn.Module, x: torch.Tensor, noise: torch.Tensor, eps: float = 0.031,
+                            step_size: float = 0.007, steps: int = 10) -> torch.Tensor:
+    """The attack of the official TRADES code (yaodongyu/TRADES, trades.py), line for line: eval mode, an
+    unprojected x + 0.001 N(0, 1) start, sign steps on the summed KL, projection to the ball, clamp to [0, 1]."""
+    model.eval()
+    criterion_kl = nn.KLDivLoss(reduction="sum")
+    x_adv = x.detach() + 0.001 * noise
+    for _ in range(steps):
+        x_adv.requires_grad_()
+        with torch.enable_grad():
+            loss_kl = criterion_kl(F.log_softmax(model(x_adv), dim=1), F.softmax(model(x), dim=1))
+        grad = torch.autograd.grad(loss_kl, [x_adv])[0]
+        x_adv = x_adv.detach() + step_size * torch.sign(grad.detach())
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)
+        x_adv = torch.clamp(x_adv, 0.0, 1.0)
+    model.train()
+    return x_adv
+
+
+@pytest.mark.parametrize("steps, eps", [(10, 0.031), (3, 8 / 255)])
+def test_trades_pgd_matches_the_official_attack(steps, eps):
+    torch.manual_seed(0)
+    model = SmallCNN().train()
+    x, y = _batch(8)
+    buffers = [b.clone() for b in model.buffers()]
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    attack = TradesPGD(eps=eps, step_size=0.007 * eps / 0.031, steps=steps, seed=0)
+    x_adv = attack(model, x, y)
+    assert model.training and all(m.training for m in model.modules())  # modes restored
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))  # eval mode: BatchNorm untouched
+    expected = _official_trades_attack(copy.deepcopy(model), x, noise, eps, 0.007 * eps / 0.031, steps)
+    torch.testing.assert_close(x_adv, expected, atol=1e-6, rtol=0)
+    assert (x_adv - x).abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not torch.equal(x_adv, x)
+
+
+def test_trades_pgd_eps_override_scales_the_step_and_bad_values_are_refused():
+    torch.manual_seed(0)
+    model, (x, y) = SmallCNN(), _batch(4)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    got = TradesPGD(eps=0.031, step_size=0.007, steps=2)(model, x, y, eps=0.0155)
+    torch.testing.assert_close(got, _official_trades_attack(model, x, noise, 0.0155, 0.0035, 2), atol=1e-6, rtol=0)
+    for kw, match in ((dict(eps=0.0), "eps"), (dict(steps=0), "steps"), (dict(step_size=True), "step_size"),
+                      (dict(seed=-1), "seed")):
+        with pytest.raises(ValueError, match=match):
+            TradesPGD(**kw)
+    broken = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, NUM_CLASSES))
+    nn.init.constant_(broken[1].weight, float("nan"))
+    with pytest.raises(NonFiniteError, match="TradesPGD"):
+        TradesPGD(steps=1)(broken, x, y)

@@ -11,7 +11,7 @@ The overhead column is the median step time over the plain variant's.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from rft_fast.losses import ClassicATLoss, TRADESLoss
 from rft_fast.regularizers import ConsistencyLoss, GraceLoss
 from rft_fast.train.grace import CurvatureSAM, preserved_buffers
 
-LOSSES = ("classic_at", "trades")
+LOSSES = ("classic_at", "trades")  # the registry losses (train.loss_registry) that GRACE and consistency wrap
 VARIANTS = ("plain", "gram", "grace", "consistency")
 COLUMNS = (
     ("model", "model", "<14"), ("loss", "loss", "<10"), ("variant", "variant", "<12"), ("batch", "batch", ">5"),

@@ -69,12 +69,7 @@ def bench_tora(
         model = model.to(device).train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-8, betas=(0.9, 0.95))
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            criterion(model, x, y).backward()
-            optimizer.step()
-
+        step = _step(model, optimizer, criterion, x, y)
         seconds = common.time_fn(step, device, min_reps=2, min_seconds=0.0)
         peak = cuda_peak(step, device) if device.type == "cuda" else saved_activation_peak(step)
         rows.append({
@@ -84,8 +79,17 @@ def bench_tora(
             "median_s": seconds, "images_per_s": batch / seconds, "peak_gb": peak / 1e9,
             "memory": "cuda allocator" if device.type == "cuda" else "saved activations",
         })
-        del model, optimizer
+        del model, optimizer, step
     return rows
+
+
+def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, x: torch.Tensor, y: torch.Tensor):
+    """One training step of `model` on (x, y): zero_grad, criterion backward, optimizer step."""
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        criterion(model, x, y).backward()
+        optimizer.step()
+    return step
 
 
 def run(

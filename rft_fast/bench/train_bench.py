@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from rft_fast.train.config import TrainConfig
 from rft_fast.train.criterion import make_criterion
 
 DEFAULT_MODELS = ("resnet50", "convnext_tiny", "vit_small_patch16_224")
-LOSSES = ("classic_at", "trades")
+LOSSES = ("classic_at", "trades")  # the registry losses (train.loss_registry) that reference.train_step mirrors
 IMPLS = ("rft-fast", "reference")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 COLUMNS = (

@@ -10,8 +10,9 @@ attack_steps=10 give the official attack. Linf only.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
@@ -39,7 +40,7 @@ class AttackSpec:
         description: one line for listings.
     """
 
-    build: Callable[["TrainConfig"], Attack]
+    build: Callable[[TrainConfig], Attack]
     norms: tuple[str, ...] = NORMS
     description: str = ""
 
@@ -47,12 +48,12 @@ class AttackSpec:
 ATTACK_REGISTRY: Registry[AttackSpec] = Registry("training attack")
 
 
-def _apgd(config: "TrainConfig") -> APGD:
+def _apgd(config: TrainConfig) -> APGD:
     return APGD(norm=config.attack_norm, eps=config.attack_eps, steps=config.attack_steps, loss=config.attack_loss,
                 random_start=False)
 
 
-def _trades_pgd(config: "TrainConfig") -> TradesPGD:
+def _trades_pgd(config: TrainConfig) -> TradesPGD:
     return TradesPGD(eps=config.attack_eps, step_size=config.attack_eps * TRADES_STEP_RATIO, steps=config.attack_steps)
 
 

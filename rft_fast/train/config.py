@@ -9,19 +9,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rft_fast.checks import suggest
 from rft_fast.train.attack_registry import ATTACK_REGISTRY
 from rft_fast.train.fields import (  # noqa: F401 (re-exported: the grid spec and the CLI read them here)
-    AMP, ATTACK_LOSSES, ATTACKS, EPS_SCHEDULES, FIELD_HELP, FIELD_RULES, LOSSES, MAX_EPOCHS, OPTIMIZERS,
-    REPORTED_METRICS, SEED_MAX,
+    AMP,
+    ATTACK_LOSSES,
+    ATTACKS,
+    EPS_SCHEDULES,
+    FIELD_HELP,
+    FIELD_RULES,
+    LOSSES,
+    MAX_EPOCHS,
+    OPTIMIZERS,
+    REPORTED_METRICS,
+    SEED_MAX,
 )
 from rft_fast.train.loss_registry import loss_only_fields, loss_spec
 from rft_fast.train.protocols import Protocol, get_protocol, protocol_only_fields
-
 
 
 @dataclass
@@ -220,7 +229,7 @@ class TrainConfig:
         return unused
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Builds a config from a dict (JSON, a grid trial, a checkpoint's "config"); a field the dict lacks takes
         its default (a checkpoint written before the field existed ran with it). Unknown or missing fields raise a
         ValueError naming them, bad values one naming the field (`validate`)."""

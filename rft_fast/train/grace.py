@@ -31,17 +31,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from rft_fast.checks import is_real
+
 
 def _number(name: str, value: float, low: float, high: float | None, closed_low: bool) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (value >= low if closed_low else value > low) and (high is None or value < high)
+    ok = is_real(value) and (value >= low if closed_low else value > low) and (high is None or value < high)
     if not ok:
         bounds = f"{'[' if closed_low else '('}{low}, {high if high is not None else 'inf'})"
         raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")

@@ -8,8 +8,9 @@ the base loss, trained with the sharpness-aware stepper; their TRADES keeps both
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,8 +48,8 @@ class LossSpec:
         description: one line for listings.
     """
 
-    build: Callable[["TrainConfig", Attack | None], Criterion]
-    objective_sum: Callable[[nn.Module, Tensor, Tensor, Tensor, "TrainConfig"], Tensor]
+    build: Callable[[TrainConfig, Attack | None], Criterion]
+    objective_sum: Callable[[nn.Module, Tensor, Tensor, Tensor, TrainConfig], Tensor]
     uses_attack: bool = True
     sharpness_aware: bool = False
     fields: tuple[str, ...] = ()
@@ -71,25 +72,25 @@ def _standard(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x).float(), y)
 
 
-def _ce_sum(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, config: "TrainConfig") -> Tensor:
+def _ce_sum(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, config: TrainConfig) -> Tensor:
     return F.cross_entropy(model(x).float(), y, reduction="sum")
 
 
-def _classic_at_sum(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, config: "TrainConfig") -> Tensor:
+def _classic_at_sum(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, config: TrainConfig) -> Tensor:
     return F.cross_entropy(model(x_adv).float(), y, reduction="sum")
 
 
-def _trades_sum(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, config: "TrainConfig") -> Tensor:
+def _trades_sum(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, config: TrainConfig) -> Tensor:
     return ops.trades_objective(model(x), model(x_adv), y, config.beta) * x.shape[0]
 
 
-def _trades(config: "TrainConfig", attack: Attack | None) -> TRADESLoss:
+def _trades(config: TrainConfig, attack: Attack | None) -> TRADESLoss:
     return TRADESLoss(attack, beta=config.beta, memory_saving=config.memory_saving)
 
 
-def _grace(base: Callable[["TrainConfig", Attack | None], Criterion]) -> Callable[["TrainConfig", Attack | None], GraceLoss]:
+def _grace(base: Callable[[TrainConfig, Attack | None], Criterion]) -> Callable[[TrainConfig, Attack | None], GraceLoss]:
     """GraceLoss around the base loss; its shifted view seeded from config.seed (stream 2 seed)."""
-    def build(config: "TrainConfig", attack: Attack | None) -> GraceLoss:
+    def build(config: TrainConfig, attack: Attack | None) -> GraceLoss:
         return GraceLoss(base(config, attack), config.grace_gram_weight, Shift(seed=(2 * config.seed) % 2**62))
     return build
 

@@ -11,8 +11,9 @@ optimizer, scheduler, criterion and stepper.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from torch import nn
 from rft_fast import models
 from rft_fast.registry import Registry
 from rft_fast.train import tora
-from rft_fast.train.criterion import Criterion, LoopCriterion, for_loop
+from rft_fast.train.criterion import Criterion, LoopCriterion
 from rft_fast.train.loss_registry import loss_spec
 from rft_fast.train.optim import make_optimizer, make_scheduler, param_groups
 from rft_fast.train.stepper import Stepper, make_stepper
@@ -93,7 +94,7 @@ class Recipe:
         """The phase's Stage; `criterion` is the config's (make_criterion)."""
         optimizer = make_optimizer(param_groups(*self.parameters(model), config), config)
         scheduler = make_scheduler(optimizer, config)  # on the base optimizer (also under CurvatureSAM)
-        return Stage(phase, make_stepper(optimizer, for_loop(criterion), config), scheduler, self.train_mode)
+        return Stage(phase, make_stepper(optimizer, criterion, config), scheduler, self.train_mode)
 
     def parameters(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone, head) parameters; the frozen ones are left out of the optimizer."""

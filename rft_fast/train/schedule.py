@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rft_fast.checks import is_int, is_real
+
 KINDS = ("constant", "linear", "cosine")
 
 
 def _real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_real(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
@@ -56,7 +58,7 @@ class EpsSchedule:
     def progress(self, step: int, total_steps: int) -> float:
         """p(step) in [0, 1]: how far the ramp is (1 for "constant" and after the warm-up)."""
         for name, value, low in (("total_steps", total_steps, 1), ("step", step, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if not is_int(value) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if step >= total_steps:
             raise ValueError(f"step must be < total_steps={total_steps}, got {step}")

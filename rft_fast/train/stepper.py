@@ -9,11 +9,13 @@ gradient is then recomputed at the perturbed weights (BatchNorm statistics prese
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from rft_fast.train.criterion import Criterion, for_loop
 from rft_fast.train.grace import CurvatureSAM, preserved_buffers
 from rft_fast.train.loss_registry import loss_spec
 
@@ -81,10 +83,11 @@ class SharpnessAwareStepper(Stepper):
         return ""
 
 
-def make_stepper(optimizer: torch.optim.Optimizer, criterion: Any, config: TrainConfig) -> Stepper:
-    """The config's loss's stepper around `optimizer` (schedulers stay on `optimizer`: CurvatureSAM shares its
-    param_groups): SharpnessAwareStepper with CurvatureSAM(grace_rho, grace_beta2) for a sharpness-aware loss."""
+def make_stepper(optimizer: torch.optim.Optimizer, criterion: Criterion, config: TrainConfig) -> Stepper:
+    """The stepper of the config's loss around `optimizer`, holding `criterion` as the loop calls it
+    (criterion.for_loop). Schedulers stay on `optimizer` (CurvatureSAM shares its param_groups): a sharpness-aware
+    loss gets SharpnessAwareStepper with CurvatureSAM(optimizer, grace_rho, grace_beta2), the others Stepper."""
     if loss_spec(config.loss).sharpness_aware:
-        return SharpnessAwareStepper(CurvatureSAM(optimizer, rho=config.grace_rho, beta2=config.grace_beta2),
-                                     criterion)
-    return Stepper(optimizer, criterion)
+        sam = CurvatureSAM(optimizer, rho=config.grace_rho, beta2=config.grace_beta2)
+        return SharpnessAwareStepper(sam, for_loop(criterion))
+    return Stepper(optimizer, for_loop(criterion))
