@@ -180,6 +180,47 @@ def test_the_section_classes_check_themselves():
         dataclasses.replace(spec, random_init=False)
 
 
+# ----------------------------------------------------------------------------------------------- eval: EvalSettings
+
+def test_eval_sets_every_evaluation_setting():
+    """The eval section is a full EvalSettings (but seed: the spec's): eps per norm (the others keep the study's),
+    severity, the smoothing lists; the grid's evaluation is built from it."""
+    from rft_fast.eval import EvalSettings
+    from rft_fast.study import STUDY_EPS
+
+    spec = spec_with(eval={"threats": ["clean", "L2", "corruptions", "smoothing-L2"], "eps": {"L2": 0.5},
+                           "severity": 5, "smoothing_sigmas": [0.12, 0.5], "smoothing_radii": [0, 0.5],
+                           "smoothing_n": 1000, "subset_seed": 3})
+    assert spec.eval.eps == {**STUDY_EPS, "L2": 0.5}
+    assert (spec.eval.severity, spec.eval.smoothing_sigmas, spec.eval.smoothing_radii) == (5, (0.12, 0.5), (0.0, 0.5))
+    settings = spec.eval.settings(seed=7)
+    assert isinstance(settings, EvalSettings) and settings.eps["L2"] == 0.5 and settings.seed == 7
+    assert (settings.severity, settings.smoothing_sigmas, settings.smoothing_n, settings.subset_seed) == (
+        5, (0.12, 0.5), 1000, 3)
+    assert spec_with(eval={"smoothing_sigmas": 0.5}).eval.smoothing_sigmas == (0.5,)  # one number is a list of one
+    assert spec_with().eval.settings() == EvalSettings()  # absent: EvalSettings' defaults
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"eps": {"Linf": 0}}, "eval.eps.Linf must be a number > 0, got 0"),
+    ({"eps": {"Linf": "4/255"}}, "eval.eps.Linf must be a number > 0, got '4/255' (str)"),
+    ({"eps": {"linf": 0.1}}, "eval.eps: unknown norm 'linf'; did you mean 'Linf'?"),
+    ({"eps": 0.1}, "eval.eps must map norms ['Linf', 'L2', 'L1'] to radii, got 0.1 (float)"),
+    ({"severity": 6}, "eval.severity must be an int >= 1 and <= 5, got 6"),
+    ({"severity": 3.0}, "eval.severity must be an int >= 1 and <= 5, got 3.0 (float); write 3"),
+    ({"smoothing_sigmas": [0.25, -1]}, "eval.smoothing_sigmas[1] must be a number > 0, got -1"),
+    ({"smoothing_sigmas": [0.25, 0.25]}, "eval.smoothing_sigmas: a value is listed more than once"),
+    ({"smoothing_sigmas": []}, "eval.smoothing_sigmas must be a non-empty list of numbers"),
+    ({"smoothing_radii": [True]}, "eval.smoothing_radii[0] must be a number >= 0, got True (bool)"),
+    ({"smoothing_alpha": 1}, "eval.smoothing_alpha must be a number in (0, 1), got 1"),
+    ({"workers": -1}, "eval.workers must be an int >= 0 and <= 256 or null, got -1"),
+    ({"seed": 3}, "eval.seed: set by the grid itself: the spec's top-level seed seeds the evaluation"),
+    ({"sigmas": [0.5]}, "eval: unknown key(s) 'sigmas'"),
+])
+def test_eval_settings_are_checked_with_their_rules(section, message):
+    assert message in error_of(eval=section)
+
+
 # ----------------------------------------------------------------------------------------------- validate
 
 def test_validate_examples_and_specs_changed_in_code():
