@@ -11,7 +11,8 @@ from rft_fast.results.measurement import KEY_FIELDS, MODEL_FIELDS, Measurement, 
 from rft_fast.results.schema import SCHEMA_VERSION
 from rft_fast.results.store import Store
 from rft_fast.results.threats import (
-    ATTACKS, MODES, NO_MODE, SMOOTHING, STUDY_CORRUPTION, STUDY_SEVERITY, Domain, KeyRule, RowKey, ThreatSpec,
+    ATTACK_MODES, ATTACKS, LEVEL, MODES, NAMED, NO_MODE, POSITIVE_EPS, RADIUS_OR_NONE, SIGMA_MODE, SMOOTHING,
+    STUDY_CORRUPTION, STUDY_SEVERITY, Domain, KeyRule, RowKey, ThreatSpec,
     expected_rows, register_threat, smoothing_mode, smoothing_sigma, stage_of, stored_threats, threat_specs,
     unregister_threat,
 )
@@ -21,4 +22,5 @@ THREATS = stored_threats()  # the built-in threats' stored names; stored_threats
 __all__ = ["Store", "Measurement", "Stage", "THREATS", "ATTACKS", "MODES", "NO_MODE", "SMOOTHING", "KEY_FIELDS",
            "MODEL_FIELDS", "SCHEMA_VERSION", "STUDY_CORRUPTION", "STUDY_SEVERITY", "canonical_json", "smoothing_mode",
            "smoothing_sigma", "to_csv", "to_json", "format_table", "ThreatSpec", "KeyRule", "Domain", "RowKey",
-           "register_threat", "unregister_threat", "threat_specs", "stored_threats", "expected_rows", "stage_of"]
+           "register_threat", "unregister_threat", "threat_specs", "stored_threats", "expected_rows", "stage_of",
+           "POSITIVE_EPS", "RADIUS_OR_NONE", "ATTACK_MODES", "SIGMA_MODE", "NAMED", "LEVEL"]
