@@ -1,24 +1,23 @@
 """`rft-fast eval`: AutoAttack, common corruptions and (opt-in) randomized smoothing of one fine-tuned model,
-each measurement stored when done."""
+each measurement stored when done (rft_fast.eval.entry: evaluate_checkpoint / evaluate_weights, the grid's entry
+point too). The evaluation options are generated from EvalSettings (rft_fast.eval.settings)."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from rft_fast.cli.options import (
-    REFUSED, Refused, default_cache, device_args, fraction, int_in, number_list, pick_device, positive_float,
-)
+from rft_fast.cli.options import REFUSED, Refused, default_cache, device_args, fraction, int_in, number_list, pick_device
 
 
 def threat_list(text: str) -> tuple[str, ...]:
     """An argparse type: comma-separated threats of the evaluation."""
-    from rft_fast.eval import ALL_THREATS
+    from rft_fast.eval.settings import all_threats
 
+    known = all_threats()
     threats = tuple(t.strip() for t in text.split(",") if t.strip())
-    unknown = [t for t in threats if t not in ALL_THREATS]
+    unknown = [t for t in threats if t not in known]
     if unknown or not threats:
-        raise argparse.ArgumentTypeError(f"threats must be a comma-separated subset of {','.join(ALL_THREATS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"threats must be a comma-separated subset of {','.join(known)}, got {text!r}")
     return threats
 
 
@@ -32,64 +31,43 @@ def _show_measurement(m) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from rft_fast.eval import EvalSettings
+    from rft_fast.eval.settings import EvalSettings
+    from rft_fast.study import NORMS
 
-    return EvalSettings(
-        threats=args.threats, n=args.n, subset_seed=args.subset_seed, mode=args.mode,
-        eps={"Linf": args.eps_linf, "L2": args.eps_l2, "L1": args.eps_l1}, corruption_setting=args.corruptions,
-        severity=args.severity, cache_dir=None if args.no_cache else args.cache_dir, batch_size=args.batch_size,
-        workers=args.workers, seed=args.seed, smoothing_sigmas=args.sigma, smoothing_radii=args.radii,
-        smoothing_n0=args.smoothing_n0, smoothing_n=args.smoothing_n, smoothing_alpha=args.smoothing_alpha,
-        smoothing_batch_size=args.smoothing_batch_size,
-    )
-
-
-def _model(args: argparse.Namespace, device: str):
-    """(model, test split, RunInfo, source key) from a `rft-fast train` checkpoint or --backbone/--weights."""
-    from rft_fast import data, models
-    from rft_fast.eval import RunInfo
-    from rft_fast.results.importing import NAMESPACE
-    from rft_fast.train import load_trained
-
-    if args.checkpoint is not None:
-        if args.backbone or args.weights:
-            raise Refused("give either a checkpoint or --backbone with --weights, not both")
-        model, config = load_trained(args.checkpoint, device)
-        dataset, root, size = config.dataset, args.data_root or config.data_root, config.image_size
-        run = RunInfo(args.run_id or config.run_id(), dataset, config.backbone, config.loss, config.protocol, config.hparams())
-    else:
-        if not (args.backbone and args.weights and args.dataset):
-            raise Refused("without a checkpoint, --backbone, --weights and --dataset are required")
-        dataset, root, size = args.dataset, args.data_root, args.image_size
-        splits = data.build(dataset, root, image_size=size)
-        model = models.load_finetuned(args.backbone, splits.num_classes, args.weights, image_size=size).to(device).eval()
-        run = RunInfo(args.run_id or Path(args.weights).stem, dataset, args.backbone, args.loss, args.protocol, {})
-    if run.run_id.startswith(NAMESPACE + ":"):
-        raise Refused(f"--run-id {run.run_id!r}: ids starting with '{NAMESPACE}:' are kept for imported rows")
-    splits = data.build(dataset, root, image_size=size)
-    return model, splits.test, run, {"dataset": dataset, "split": "test", "image_size": size}
+    values = {name: getattr(args, name) for name in args.settings if name != "eps"}
+    values["eps"] = {norm: getattr(args, _eps_dest(norm)) for norm in NORMS}
+    if args.no_cache:
+        values["cache_dir"] = None
+    return EvalSettings(**values)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from rft_fast.eval import evaluate
-    from rft_fast.grid.runner import reason
+    from rft_fast.eval.entry import evaluate_checkpoint, evaluate_weights, reason
     from rft_fast.results import Store, format_table
 
     device = pick_device(args)
     settings = _settings(args)
-    model, test_set, run, key = _model(args, device)
-    failed: dict[str, str] = {}
+    if args.checkpoint is not None and (args.backbone or args.weights):
+        raise Refused("give either a checkpoint or --backbone with --weights, not both")
+    if args.checkpoint is None and not (args.backbone and args.weights and args.dataset):
+        raise Refused("without a checkpoint, --backbone, --weights and --dataset are required")
 
     def on_failure(threat: str, error: Exception) -> None:
-        failed[threat] = reason(error)
-        print(f"{threat}: failed: {failed[threat]}", file=sys.stderr, flush=True)
+        print(f"{threat}: failed: {reason(error)}", file=sys.stderr, flush=True)
 
+    shared = dict(device=device, progress=args.progress, on_result=_show_measurement, on_failure=on_failure)
     with Store(args.store) as store:
-        rows = evaluate(model, test_set, run, settings, store=store, source_key=key, progress=args.progress,
-                        on_result=_show_measurement, on_failure=on_failure)
+        if args.checkpoint is not None:
+            outcome = evaluate_checkpoint(args.checkpoint, settings, store, run_id=args.run_id,
+                                          data_root=args.data_root, **shared)
+        else:
+            outcome = evaluate_weights(args.backbone, args.weights, args.dataset, settings, store,
+                                       image_size=args.image_size, data_root=args.data_root, loss=args.loss,
+                                       protocol=args.protocol, run_id=args.run_id, **shared)
+    rows, failed = outcome.rows, outcome.failures
     if rows:
         print(format_table(rows))
-    print(f"stored {len(rows)} measurements in {args.store} (run id {run.run_id})"
+    print(f"stored {len(rows)} measurements in {args.store} (run id {outcome.run.run_id})"
           + (f"; {len(failed)} threat(s) failed: " + "; ".join(f"{t}: {r}" for t, r in failed.items()) if failed else ""))
     return 1 if failed else 0
 
@@ -106,37 +84,44 @@ def _model_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--run-id", help="store key of this model (default: the config's hash, or the weights file name)")
 
 
-def _settings_options(ev: argparse.ArgumentParser) -> None:
-    ev.add_argument("--threats", type=threat_list, default=("clean", "Linf", "L2", "L1", "corruptions"),
-                    help="comma-separated subset of clean,Linf,L2,L1,corruptions,smoothing-L2 (default: all but "
-                    "smoothing-L2, which runs only when named)")
-    ev.add_argument("--n", type=int_in(1, 10**7), default=1000, help="stratified test subset size (default 1000, the study's)")
-    ev.add_argument("--subset-seed", type=int_in(0, 2**32 - 1), default=0)
-    ev.add_argument("--mode", choices=["standard", "fast"], default="standard",
-                    help="AutoAttack standard, or fast = APGD-CE + APGD-T (labelled 'fast' in the store)")
-    ev.add_argument("--eps-linf", type=fraction, default=4 / 255, help="default 4/255")
-    ev.add_argument("--eps-l2", type=fraction, default=2.0, help="default 2.0")
-    ev.add_argument("--eps-l1", type=fraction, default=75.0, help="default 75")
-    ev.add_argument("--corruptions", choices=["study", "full"], default="study",
-                    help="study: 11 types at severity 3, one per image; full: 15 types x 5 severities")
-    ev.add_argument("--severity", type=int_in(1, 5), default=3)
-    ev.add_argument("--cache-dir", default=default_cache(), help="corrupted test sets (default: ~/.cache/rft-fast/corruptions)")
-    ev.add_argument("--no-cache", action="store_true", help="do not read or write the corruption cache")
-    ev.add_argument("--store", default="results.sqlite", help="SQLite results store (default: ./results.sqlite)")
-    device_args(ev, "cpu or cuda (default: cuda if visible)")
-    ev.add_argument("--batch-size", type=int_in(1, 65536), default=None, help="attack batch (default: the largest that fits)")
-    ev.add_argument("--workers", type=int_in(0, 256), default=None, help="corruption worker processes (default: all cores)")
-    ev.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="AutoAttack, corruption and smoothing-noise seed")
-    sm = ev.add_argument_group("randomized smoothing (threat smoothing-L2)")
-    sm.add_argument("--sigma", type=number_list, default=(0.25,),
-                    help="comma-separated noise levels sigma > 0 in pixel units, each certified separately (default 0.25)")
-    sm.add_argument("--radii", type=number_list, default=(0.0, 0.25, 0.5, 0.75, 1.0),
-                    help="comma-separated L2 radii >= 0 of the stored certified accuracies (default 0,0.25,0.5,0.75,1)")
-    sm.add_argument("--smoothing-n0", type=int_in(1, 10**8), default=100, help="selection draws per image (default 100)")
-    sm.add_argument("--smoothing-n", type=int_in(1, 10**9), default=100_000, help="estimation draws per image (default 100000)")
-    sm.add_argument("--smoothing-alpha", type=positive_float, default=0.001,
-                    help="failure probability of the certificate (default 0.001)")
-    sm.add_argument("--smoothing-batch-size", type=int_in(1, 10**6), default=1000, help="noisy images per forward pass (default 1000)")
+
+
+def _eps_dest(norm: str) -> str:
+    return "eps_" + norm.lower()
+
+
+# argparse types by the rule's kind, or the field's own (the comma-separated lists); EvalSettings checks the ranges
+_KINDS = {int: int, float: fraction, str: str}
+_TYPES = {"threats": threat_list, "smoothing_sigmas": number_list, "smoothing_radii": number_list}
+
+
+def _settings_options(ev: argparse.ArgumentParser) -> list[str]:
+    """One option per EvalSettings field (rft_fast.eval.settings: FIELD_RULES type it, FIELD_HELP helps it,
+    FIELD_FLAGS names the few spelled otherwise; LIST_FIELDS are comma-separated), the smoothing ones in their
+    own group, each with the field's default but cache_dir's (the user's cache, not EvalSettings' None), which
+    --no-cache turns off. Returns the field names."""
+    import dataclasses
+
+    from rft_fast.eval.settings import FIELD_FLAGS, FIELD_HELP, FIELD_RULES, EvalSettings
+
+    smoothing = ev.add_argument_group("randomized smoothing (threat smoothing-L2)")
+    names = []
+    for f in dataclasses.fields(EvalSettings):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rule, group = FIELD_RULES[f.name], smoothing if f.name.startswith("smoothing_") else ev
+        if f.name == "eps":
+            for norm, flag in zip(default, FIELD_FLAGS["eps"]):
+                group.add_argument(flag, dest=_eps_dest(norm), type=fraction, default=default[norm],
+                                   help=f"{FIELD_HELP['eps']}: {norm}")
+        else:
+            choices = list(rule.choices) if rule.kind is str and rule.choices else None
+            group.add_argument(FIELD_FLAGS.get(f.name, "--" + f.name.replace("_", "-")), dest=f.name,
+                               type=_TYPES.get(f.name, _KINDS[rule.kind]), choices=choices,
+                               default=default_cache() if f.name == "cache_dir" else default, help=FIELD_HELP[f.name])
+        if f.name == "cache_dir":
+            ev.add_argument("--no-cache", action="store_true", help="do not read or write the corruption cache")
+        names.append(f.name)
+    return names
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -152,6 +137,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "accuracy at each of --radii. Each measurement is stored when done.",
     )
     _model_options(ev)
-    _settings_options(ev)
+    settings = _settings_options(ev)
+    ev.add_argument("--store", default="results.sqlite", help="SQLite results store (default: ./results.sqlite)")
+    device_args(ev, "cpu or cuda (default: cuda if visible)")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    ev.set_defaults(func=_eval, refuses=REFUSED)
+    ev.set_defaults(func=_eval, refuses=REFUSED, settings=settings)
