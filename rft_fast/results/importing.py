@@ -40,10 +40,8 @@ measurements by that digest only, not with the file's bytes.
 """
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,23 +49,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rft_fast.study import STUDY_EPS, STUDY_N
+from rft_fast.results.csv_reading import MAX_ROW_CHARS, REQUIRED_COLUMNS  # noqa: F401 - public here too
+from rft_fast.results.csv_reading import count, csv_rows, is_missing, number, shown
 from rft_fast.results.measurement import Measurement
 from rft_fast.results.store import Store
 from rft_fast.results.threats import MODES, STUDY_CORRUPTION, STUDY_SEVERITY
 
-REQUIRED_COLUMNS = ("backbone", "dataset", "loss", "protocol", "clean", "Linf", "L2", "L1", "common")
-OPTIONAL_COLUMNS = ("run_id", "Linf_eps", "L2_eps", "L1_eps", "n", "mode", "source")
 ACCURACY_COLUMNS = ("clean", "Linf", "L2", "L1", "common")
 NAME_COLUMNS = ("backbone", "dataset", "loss", "protocol")
-MISSING = {"", "na", "nan", "n/a", "-", "none", "null"}
 SCALES = ("auto", "fraction", "percent")
 NAMESPACE = "import"  # every imported run_id starts with "import:"
-MAX_ROW_CHARS = 64 * 1024  # one CSV row (all its lines, if a quoted cell spans several): the field size limit
 LOSS_ALIASES = {"classic": "classic_at"}  # the report's loss_kind reads "classic" as Classic AT too
-_UNDECODED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_FRACTION = re.compile(r"([+-]?\d{1,30})\s*/\s*(\d{1,30})")  # 4/255
-_COUNT = re.compile(r"\+?\d{1,18}")
 _VARIANT = re.compile(r"(.*?)\s*(\[[^\[\]]*\])")  # the grid's protocol label "TORA-10[tora_lambda=0.9]"
 
 
@@ -132,7 +125,7 @@ class _Names:
     def _loss(self, value: str) -> str:
         found = self._loss_index.get(_fold(value))
         if found is None:
-            raise ValueError(f"unknown loss {_shown(value)}; known: {', '.join(self._losses)} (case, spaces, '-' and '_' "
+            raise ValueError(f"unknown loss {shown(value)}; known: {', '.join(self._losses)} (case, spaces, '-' and '_' "
                              f"ignored){_hint(value, self._losses)}")
         return found
 
@@ -145,7 +138,7 @@ class _Names:
             try:
                 name = self._get_protocol(f"TORA-{tora.group(1)}" if tora else base).name
             except ValueError:
-                raise ValueError(f"unknown protocol {_shown(value)}; known: {', '.join(self._protocol_names)} or "
+                raise ValueError(f"unknown protocol {shown(value)}; known: {', '.join(self._protocol_names)} or "
                                  "TORA-<epochs> (epochs >= 2), optionally with a variant label [...]"
                                  f"{_hint(base, self._protocol_names)}") from None
         return name + variant
@@ -155,150 +148,6 @@ class _Names:
 
     def _backbone(self, value: str) -> str:
         return self._backbones.get(value) or self._backbones.get(value.lower(), value)
-
-
-# ---------------------------------------------------------------------------------------------------- reading
-class _Lines:
-    """The file's lines for csv.reader, checked here so that every problem names its line: at most MAX_ROW_CHARS
-    per row (`row_done` starts the next row's budget; a longer line is never read whole), UTF-8 (the file is
-    decoded with surrogateescape, so a bad byte is found in its line rather than somewhere in a read-ahead
-    chunk), no NUL. Lines end in \n, \r\n or \r. Keeps a digest of the text, so the second pass can tell
-    whether the file changed."""
-
-    def __init__(self, f) -> None:
-        self._f = f
-        self.line = 0
-        self._used = 0
-        self.digest = hashlib.blake2b(digest_size=16)
-
-    def row_done(self) -> None:
-        self._used = 0
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        text = self._f.readline(MAX_ROW_CHARS + 1)
-        if not text:
-            raise StopIteration
-        self.line += 1
-        self.digest.update(text.encode("utf-8", "surrogateescape"))
-        self._used += len(text)
-        if self._used > MAX_ROW_CHARS:
-            raise ValueError(f"line {self.line}: a row of more than {MAX_ROW_CHARS} characters (the limit of "
-                             "one row): not a table of accuracies")
-        if "\x00" in text:
-            raise ValueError(f"line {self.line}: a NUL byte: binary data, not a CSV text file")
-        bad = _UNDECODED.search(text)
-        if bad:
-            raise ValueError(f"line {self.line}: not UTF-8 text (byte {ord(bad.group()) - 0xDC00:#04x} at character "
-                             f"{bad.start() + 1} of the line); save the file as UTF-8 CSV")
-        return text
-
-
-def _shown(text: str) -> str:
-    """A cell for an error message: quoted, at most 40 characters of it."""
-    return repr(text if len(text) <= 40 else text[:40] + "...")
-
-
-def _header(fieldnames: list[str], line: int) -> list[str]:
-    """The documented column of each of the file's columns (matched case-insensitively); ValueError names any
-    unknown, repeated or missing column."""
-    known = {c.lower(): c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
-    columns: list[str] = []
-    for name in fieldnames:
-        column = known.get(name.strip().lower())
-        if column is None:
-            sep = next((s for s in (";", "\t", "|") if s in name), None)
-            if sep is not None and len(fieldnames) == 1:
-                raise ValueError(f"line {line}: the header has one column {_shown(name)}: columns must be separated "
-                                 f"by commas, this file looks separated by {sep!r}")
-            empty = " (an empty header cell: a trailing comma?)" if not name.strip() else ""
-            raise ValueError(f"line {line}: unknown column {_shown(name)}{empty}; columns: "
-                             f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
-        if column in columns:
-            raise ValueError(f"line {line}: column {column!r} given twice")
-        columns.append(column)
-    absent = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if absent:
-        raise ValueError(f"line {line}: missing required column(s): {', '.join(absent)}")
-    return columns
-
-
-def _open(path: Path):
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if not path.is_file():
-        raise ValueError(f"{path}: not a regular file (the import reads the file twice, so a pipe will not do)")
-    try:
-        return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # newline="": as csv wants
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
-
-
-def _rows(path: Path, digest: list[bytes]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line where the row starts, {column: cell}) for each non-blank row; appends the file's digest to `digest`
-    at the end. ValueError for an empty or header-only file and for a row with too few or too many cells."""
-    with _open(path) as f:
-        lines = _Lines(f)
-        reader = csv.reader(lines, strict=True)  # strict: a stray quote is an error, not a silently merged cell
-        columns: list[str] | None = None
-        count = 0
-        while True:
-            start = lines.line + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise ValueError(f"line {lines.line}: not valid CSV ({e})") from None
-            finally:
-                lines.row_done()
-            if not any(c.strip() for c in cells):
-                continue  # a blank row (or one of empty cells)
-            if columns is None:
-                columns = _header(cells, start)
-                continue
-            if len(cells) != len(columns):
-                what = "fewer" if len(cells) < len(columns) else "more"
-                raise ValueError(f"line {start}: {len(cells)} cells, {what} than the header's {len(columns)} columns "
-                                 "(every row needs one cell per column; leave a cell empty rather than out)")
-            count += 1
-            yield start, dict(zip(columns, cells))
-        digest.append(lines.digest.digest())
-    if columns is None:
-        raise ValueError(f"{path.name}: empty file: expected a header row ({', '.join(REQUIRED_COLUMNS)}) and rows")
-    if count == 0:
-        raise ValueError(f"{path.name}: no rows after the header: nothing to import")
-
-
-# ---------------------------------------------------------------------------------------------------- cells
-def _missing(cell: str | None) -> bool:
-    return cell is None or cell.strip().lower() in MISSING
-
-
-def _number(cell: str, column: str, line: int) -> float:
-    """A finite float from a decimal or a fraction of whole numbers such as 4/255."""
-    text = cell.strip()
-    match = _FRACTION.fullmatch(text)
-    try:
-        if match:
-            value = int(match.group(1)) / int(match.group(2))
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        value = None
-    if value is None or not math.isfinite(value):
-        raise ValueError(f"line {line}, column {column}: not a finite number: {_shown(text)}")
-    return value
-
-
-def _count(cell: str, line: int) -> int:
-    """The n column: a whole number of images, >= 1."""
-    text = cell.strip()
-    if not _COUNT.fullmatch(text) or int(text) < 1:
-        raise ValueError(f"line {line}, column n: must be a whole number of images >= 1, got {_shown(text)}")
-    return int(text)
 
 
 @dataclass
@@ -346,18 +195,18 @@ def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
         run_id = given if given.startswith(NAMESPACE + ":") else f"{prefix}:{given}"
     mode = r.get("mode", "").strip().lower() or "standard"
     if mode not in MODES:
-        raise ValueError(f"line {line}, column mode: must be one of {', '.join(MODES)}, got {_shown(r['mode'].strip())}")
-    n = STUDY_N if not r.get("n", "").strip() else _count(r["n"], line)
+        raise ValueError(f"line {line}, column mode: must be one of {', '.join(MODES)}, got {shown(r['mode'].strip())}")
+    n = STUDY_N if not r.get("n", "").strip() else count(r["n"], line)
     eps = {}
     for column, default in STUDY_EPS.items():
         cell = r.get(f"{column}_eps", "")
-        eps[column] = default if not cell.strip() else _number(cell, f"{column}_eps", line)
+        eps[column] = default if not cell.strip() else number(cell, f"{column}_eps", line)
         if eps[column] <= 0:
-            raise ValueError(f"line {line}, column {column}_eps: must be > 0, got {_shown(cell.strip())}")
+            raise ValueError(f"line {line}, column {column}_eps: must be > 0, got {shown(cell.strip())}")
     values = {}
     for column in ACCURACY_COLUMNS:
-        if not _missing(r[column]):
-            value = _number(r[column], column, line)
+        if not is_missing(r[column]):
+            value = number(r[column], column, line)
             if not 0.0 <= value <= 100.0:
                 raise ValueError(f"line {line}, column {column}: accuracy {r[column].strip()[:40]} outside [0, 1] "
                                  "(fraction) and [0, 100] (percent)")
@@ -394,7 +243,7 @@ def _scan(path: Path, scale: str, names: _Names, prefix: str) -> _Scan:
     first_fraction = first_percent = None  # (line, column, cell value): the evidence for each scale
     keys: dict[bytes, int] = {}  # measurement key digest -> line that gave it
     digest: list[bytes] = []
-    for line, r in _rows(path, digest):
+    for line, r in csv_rows(path, digest):
         row = _parse(line, r, names, prefix)
         for column, value in row.values.items():
             if value > 1.0:
@@ -422,7 +271,7 @@ def _measurements(path: Path, scan: _Scan, names: _Names, prefix: str) -> Iterat
     """Pass 2: the rows again, as measurements; ValueError if the file is not the one pass 1 read."""
     timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     digest: list[bytes] = []
-    for line, r in _rows(path, digest):
+    for line, r in csv_rows(path, digest):
         row = _parse(line, r, names, prefix)
         versions = {"source": row.source, "file": path.name, "scale": scan.scale}
         for column, threat in row.threats():
