@@ -29,6 +29,7 @@ import torch
 
 from rft_fast.eval import EvalSettings, RunInfo
 from rft_fast.eval.entry import default_device, evaluate_checkpoint, reason
+from rft_fast.grid.disk import disk_use  # noqa: F401 - public here: `rft-fast grid` reports the Tune folder's size
 from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space, validate
 from rft_fast.results import Store, expected_rows, stage_of
 from rft_fast.train import TrainConfig, fit
@@ -330,18 +331,6 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
         outcome.status, outcome.failures = "failed", failures
         outcome.message = "; ".join(f"{stage}: {text}" for stage, text in failures.items())
     return outcome
-
-
-def disk_use(folder: str | Path) -> int:
-    """Bytes of the files under `folder` (0 when it does not exist), links not followed."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:  # removed while walking (a trial's checkpoint rotation)
-                pass
-    return total
 
 
 def _quiet_ray(local: bool) -> None:
