@@ -29,6 +29,7 @@ import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
+from rft_fast.checks import is_int
 from rft_fast.models.wrapper import Normalized
 
 PATHS = ("acc", "rob", "fused")
@@ -255,6 +256,6 @@ def tora(model: Normalized, *, bottleneck: int = 64, fusion_dim: int = 64) -> To
     if reason:
         raise ValueError(reason)
     for name, value in (("bottleneck", bottleneck), ("fusion_dim", fusion_dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return ToraViT(model, bottleneck, fusion_dim)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rft_fast.checks import is_int
 from rft_fast.models.registry import build_timm, get
 from rft_fast.models.weights import existing_file, load_backbone_weights, read_checkpoint, state_dict_in
 from rft_fast.models.wrapper import Normalized
@@ -24,9 +25,9 @@ def create(
     the resolution of models whose layers depend on it (ViT, Swin, ...); conv nets take any size anyway.
     """
     spec = get(name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if not is_int(num_classes) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+    if image_size is not None and (not is_int(image_size) or image_size < 1):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
     if pretrained_path is None and not random_init:
         raise ValueError(
