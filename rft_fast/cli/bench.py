@@ -7,7 +7,16 @@ import torch
 
 from rft_fast import ops
 from rft_fast.cli.options import (
-    DTYPES, REFUSED, Refused, device_args, emit, float_above, int_in, pick_device, positive_float, shape,
+    DTYPES,
+    REFUSED,
+    Refused,
+    device_args,
+    emit,
+    float_above,
+    int_in,
+    pick_device,
+    positive_float,
+    shape,
 )
 
 

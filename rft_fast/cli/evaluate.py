@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rft_fast.cli.options import REFUSED, Refused, default_cache, device_args, fraction, int_in, number_list, pick_device
+from rft_fast.cli.options import (
+    REFUSED,
+    Refused,
+    default_cache,
+    device_args,
+    fraction,
+    int_in,
+    number_list,
+    pick_device,
+)
 
 
 def threat_list(text: str) -> tuple[str, ...]:

@@ -23,9 +23,10 @@ configs.py (GridSpec, Config, expand), validation.py (combinations and paths); t
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -34,10 +35,25 @@ from rft_fast.checks import Rule, check_fields, show, suggest
 from rft_fast.grid.configs import GRID_RULES, Config, GridSpec, expand, search_space, weights_path
 from rft_fast.grid.loader import MAX_DEPTH, _Loader
 from rft_fast.grid.search import (
-    BACKBONE_DIMS, GRID_OWNED, KINDS, SearchDim, field_problem, parse_axes, parse_fixed, parse_search,
+    BACKBONE_DIMS,
+    GRID_OWNED,
+    KINDS,
+    SearchDim,
+    field_problem,
+    parse_axes,
+    parse_fixed,
+    parse_search,
 )
 from rft_fast.grid.sections import (
-    ASHA, ASHA_RULES, EVAL_OWNED, EVAL_RULES, RESOURCE_RULES, EvalSpec, Resources, eval_values, no_repeats,
+    ASHA,
+    ASHA_RULES,
+    EVAL_OWNED,
+    EVAL_RULES,
+    RESOURCE_RULES,
+    EvalSpec,
+    Resources,
+    eval_values,
+    no_repeats,
 )
 from rft_fast.grid.validation import check_paths, config_problems, validate
 from rft_fast.train.protocols import get_protocol
