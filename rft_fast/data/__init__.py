@@ -6,7 +6,14 @@
 """
 from rft_fast.data.loading import loader, to_device
 from rft_fast.data.registry import (
-    DATASETS, REGISTRY, DatasetInfo, Splits, build, format_table, register_dataset, unregister_dataset,
+    DATASETS,
+    REGISTRY,
+    DatasetInfo,
+    Splits,
+    build,
+    format_table,
+    register_dataset,
+    unregister_dataset,
 )
 from rft_fast.data.sources import ImageSource
 from rft_fast.data.splits import stratified_subset

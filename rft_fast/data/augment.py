@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rft_fast.checks import is_int
+
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed for item `index` in `epoch` (blake2b of the triple: stable across processes and runs)."""
@@ -45,7 +47,7 @@ class Augmented(Dataset):
         self.transform = study_transform()
 
     def set_epoch(self, epoch: int) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        if not is_int(epoch) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         self.epoch = epoch
 

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from rft_fast.checks import is_int
+
 
 def default_workers(device: torch.device) -> int:
     """min(8, CPUs - 1) loader processes when feeding a GPU, none (read in the main process) on a CPU."""
@@ -34,9 +36,9 @@ def loader(
     loader again continues that generator). Calls `dataset.set_epoch(epoch)` where it exists (the training
     augmentation). Memory is pinned when `device` is CUDA; workers are not kept between epochs.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+    if workers is not None and (not is_int(workers) or workers < 0):
         raise ValueError(f"workers must be a non-negative int or None, got {workers!r}")
     device = torch.device(device)
     if hasattr(dataset, "set_epoch"):

@@ -16,10 +16,10 @@ from typing import Callable
 from torch.utils.data import Dataset
 
 from rft_fast.checks import is_int
-from rft_fast.registry import Registry
 from rft_fast.data import sources
 from rft_fast.data.augment import Augmented
 from rft_fast.data.splits import LabeledSubset, carve
+from rft_fast.registry import Registry
 
 MIN_IMAGE_SIZE = 8
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from rft_fast.checks import is_int
+
 
 def labels_of(dataset: Dataset) -> np.ndarray:
     """The int64 labels of `dataset`, from its `labels` / `targets` when it has them (else by reading items)."""
@@ -68,7 +70,7 @@ def stratified_subset(dataset: Dataset, n: int, seed: int) -> LabeledSubset:
     The items come in a RandomState(seed) order rather than grouped by class, so that contiguous blocks of
     the subset (one corruption type per block in the common-corruption evaluation) do not align with classes.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     labels = labels_of(dataset)
     _, held = stratified_split(labels, min(n, len(labels)), seed)

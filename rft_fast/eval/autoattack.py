@@ -16,7 +16,6 @@ sample and the bound.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from rft_fast.attacks import NonFiniteError
+from rft_fast.checks import is_int, is_real
 from rft_fast.modes import eval_mode
 from rft_fast.study import NORMS, STUDY_EPS
 
@@ -82,7 +82,7 @@ def check_batch(x: Tensor, y: Tensor) -> None:
 def attack_plan(norm: str, mode: str, n_classes: int) -> AttackPlan:
     """AutoAttack's attacks for `mode` adapted to `n_classes` (>= 2): targets capped at C - 1, APGD-DLR for
     APGD-T at C = 3, no DLR attack at C = 2."""
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+    if not is_int(n_classes) or n_classes < 2:
         raise ValueError(f"n_classes: the model must output at least 2 logits, got {n_classes!r}")
     attacks = list(FAST_ATTACKS) if mode == "fast" else ["apgd-ce", "apgd-t", "fab-t", "square"]
     if n_classes == 3:
@@ -228,7 +228,7 @@ def autoattack(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     eps = STUDY_EPS[norm] if eps is None else eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+    if not is_real(eps) or eps <= 0:
         raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     check_batch(x, y)
     batch_size = batch_size or auto_batch_size(model, x)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rft_fast.checks import is_int
 from rft_fast.data.splits import labels_of
 from rft_fast.files import atomic_write, clean_orphans
 
@@ -75,7 +76,7 @@ def assign(n: int, names: Sequence[str] = STUDY) -> list[str]:
     """Each of n images' corruption type: `names` in order, in contiguous blocks whose sizes are
     numpy.array_split's (differ by at most one, larger blocks first). With n < len(names) only the first n
     types are used, one image each."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     if not names:
         raise ValueError("names must not be empty")
@@ -225,11 +226,11 @@ def _check(
     """ValueError naming the first bad argument; the (3, H, W) shape of the dataset's images otherwise."""
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
-    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+    if not is_int(severity) or severity not in SEVERITIES:
         raise ValueError(f"severity must be an int in 1..5, got {severity!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+    if workers is not None and (not is_int(workers) or workers < 0):
         raise ValueError(f"workers must be a non-negative int or None, got {workers!r}")
     if names is not None and (not names or any(name not in ALL for name in names)):
         raise ValueError(f"names must be a non-empty selection of {ALL}, got {names!r}")

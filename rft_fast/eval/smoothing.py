@@ -20,7 +20,6 @@ noisy images on x's device, and the counts gathered with one bincount per batch.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,6 +29,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from rft_fast.attacks import NonFiniteError
+from rft_fast.checks import is_int, is_real
 from rft_fast.modes import eval_mode
 
 
@@ -50,7 +50,7 @@ class Certification:
 
 
 def _count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
@@ -108,11 +108,11 @@ def certify(
             same result.
     """
     _check_images(x)
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+    if not is_real(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     for name, value in (("n0", n0), ("n", n), ("batch_size", batch_size)):
         _count(name, value)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+    if not is_real(alpha, finite=False) or not 0 < alpha < 1:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
     gen = torch.Generator(device=x.device).manual_seed(seed)
     selected = noisy_counts(model, x, sigma, n0, batch_size, gen).argmax(1)
@@ -141,7 +141,7 @@ def certified_accuracy(cert: Certification, y: Tensor, radii: Sequence[float]) -
     """For each r in radii (>= 0): the share of images predicted correctly AND certified at radius >= r."""
     y = _labels(y, cert.prediction)
     for r in radii:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
+        if not is_real(r) or r < 0:
             raise ValueError(f"radii must be finite numbers >= 0, got {r!r}")
     correct = cert.prediction == y
     return [((correct & (cert.radius >= r)).double().mean().item()) for r in radii]

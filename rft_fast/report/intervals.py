@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from rft_fast.checks import is_int, is_real
+
 Z95 = 1.959964  # the standard normal's 97.5% quantile: a two-sided 95% interval
 
 
@@ -11,11 +13,11 @@ def wilson(p: float, n: int | None, z: float = Z95) -> tuple[float, float] | Non
     """The Wilson score interval (low, high) of a proportion p in [0, 1] observed on n trials; None without n
     (None or 0). Unlike the normal approximation p +- z sqrt(p(1-p)/n) it stays within [0, 1] and is not empty
     at p = 0 or 1 (there it is [0, z^2/(n+z^2)] and [n/(n+z^2), 1])."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 <= p <= 1.0:
+    if not is_real(p) or not 0.0 <= p <= 1.0:
         raise ValueError(f"p: must be a proportion in [0, 1], got {p!r}")
     if n is None or n == 0:
         return None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"n: must be a count >= 1 (or None), got {n!r}")
     if not (math.isfinite(z) and z > 0):
         raise ValueError(f"z: must be > 0, got {z!r}")

@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from rft_fast.checks import is_int, is_real
 from rft_fast.models.registry import get
-from rft_fast.results import ATTACKS, Store
-from rft_fast.results import MODEL_FIELDS, STUDY_CORRUPTION, STUDY_SEVERITY, canonical_json
+from rft_fast.results import ATTACKS, MODEL_FIELDS, STUDY_CORRUPTION, STUDY_SEVERITY, Store, canonical_json
 
 ACCURACIES = ("clean", "Linf", "L2", "L1", "common")
 UNKNOWN = "unknown"  # arch / size / pretraining of a backbone the registry does not know (e.g. an imported study's)
@@ -51,13 +51,13 @@ class Row:
         for name, count in n.items():
             if name not in ACCURACIES:
                 raise ValueError(f"n: keys must be among {ACCURACIES}, got {name!r}")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            if not is_int(count) or count < 1:
                 raise ValueError(f"n: {name} must be an image count >= 1, got {count!r}")
         eps = dict(self.eps or {})
         for name, value in eps.items():
             if name not in ATTACKS:
                 raise ValueError(f"eps: keys must be among {ATTACKS}, got {name!r}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            if not is_real(value) or not (value > 0):
                 raise ValueError(f"eps: {name} must be a number > 0, got {value!r}")
         if not (self.random_init is None or isinstance(self.random_init, bool)):
             raise ValueError(f"random_init: must be True, False or None, got {self.random_init!r}")

@@ -48,12 +48,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rft_fast.study import STUDY_EPS, STUDY_N
-from rft_fast.results.csv_reading import MAX_ROW_CHARS, REQUIRED_COLUMNS  # noqa: F401 - public here too
-from rft_fast.results.csv_reading import count, csv_rows, is_missing, number, shown
+from rft_fast.results.csv_reading import MAX_ROW_CHARS, REQUIRED_COLUMNS, count, csv_rows, is_missing, number, shown  # noqa: F401 - public here too
 from rft_fast.results.measurement import Measurement
 from rft_fast.results.store import Store
 from rft_fast.results.threats import MODES, STUDY_CORRUPTION, STUDY_SEVERITY
+from rft_fast.study import STUDY_EPS, STUDY_N
 
 ACCURACY_COLUMNS = ("clean", "Linf", "L2", "L1", "common")
 NAME_COLUMNS = ("backbone", "dataset", "loss", "protocol")

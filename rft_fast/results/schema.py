@@ -21,7 +21,13 @@ from typing import Any, Callable
 
 from rft_fast.results.measurement import KEY_FIELDS, Measurement, canonical_json
 from rft_fast.results.threats import (
-    NONE_CORRUPTION, NONE_DOMAINS, NONE_EPS, NONE_SEVERITY, ThreatSpec, stored_threats, threat_specs,
+    NONE_CORRUPTION,
+    NONE_DOMAINS,
+    NONE_EPS,
+    NONE_SEVERITY,
+    ThreatSpec,
+    stored_threats,
+    threat_specs,
 )
 
 SCHEMA_VERSION = 3

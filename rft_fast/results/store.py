@@ -16,7 +16,13 @@ from rft_fast.results import schema
 from rft_fast.results.measurement import KEY_FIELDS, Measurement, Stage, canonical_json, now, validated_key
 from rft_fast.results.schema import SCHEMA_VERSION, SQLITE_HEADER, STAGE_STATUSES
 from rft_fast.results.threats import (
-    MODES, NO_MODE, SIGMA_PREFIX, check_text, smoothing_mode, smoothing_sigma, stored_threats,
+    MODES,
+    NO_MODE,
+    SIGMA_PREFIX,
+    check_text,
+    smoothing_mode,
+    smoothing_sigma,
+    stored_threats,
 )
 
 
