@@ -21,10 +21,12 @@ from rft_fast.cli.options import (
 
 
 def attack_losses() -> list[str]:
-    """The losses trained on attack examples, without a regularizer (the suites time these): classic_at, trades."""
-    from rft_fast.train.config import LOSSES
+    """The registered losses trained on attack examples without a regularizer of their own (the suites time
+    these): classic_at, trades (rft_fast.train.loss_registry)."""
+    from rft_fast.train.loss_registry import LOSS_REGISTRY
 
-    return [name for name in LOSSES if name != "ce" and "+" not in name]
+    return [name for name, spec in LOSS_REGISTRY.items() if spec.uses_attack and not spec.sharpness_aware
+            and not spec.fields]
 
 
 def _check_backends(requested: list[str] | None, available: list[str], device: str) -> None:

@@ -68,7 +68,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------- the axes' names
 
 def loss_names() -> tuple[str, ...]:
-    """The losses a grid can list (rft_fast.train.config.LOSSES)."""
+    """The losses a grid can list: the loss registry's (rft_fast.train.config.LOSSES reads it live)."""
     from rft_fast.train.config import LOSSES
 
     return tuple(LOSSES)
