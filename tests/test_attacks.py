@@ -253,7 +253,7 @@ def test_highest_loss_point_beats_the_start(norm, eps, loss):
     with torch.no_grad():
         clean = model(x)
         fn = {"ce": lambda z: nn.functional.cross_entropy(z, y, reduction="none"),
-              "dlr": lambda z: reference._attack_loss(z, y, "dlr", None),
+              "dlr": lambda z: reference.attack_loss(z, y, "dlr", None),
               "kl": lambda z: reference.trades_kl(z, clean, reduction="none")}[loss]
         before, after = fn(clean), fn(model(x_adv))
         assert (after >= before - 1e-6).all()

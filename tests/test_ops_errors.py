@@ -6,6 +6,7 @@ import torch
 
 from helpers import required_backends
 from rft_fast import ops
+from rft_fast.ops import dispatch
 
 
 def _args(n=2, shape=(3, 4, 4)):
@@ -67,7 +68,7 @@ def test_check_false_skips_data_checks_only():
 
 
 def test_unavailable_backend_lists_available(monkeypatch):
-    monkeypatch.setattr(ops, "_cpp", lambda: None)
+    monkeypatch.setattr(dispatch, "_cpp", lambda: None)
     x_adv, x, _ = _args()
     with pytest.raises(ValueError, match=r"backend 'cpp' is not available on cpu; available: \['torch'"):
         ops.project(x_adv, x, 0.1, "Linf", backend="cpp")
@@ -75,7 +76,7 @@ def test_unavailable_backend_lists_available(monkeypatch):
 
 def test_works_without_extension(monkeypatch):
     """No compiler at install time: fewer backends, auto still works."""
-    monkeypatch.setattr(ops, "_cpp", lambda: None)
+    monkeypatch.setattr(dispatch, "_cpp", lambda: None)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert ops.backends("cpu") == ["torch"]
     x_adv, x, grad = _args()

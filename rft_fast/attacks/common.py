@@ -11,14 +11,14 @@ device seeded with the attack's seed at each call, never from the global RNG.
 from __future__ import annotations
 
 import contextlib
-import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rft_fast import ops, reference
+from rft_fast import ops, reference, study
+from rft_fast.checks import is_int, is_real
 
-NORMS = ops.NORMS
+NORMS = study.NORMS
 LOSSES = ("ce", "dlr", "kl")
 AMP_DTYPES = (None, torch.bfloat16, torch.float16)
 Scalar = float | Tensor
@@ -89,13 +89,12 @@ def check_choice(name: str, value: object, allowed: tuple) -> None:
 
 
 def check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def check_float(name: str, value: object, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) and value <= hi
+    ok = is_real(value) and (value > lo if lo_open else value >= lo) and value <= hi
     if not ok:
         raise ValueError(f"{name} must be a float in {'(' if lo_open else '['}{lo}, {hi}], got {value!r}")
 
@@ -104,7 +103,7 @@ def check_radius(name: str, value: object) -> None:
     """eps / step_size at construction: a float > 0 or a tensor (its values are checked at the call)."""
     if isinstance(value, Tensor):
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not is_real(value) or value <= 0:
         raise ValueError(f"{name} must be a float > 0 or a tensor of shape (N,), got {value!r}")
 
 
@@ -112,7 +111,7 @@ def check_common(norm: str, loss: str, amp_dtype: torch.dtype | None, seed: int,
     check_choice("norm", norm, NORMS)
     check_choice("loss", loss, LOSSES)
     check_choice("amp_dtype", amp_dtype, AMP_DTYPES)
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if not is_int(seed):
         raise ValueError(f"seed must be an int, got {seed!r}")
     check_choice("backend", backend, ("auto",) + ops.BACKENDS)
 
