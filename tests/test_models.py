@@ -16,7 +16,7 @@ from rft_fast.models.wrapper import head_prefix
 
 STUDY = list(models.REGISTRY)  # captured before any test registers its own backbones
 ARCH_COUNTS = {"convolutional": 16, "attention": 18, "hybrid": 6}
-SIZE_BOUNDS = {"small": (0, 20e6), "medium": (20e6, 50e6), "large": (50e6, float("inf"))}  # REFERENCE.md
+SIZE_BOUNDS = {"small": (0, 20e6), "medium": (20e6, 50e6), "large": (50e6, float("inf"))}  # docs/study.md, "The 40 backbones"
 # The study's table says 24M for eva02_tiny; timm's model (what we build) has ~5.5M. Trust the model, keep the class.
 SIZE_EXCEPTIONS = {"eva02_tiny_patch14_224.mim_in22k"}
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -16,7 +16,7 @@ from rft_fast.train.config import LOSSES
 @pytest.mark.parametrize("hours, text", [
     (0.0, "0.0 h"),
     (2.5, "2.5 h"),
-    (3360.0, "3,360.0 h"),  # the README's study figure
+    (3360.0, "3,360.0 h"),  # docs/grid.md's study figure
     (8766.0, "8,766.0 h (~1.0 years)"),
     (123_456.0, "123,456 h (~14.1 years)"),
     (42_048_000.0, "42,048,000 h (~4,796.7 years)"),

@@ -1,4 +1,4 @@
-"""Training options of issue 10 wired into fit(): GRACE losses (Gram alignment + CurvatureSAM), the consistency
+"""Training options (docs/regularizers.md) wired into fit(): GRACE losses (Gram alignment + CurvatureSAM), the consistency
 loss, and the training attack's eps schedule, on the built-in digits dataset with timm's tiny models."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TORA vs FFT vs LP: trainable parameters, training-step time and peak memory on one backbone (issue 9).
+"""TORA vs FFT vs LP: trainable parameters, training-step time and peak memory on one backbone (docs/tora.md).
 
 One step = the training criterion (APGD-K examples through the whole model, then Classic AT or memory-saving
 TRADES) + backward + AdamW step, on a fixed random batch, random-init weights. Methods: "FFT" (everything

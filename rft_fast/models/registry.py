@@ -95,7 +95,7 @@ _AT_224 = "pretrained at 256 px; the study fine-tunes at 224 ({} takes any input
 _CLIP_TOWER = "open_clip ConvNeXt-Base-w image tower, carried by timm as {}; " + _AT_224.format("a conv net")
 _OTHER_HUB = "the study took {} from another hub; timm's {} is the equivalent registered here"
 
-# The study's 40 backbones, in REFERENCE.md order. Two lines a row:
+# The study's 40 backbones, in the order of docs/study.md, "The 40 backbones". Two lines a row:
 #   (name, timm_name, pretrained_tag,
 #    arch, size, pretraining, input_size, (mean, std), weights, checkpoint_format, aliases, notes)
 # weights=None means the timm Hugging Face file of that tag.

@@ -1,6 +1,6 @@
 """`Normalized`: a timm backbone that takes [0,1] images, plus the backbone/head split used by optimizers.
 
-Normalization lives inside the model (REFERENCE.md, threat models) so that attacks, eps and clipping all work in
+Normalization lives inside the model (docs/study.md, "Threat models") so that attacks, eps and clipping all work in
 [0,1] pixel space whatever the backbone's mean/std.
 """
 from __future__ import annotations

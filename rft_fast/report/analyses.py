@@ -1,4 +1,4 @@
-"""The study's analyses (REFERENCE.md "Analyses") on Rows, each defined so it also works on partial results.
+"""The study's analyses (docs/study.md "Analyses"; exact definitions in docs/report.md) on Rows, each defined so it also works on partial results.
 
 Missing accuracies: Borda ranks only the rows that have a value (a row without it gets 0 points for it);
 TRADES vs Classic AT compares a pair on the accuracies both rows have; tier 1 ranks only complete rows.

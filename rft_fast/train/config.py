@@ -1,6 +1,6 @@
 """TrainConfig: one fine-tuning run (backbone, dataset, protocol, loss, hyperparameters) as a typed record.
 
-Defaults are the study's setting (REFERENCE.md): AdamW betas (0.9, 0.95), separate lr / weight decay for
+Defaults are the study's setting (docs/study.md): AdamW betas (0.9, 0.95), separate lr / weight decay for
 backbone and head, no decay on biases and norms, effective batch 1024 by gradient accumulation, training
 attack APGD-10 Linf 4/255 without random start, TRADES beta 1, per-epoch validation with PGD-10.
 """
