@@ -1,48 +1,72 @@
-// The one binding file: dispatches each op to the CPU or CUDA implementation by device.
+// The one binding file: each op checks the contract once (csrc/contract.h), then runs on the device of x_adv.
 #include "ops.h"
 
 namespace {
 
 #ifdef RFT_WITH_CUDA
 constexpr bool kHasCuda = true;
-#define RFT_DISPATCH(fn, ref, ...)                                              \
-  do {                                                                          \
-    if ((ref).is_cuda()) {                                                      \
-      rft::cuda::fn(__VA_ARGS__);                                               \
-    } else {                                                                    \
-      rft::cpu::fn(__VA_ARGS__);                                                \
-    }                                                                           \
-  } while (0)
 #else
 constexpr bool kHasCuda = false;
-#define RFT_DISPATCH(fn, ref, ...)                                              \
-  do {                                                                          \
-    TORCH_CHECK(!(ref).is_cuda(), "rft_fast._C was built without CUDA kernels"); \
-    rft::cpu::fn(__VA_ARGS__);                                                  \
-  } while (0)
 #endif
+
+void run(const rft::OpArgs& a) {
+  rft::check_contract(a);
+  const at::Tensor& x_adv = a.x_adv;
+  TORCH_CHECK(x_adv.is_cpu() || (kHasCuda && x_adv.is_cuda()),
+              kHasCuda ? "rft_fast._C runs on CPU and CUDA tensors, got one on "
+                       : "rft_fast._C was built without CUDA kernels; got a tensor on ",
+              x_adv.device());
+  if (x_adv.numel() == 0) return;
+#ifdef RFT_WITH_CUDA
+  if (x_adv.is_cuda()) return rft::cuda::run(a);
+#endif
+  rft::cpu::run(a);
+}
 
 void project(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& eps,
              int64_t norm) {
-  RFT_DISPATCH(project, x_adv, out, x_adv, x, eps, norm);
+  rft::OpArgs a{rft::Op::kProject, norm};
+  a.out = out;
+  a.x_adv = x_adv;
+  a.x = x;
+  a.eps = eps;
+  run(a);
 }
 
 void pgd_step(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& grad,
               const at::Tensor& step, const at::Tensor& eps, int64_t norm, const at::Tensor& keep) {
-  RFT_DISPATCH(pgd_step, x_adv, out, x_adv, x, grad, step, eps, norm, keep);
+  rft::OpArgs a{rft::Op::kPgdStep, norm};
+  a.out = out;
+  a.x_adv = x_adv;
+  a.x = x;
+  a.grad = grad;
+  a.step = step;
+  a.eps = eps;
+  a.keep = keep;
+  run(a);
 }
 
 void apgd_step(at::Tensor x_next, at::Tensor z, const at::Tensor& x_adv, const at::Tensor& x_prev,
                const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step,
                const at::Tensor& eps, int64_t norm, double momentum, const at::Tensor& keep) {
-  RFT_DISPATCH(apgd_step, x_adv, x_next, z, x_adv, x_prev, x, grad, step, eps, norm, momentum,
-               keep);
+  rft::OpArgs a{rft::Op::kApgdStep, norm};
+  a.out = x_next;
+  a.z = z;
+  a.x_adv = x_adv;
+  a.x_prev = x_prev;
+  a.x = x;
+  a.grad = grad;
+  a.step = step;
+  a.eps = eps;
+  a.keep = keep;
+  a.momentum = momentum;
+  run(a);
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "rft-fast C++/CUDA kernels (see csrc/ops.h for the contract)";
+  m.doc() = "rft-fast C++/CUDA kernels (see csrc/contract.h and docs/kernels.md for the contract)";
   m.attr("has_cuda") = kHasCuda;
   m.def("project", &project, "projection onto the Lp ball intersected with [0,1]^d (writes out)");
   m.def("pgd_step", &pgd_step, "projected ascent step (writes out)");

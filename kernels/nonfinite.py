@@ -1,4 +1,4 @@
-"""The bad-number rule of every backend (docs/KERNELS.md, rft_fast.reference): what a kernel poisons with NaN.
+"""The bad-number rule of every backend (docs/kernels.md, rft_fast.reference): what a kernel poisons with NaN.
 
 A kernel never uses a NaN / +-Inf input entry or an invalid per-row eps / step as a number: the outputs it
 feeds are written as NaN. These helpers decide "usable" where the values are read, so the rule costs no extra

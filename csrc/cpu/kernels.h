@@ -1,14 +1,14 @@
-// What the CPU entry points (ops.cpp) hand to the per-norm kernels (linf.cpp, l2.cpp, l1.cpp): one op call
-// with the contract already checked, as raw pointers into contiguous (N, D) rows.
+// The CPU side's one call struct: what ops.cpp hands to the per-norm kernels (linf.cpp, l2.cpp, l1.cpp), a call
+// with the contract already checked (csrc/contract.h), as raw pointers into contiguous (N, D) rows.
 #pragma once
 
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
 
-namespace rft::cpu {
+#include "op_kind.h"
 
-enum class Op { kProject, kPgdStep, kApgdStep };
+namespace rft::cpu {
 
 struct Call {
   c10::ScalarType dtype;
@@ -21,6 +21,7 @@ struct Call {
   float momentum, one_minus_momentum;     // apgd_step only
 };
 
+// One per norm, the same signature (ops.cpp's table): run `op` on the call's dtype.
 void run_linf(Op op, const Call& call);
 void run_l2(Op op, const Call& call);
 void run_l1(Op op, const Call& call);

@@ -1,4 +1,4 @@
-// TRADES KL / objective on CPU (docs/KERNELS.md, "TRADES KL / objective kernels"): rows in parallel; per
+// TRADES KL / objective on CPU (docs/kernels.md, "TRADES KL / objective kernels"): rows in parallel; per
 // row one max pass and one exp pass over C (the row stays in cache between them), math in float32 with
 // double accumulators; backward one pass writing both gradients.
 #include <ATen/Parallel.h>

@@ -74,14 +74,9 @@ void apgd_step(const Rows<T>& c) {
 }  // namespace
 
 void run_linf(Op op, const Call& call) {
-  RFT_CPU_DISPATCH(call.dtype, "rft_linf", [&] {
-    const Rows<scalar_t> rows(call);
-    switch (op) {
-      case Op::kProject: return project(rows);
-      case Op::kPgdStep: return pgd_step(rows);
-      case Op::kApgdStep: return apgd_step(rows);
-    }
-  });
+  run_op(
+      op, call, [](const auto& rows) { project(rows); }, [](const auto& rows) { pgd_step(rows); },
+      [](const auto& rows) { apgd_step(rows); });
 }
 
 }  // namespace rft::cpu

@@ -1,5 +1,5 @@
 // Shared machinery of the CPU kernels: typed row views, the row / chunk / block loops, elementwise helpers
-// and the K-ary search over float32 bit patterns behind every exact per-row solve (docs/KERNELS.md).
+// and the K-ary search over float32 bit patterns behind every exact per-row solve (docs/kernels.md).
 //
 // Work layout: with enough rows, each thread takes whole rows; otherwise rows run one after another and
 // every pass over a row splits into chunks spread over the threads. Within a chunk, data moves in blocks
@@ -52,6 +52,20 @@ struct Rows {
         x(static_cast<const T*>(c.x)), grad(static_cast<const T*>(c.grad)), eps(c.eps), step(c.step),
         keep(c.keep), momentum(c.momentum), one_minus_momentum(c.one_minus_momentum) {}
 };
+
+// Runs one op of a norm on the call's dtype: project, pgd_step and apgd_step are generic callables taking the
+// call's Rows<T> (each norm file's run_* passes its three kernel templates).
+template <class Project, class PgdStep, class ApgdStep>
+void run_op(Op op, const Call& call, const Project& project, const PgdStep& pgd_step, const ApgdStep& apgd_step) {
+  RFT_CPU_DISPATCH(call.dtype, "rft_cpu_kernel", [&] {
+    const Rows<scalar_t> rows(call);
+    switch (op) {
+      case Op::kProject: return project(rows);
+      case Op::kPgdStep: return pgd_step(rows);
+      case Op::kApgdStep: return apgd_step(rows);
+    }
+  });
+}
 
 // ---------------------------------------------------------------- float views of T blocks
 
@@ -187,7 +201,7 @@ inline float select(bool c, float a, float b) {
   return float_of((bits_of(a) & m) | (bits_of(b) & ~m));
 }
 
-// ---------------------------------------------------------------- bad numbers (docs/KERNELS.md)
+// ---------------------------------------------------------------- bad numbers (docs/kernels.md)
 // A NaN / Inf input entry or an eps / step that is not finite and > 0 is never used as a number: the outputs
 // it feeds are written as NaN. NaN fails every comparison, which is what makes both tests catch it.
 

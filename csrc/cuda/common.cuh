@@ -1,4 +1,4 @@
-// Shared pieces of the CUDA kernels (see docs/KERNELS.md for the contract and the algorithms).
+// Shared pieces of the CUDA kernels (see docs/kernels.md for the contract and the algorithms).
 // Torch-free apart from c10's Half/BFloat16 (see launch.h).
 //
 // - dtype dispatch over exactly float32 / bfloat16 / float16 (arithmetic is always float32);
@@ -122,7 +122,7 @@ __device__ __forceinline__ void tile_range(const Tiling& t, int64_t tile, int64_
 
 __device__ __forceinline__ float clamp01(float v) { return fminf(fmaxf(v, 0.f), 1.f); }
 
-// Bad numbers (docs/KERNELS.md): a NaN / Inf input entry or an eps / step that is not finite and > 0 is never
+// Bad numbers (docs/kernels.md): a NaN / Inf input entry or an eps / step that is not finite and > 0 is never
 // used as a number; the outputs it feeds are written as NaN (fminf / fmaxf would drop a NaN, so the kernels
 // poison explicitly). Tested on the bits, which no fast-math flag (-ftz included) changes.
 __device__ __forceinline__ bool finite_f(float v) { return (__float_as_uint(v) & kAbsMask) < kInfBits; }

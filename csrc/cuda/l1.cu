@@ -203,35 +203,30 @@ __global__ void __launch_bounds__(kRowBlock)
 }
 
 template <int MODE>
-void launch_l1(const Launch& L, void* out, void* z, const void* x_adv, const void* x_prev, const void* x,
-               const void* grad, const float* step, const float* eps, const int64_t* keep, double momentum) {
-  // Absent inputs (nullptr) are aligned.
-  const bool vec_ok = all_aligned16(out, z, x_adv, x_prev, x, grad);
-  const float mom_a = static_cast<float>(momentum);
-  const float mom_b = static_cast<float>(1.0 - momentum);
-  dispatch_dtype(L.dtype, [&](auto tag) {
+void launch_l1(const Call& c) {
+  const bool vec_ok = all_aligned16(c.out, c.z, c.x_adv, c.x_prev, c.x, c.grad);  // nullptr is aligned
+  const float mom_a = static_cast<float>(c.momentum);
+  const float mom_b = static_cast<float>(1.0 - c.momentum);
+  dispatch_dtype(c.dtype, [&](auto tag) {
     using T = decltype(tag);
-    l1_kernel<T, MODE><<<static_cast<unsigned>(L.N), kRowBlock, 0, L.stream>>>(
-        static_cast<T*>(out), static_cast<T*>(z), static_cast<const T*>(x_adv), static_cast<const T*>(x_prev),
-        static_cast<const T*>(x), static_cast<const T*>(grad), step, eps, keep, L.D, mom_a, mom_b, vec_ok);
+    l1_kernel<T, MODE><<<static_cast<unsigned>(c.N), kRowBlock, 0, c.stream>>>(
+        static_cast<T*>(c.out), static_cast<T*>(c.z), static_cast<const T*>(c.x_adv),
+        static_cast<const T*>(c.x_prev), static_cast<const T*>(c.x), static_cast<const T*>(c.grad), c.step, c.eps,
+        c.keep, c.D, mom_a, mom_b, vec_ok);
   });
 }
 
 }  // namespace
 
-void l1_project(const Launch& L, void* out, const void* x_adv, const void* x, const float* eps) {
-  launch_l1<kModeProject>(L, out, nullptr, x_adv, nullptr, x, nullptr, nullptr, eps, nullptr, 1.0);
-}
-
-void l1_pgd_step(const Launch& L, void* out, const void* x_adv, const void* x, const void* grad,
-                 const float* step, const float* eps, const int64_t* keep) {
-  launch_l1<kModePgd>(L, out, nullptr, x_adv, nullptr, x, grad, step, eps, keep, 1.0);
-}
-
-void l1_apgd_step(const Launch& L, void* x_next, void* z, const void* x_adv, const void* x_prev,
-                  const void* x, const void* grad, const float* step, const float* eps, double momentum,
-                  const int64_t* keep) {
-  launch_l1<kModeApgd>(L, x_next, z, x_adv, x_prev, x, grad, step, eps, keep, momentum);
+void l1_run(Op op, const Call& c) {
+  switch (op) {
+    case Op::kProject:
+      return launch_l1<kModeProject>(c);
+    case Op::kPgdStep:
+      return launch_l1<kModePgd>(c);
+    case Op::kApgdStep:
+      return launch_l1<kModeApgd>(c);
+  }
 }
 
 }  // namespace detail

@@ -1,10 +1,10 @@
 // L2 kernels.
 //
 // pgd_step (2 kernels): sums  - per (row, chunk) tile, partial S_gg, S_vg, S_vv -> part[tile][3];
-//                       write - every tile reduces its row's partials (same order in every tile, so every
-//                               tile gets the same bits), forms c and the scale, writes out.
-// apgd_step (3 kernels): sums as above; d2 sums - recompute z, w and d2 = w - x, partial ||d2||^2 ->
-//                        part2[tile]; write - recompute z and d2, write z and x_next.
+//                       write (kPgdWrite) - every tile reduces its row's partials (same order in every tile, so
+//                               every tile gets the same bits), forms c and the scale, writes out.
+// apgd_step (3 kernels): sums as above; d2 sums (kApgdNorm) - recompute z, w and d2 = w - x, partial ||d2||^2
+//                        -> part2[tile]; write (kApgdWrite) - recompute z and d2, write z and x_next.
 // project (1 kernel, one block per row): K-ary search for t over float32 bit patterns (<= 8 passes, the
 //   first one tests t = 1), write.
 // Bad numbers: a tile with a NaN / Inf entry stores a NaN S_gg (||d2||^2 for x_prev), the projection ORs a
@@ -26,7 +26,7 @@ struct L2Step {
   bool ok;  // the row holds no bad number
 };
 
-// Per-row scalars of AutoAttack's L2 step from S_gg, S_vg, S_vv (KERNELS.md):
+// Per-row scalars of AutoAttack's L2 step from S_gg, S_vg, S_vv (docs/kernels.md):
 // c = step / (sqrt(S_gg) + 1e-12); n1 = sqrt(max(S_vv + 2c S_vg + c^2 S_gg, 0)); s = min(eps, n1) / (n1 + 1e-12).
 __device__ __forceinline__ L2Step l2_step_scalars(const Arr<float, 3>& t, float step, float eps) {
   const float gg = t.v[0], vg = t.v[1], vv = t.v[2];
@@ -102,74 +102,17 @@ __global__ void __launch_bounds__(kTileBlock)
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kTileBlock)
-    l2_pgd_write_kernel(T* __restrict__ out, const T* __restrict__ xa, const T* __restrict__ x,
-                        const T* __restrict__ g, const float* __restrict__ step, const float* __restrict__ eps,
-                        const float* __restrict__ part, Tiling tl, bool vec_ok) {
-  constexpr int VEC = VecWidth<T>::value;
-  __shared__ typename Sum3::Storage st;
-  for (int64_t tile = blockIdx.x; tile < tl.tiles; tile += gridDim.x) {
-    int64_t row, begin, end;
-    tile_range(tl, tile, row, begin, end);
-    const L2Step r = l2_step_scalars(row_total<3>(part, row, tl.chunks, st), step[row], eps[row]);
-    for_range<VEC, kTileBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
-      constexpr int W = decltype(w)::value;
-      float a[W], b[W], gv[W];
-      load<W>(xa + i, a);
-      load<W>(x + i, b);
-      load<W>(g + i, gv);
-#pragma unroll
-      for (int k = 0; k < W; ++k) a[k] = poison(r.ok, l2_point(a[k], b[k], gv[k], r));
-      store<W>(out + i, a);
-    });
-  }
-}
+// The passes of the steps after l2_sums_kernel, one per PASS: kPgdWrite writes out; kApgdNorm sums ||d2||^2
+// (d2 = w - x, APGD's momentum point w of z) per tile into part2; kApgdWrite writes z and x_next. Each pass
+// recomputes z (and d2) from the inputs.
+enum Pass : int { kPgdWrite, kApgdNorm, kApgdWrite };
 
-template <typename T>
+template <typename T, int PASS>
 __global__ void __launch_bounds__(kTileBlock)
-    l2_apgd_sums_kernel(float* __restrict__ part2, const T* __restrict__ xa, const T* __restrict__ xp,
-                        const T* __restrict__ x, const T* __restrict__ g, const float* __restrict__ step,
-                        const float* __restrict__ eps, const float* __restrict__ part, float mom_a,
-                        float mom_b, Tiling tl, bool vec_ok) {
-  constexpr int VEC = VecWidth<T>::value;
-  __shared__ typename Sum3::Storage st3;
-  __shared__ typename Sum1::Storage st1;
-  for (int64_t tile = blockIdx.x; tile < tl.tiles; tile += gridDim.x) {
-    int64_t row, begin, end;
-    tile_range(tl, tile, row, begin, end);
-    const L2Step r = l2_step_scalars(row_total<3>(part, row, tl.chunks, st3), step[row], eps[row]);
-    Arr<float, 1> acc = arr_zero<float, 1>();
-    bool bad = false;
-    for_range<VEC, kTileBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
-      constexpr int W = decltype(w)::value;
-      float a[W], p[W], b[W], gv[W];
-      load<W>(xa + i, a);
-      load<W>(xp + i, p);
-      load<W>(x + i, b);
-      load<W>(g + i, gv);
-#pragma unroll
-      for (int k = 0; k < W; ++k) {
-        const float z = l2_point(a[k], b[k], gv[k], r);
-        const float d2 = __fsub_rn(momentum_point(a[k], z, p[k], mom_a, mom_b), b[k]);
-        acc.v[0] += d2 * d2;
-        bad |= !finite_f(p[k]);
-      }
-    });
-    acc.v[0] = poison(!bad, acc.v[0]);  // ||d2||^2 NaN: a bad x_prev entry
-    const Arr<float, 1> tot = Sum1::to_thread0(st1, acc);
-    if (threadIdx.x == 0) part2[tile] = tot.v[0];
-    __syncthreads();  // st1 is reused by the next tile
-  }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kTileBlock)
-    l2_apgd_write_kernel(T* __restrict__ x_next, T* __restrict__ z_out, const T* __restrict__ xa,
-                         const T* __restrict__ xp, const T* __restrict__ x, const T* __restrict__ g,
-                         const float* __restrict__ step, const float* __restrict__ eps,
-                         const float* __restrict__ part, const float* __restrict__ part2, float mom_a,
-                         float mom_b, Tiling tl, bool vec_ok) {
+    l2_step_kernel(T* __restrict__ out, T* __restrict__ z_out, const T* __restrict__ xa, const T* __restrict__ xp,
+                   const T* __restrict__ x, const T* __restrict__ g, const float* __restrict__ step,
+                   const float* __restrict__ eps, const float* __restrict__ part, float* __restrict__ part2,
+                   float mom_a, float mom_b, Tiling tl, bool vec_ok) {
   constexpr int VEC = VecWidth<T>::value;
   __shared__ typename Sum3::Storage st3;
   __shared__ typename Sum1::Storage st1;
@@ -178,26 +121,47 @@ __global__ void __launch_bounds__(kTileBlock)
     tile_range(tl, tile, row, begin, end);
     const float e = eps[row];
     const L2Step r = l2_step_scalars(row_total<3>(part, row, tl.chunks, st3), step[row], e);
-    const float n2sq = row_total<1>(part2, row, tl.chunks, st1).v[0];
-    const float s2 = l2_scale(n2sq, e);
-    const bool next_ok = r.ok && !is_nan_f(n2sq);
+    float s2 = 0.f;
+    bool next_ok = false;
+    if constexpr (PASS == kApgdWrite) {
+      const float n2sq = row_total<1>(part2, row, tl.chunks, st1).v[0];
+      s2 = l2_scale(n2sq, e);
+      next_ok = r.ok && !is_nan_f(n2sq);
+    }
+    Arr<float, 1> acc = arr_zero<float, 1>();
+    bool bad = false;
     for_range<VEC, kTileBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
       constexpr int W = decltype(w)::value;
       float a[W], p[W], b[W], gv[W];
       load<W>(xa + i, a);
-      load<W>(xp + i, p);
+      if constexpr (PASS != kPgdWrite) load<W>(xp + i, p);
       load<W>(x + i, b);
       load<W>(g + i, gv);
 #pragma unroll
       for (int k = 0; k < W; ++k) {
         const float z = l2_point(a[k], b[k], gv[k], r);
-        const float d2 = __fsub_rn(momentum_point(a[k], z, p[k], mom_a, mom_b), b[k]);
-        gv[k] = poison(r.ok, z);
-        a[k] = poison(next_ok, clamp01(__fadd_rn(b[k], __fmul_rn(d2, s2))));
+        if constexpr (PASS == kPgdWrite) {
+          a[k] = poison(r.ok, z);
+        } else {
+          const float d2 = __fsub_rn(momentum_point(a[k], z, p[k], mom_a, mom_b), b[k]);
+          if constexpr (PASS == kApgdNorm) {
+            acc.v[0] += d2 * d2;
+            bad |= !finite_f(p[k]);
+          } else {
+            gv[k] = poison(r.ok, z);
+            a[k] = poison(next_ok, clamp01(__fadd_rn(b[k], __fmul_rn(d2, s2))));
+          }
+        }
       }
-      store<W>(z_out + i, gv);
-      store<W>(x_next + i, a);
+      if constexpr (PASS == kApgdWrite) store<W>(z_out + i, gv);
+      if constexpr (PASS != kApgdNorm) store<W>(out + i, a);
     });
+    if constexpr (PASS == kApgdNorm) {
+      acc.v[0] = poison(!bad, acc.v[0]);  // ||d2||^2 NaN: a bad x_prev entry
+      const Arr<float, 1> tot = Sum1::to_thread0(st1, acc);
+      if (threadIdx.x == 0) part2[tile] = tot.v[0];
+      __syncthreads();  // st1 is reused by the next tile
+    }
   }
 }
 
@@ -276,52 +240,42 @@ __global__ void __launch_bounds__(kRowBlock)
   });
 }
 
+template <int PASS>
+void launch_pass(const Call& c, const float* part3, float* part1, bool vec_ok) {
+  const float mom_a = static_cast<float>(c.momentum);
+  const float mom_b = static_cast<float>(1.0 - c.momentum);
+  dispatch_dtype(c.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    l2_step_kernel<T, PASS><<<c.tiling.grid, kTileBlock, 0, c.stream>>>(
+        static_cast<T*>(c.out), static_cast<T*>(c.z), static_cast<const T*>(c.x_adv),
+        static_cast<const T*>(c.x_prev), static_cast<const T*>(c.x), static_cast<const T*>(c.grad), c.step, c.eps,
+        part3, part1, mom_a, mom_b, c.tiling, vec_ok);
+  });
+}
+
 }  // namespace
 
-void l2_project(const Launch& L, void* out, const void* x_adv, const void* x, const float* eps) {
-  const bool vec_ok = all_aligned16(out, x_adv, x);
-  dispatch_dtype(L.dtype, [&](auto tag) {
+void l2_run(Op op, const Call& c) {
+  const bool vec_ok = all_aligned16(c.out, c.z, c.x_adv, c.x_prev, c.x, c.grad);  // nullptr is aligned
+  if (op == Op::kProject) {
+    dispatch_dtype(c.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      l2_project_kernel<T><<<static_cast<unsigned>(c.N), kRowBlock, 0, c.stream>>>(
+          static_cast<T*>(c.out), static_cast<const T*>(c.x_adv), static_cast<const T*>(c.x), c.eps, c.D, vec_ok);
+    });
+    return;
+  }
+  float* part3 = c.workspace;                    // [tiles][3]: S_gg, S_vg, S_vv
+  float* part1 = c.workspace + c.tiling.tiles * 3;  // [tiles]: ||d2||^2 (apgd_step)
+  dispatch_dtype(c.dtype, [&](auto tag) {
     using T = decltype(tag);
-    l2_project_kernel<T><<<static_cast<unsigned>(L.N), kRowBlock, 0, L.stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(x_adv), static_cast<const T*>(x), eps, L.D, vec_ok);
+    l2_sums_kernel<T><<<c.tiling.grid, kTileBlock, 0, c.stream>>>(
+        part3, static_cast<const T*>(c.x_adv), static_cast<const T*>(c.x), static_cast<const T*>(c.grad), c.tiling,
+        vec_ok);
   });
-}
-
-void l2_pgd_step(const Launch& L, void* out, const void* x_adv, const void* x, const void* grad,
-                 const float* step, const float* eps, float* workspace) {
-  const bool vec_ok = all_aligned16(out, x_adv, x, grad);
-  const Tiling& tl = L.tiling;
-  float* part = workspace;  // [tiles][3]: S_gg, S_vg, S_vv
-  dispatch_dtype(L.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    l2_sums_kernel<T><<<tl.grid, kTileBlock, 0, L.stream>>>(
-        part, static_cast<const T*>(x_adv), static_cast<const T*>(x), static_cast<const T*>(grad), tl, vec_ok);
-    l2_pgd_write_kernel<T><<<tl.grid, kTileBlock, 0, L.stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(x_adv), static_cast<const T*>(x), static_cast<const T*>(grad),
-        step, eps, part, tl, vec_ok);
-  });
-}
-
-void l2_apgd_step(const Launch& L, void* x_next, void* z, const void* x_adv, const void* x_prev,
-                  const void* x, const void* grad, const float* step, const float* eps, double momentum,
-                  float* workspace) {
-  const bool vec_ok = all_aligned16(x_next, z, x_adv, x_prev, x, grad);
-  const float mom_a = static_cast<float>(momentum);
-  const float mom_b = static_cast<float>(1.0 - momentum);
-  const Tiling& tl = L.tiling;
-  float* part3 = workspace;               // [tiles][3]: S_gg, S_vg, S_vv
-  float* part1 = workspace + tl.tiles * 3;  // [tiles]: ||d2||^2
-  dispatch_dtype(L.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    l2_sums_kernel<T><<<tl.grid, kTileBlock, 0, L.stream>>>(
-        part3, static_cast<const T*>(x_adv), static_cast<const T*>(x), static_cast<const T*>(grad), tl, vec_ok);
-    l2_apgd_sums_kernel<T><<<tl.grid, kTileBlock, 0, L.stream>>>(
-        part1, static_cast<const T*>(x_adv), static_cast<const T*>(x_prev), static_cast<const T*>(x),
-        static_cast<const T*>(grad), step, eps, part3, mom_a, mom_b, tl, vec_ok);
-    l2_apgd_write_kernel<T><<<tl.grid, kTileBlock, 0, L.stream>>>(
-        static_cast<T*>(x_next), static_cast<T*>(z), static_cast<const T*>(x_adv), static_cast<const T*>(x_prev),
-        static_cast<const T*>(x), static_cast<const T*>(grad), step, eps, part3, part1, mom_a, mom_b, tl, vec_ok);
-  });
+  if (op == Op::kPgdStep) return launch_pass<kPgdWrite>(c, part3, part1, vec_ok);
+  launch_pass<kApgdNorm>(c, part3, part1, vec_ok);
+  launch_pass<kApgdWrite>(c, part3, part1, vec_ok);
 }
 
 }  // namespace detail

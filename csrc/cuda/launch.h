@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "op_kind.h"
+
 namespace rft {
 namespace cuda {
 namespace detail {
@@ -51,36 +53,38 @@ inline Tiling make_tiling(int64_t N, int64_t D, DType dtype, int sms) {
   return t;
 }
 
-// Floats of scratch the L2 steps need: S_gg, S_vg, S_vv per tile (+ ||d2||^2 per tile for apgd).
-inline int64_t l2_workspace_floats(const Tiling& t, bool apgd) { return t.tiles * (apgd ? 4 : 3); }
-
-struct Launch {
+// The CUDA side's one call struct: a checked call's raw pointers (absent tensors: nullptr), its sizes, tiling and
+// stream, and the float scratch the norm asked for (NormKernels::workspace_floats).
+struct Call {
   DType dtype;
   int64_t N;
   int64_t D;
   Tiling tiling;  // used by the Linf and L2-step kernels
   cudaStream_t stream;
+  void* out;  // project, pgd_step: the result; apgd_step: x_next
+  void* z;    // apgd_step
+  const void *x_adv, *x_prev, *x, *grad;
+  const float *eps, *step;
+  const int64_t* keep;  // L1 steps
+  double momentum;      // apgd_step
+  float* workspace;
 };
 
-void linf_project(const Launch& L, void* out, const void* x_adv, const void* x, const float* eps);
-void linf_pgd_step(const Launch& L, void* out, const void* x_adv, const void* x, const void* grad,
-                   const float* step, const float* eps);
-void linf_apgd_step(const Launch& L, void* x_next, void* z, const void* x_adv, const void* x_prev,
-                    const void* x, const void* grad, const float* step, const float* eps, double momentum);
+// What each norm's kernel file exports, one signature for all (entry.cpp's table, indexed by Norm).
+struct NormKernels {
+  int64_t (*workspace_floats)(Op op, const Tiling& t);
+  void (*run)(Op op, const Call& c);
+};
 
-void l2_project(const Launch& L, void* out, const void* x_adv, const void* x, const float* eps);
-void l2_pgd_step(const Launch& L, void* out, const void* x_adv, const void* x, const void* grad,
-                 const float* step, const float* eps, float* workspace);
-void l2_apgd_step(const Launch& L, void* x_next, void* z, const void* x_adv, const void* x_prev,
-                  const void* x, const void* grad, const float* step, const float* eps, double momentum,
-                  float* workspace);
+inline int64_t no_workspace(Op, const Tiling&) { return 0; }
+// S_gg, S_vg, S_vv per tile for the L2 steps (+ ||d2||^2 per tile for apgd).
+inline int64_t l2_workspace_floats(Op op, const Tiling& t) {
+  return op == Op::kProject ? 0 : t.tiles * (op == Op::kApgdStep ? 4 : 3);
+}
 
-void l1_project(const Launch& L, void* out, const void* x_adv, const void* x, const float* eps);
-void l1_pgd_step(const Launch& L, void* out, const void* x_adv, const void* x, const void* grad,
-                 const float* step, const float* eps, const int64_t* keep);
-void l1_apgd_step(const Launch& L, void* x_next, void* z, const void* x_adv, const void* x_prev,
-                  const void* x, const void* grad, const float* step, const float* eps, double momentum,
-                  const int64_t* keep);
+void linf_run(Op op, const Call& c);
+void l2_run(Op op, const Call& c);
+void l1_run(Op op, const Call& c);
 
 }  // namespace detail
 }  // namespace cuda
