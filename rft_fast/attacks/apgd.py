@@ -48,7 +48,8 @@ class APGD:
             first, then the higher loss).
         seed: seeds a torch.Generator on x's device at every call (default 0): same inputs, same output.
         random_start: AutoAttack's random start (default True). False starts at x (the study's training
-            attack), except for loss "kl", which starts at x + 0.001 N(0, I) as the official TRADES code.
+            attack), except for loss "kl", which starts at x + 0.001 N(0, I) projected onto the ball ∩ [0, 1]
+            (APGD-KL; the official TRADES attack, with an unprojected start, is TradesPGD).
         select: what is returned per sample (default "loss"):
             "loss": the point of highest loss found (x_best), what a training attack needs;
             "misclassified": as AutoAttack's perturb: a misclassified iterate where one was found, else the

@@ -314,7 +314,8 @@ def uniform_start(x: Tensor, eps: Tensor, norm: str, gen: torch.Generator, backe
 
 
 def trades_start(x: Tensor, eps: Tensor, norm: str, gen: torch.Generator, backend: str = "auto") -> Tensor:
-    """The official TRADES start x + 0.001 N(0, I) (the KL gradient vanishes at x itself), made feasible."""
+    """The TRADES start x + 0.001 N(0, I) (the KL gradient vanishes at x itself), projected onto the ball ∩ [0, 1]
+    (the official code and TradesPGD leave it unprojected)."""
     return ops.project(x + 0.001 * _noise("normal", x, gen), x, eps, norm, backend=backend, check=False)
 
 

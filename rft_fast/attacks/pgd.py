@@ -64,8 +64,9 @@ class PGD:
         loss: "ce" | "dlr" | "kl" (TRADES: KL from the clean prediction) (default "ce").
         random_start: start at a uniform point of the ball (Linf: U(-eps, eps) per coordinate; L2/L1: a random
             direction at radius U(0, eps)) (default True); False starts at x, or for loss "kl" at
-            x + 0.001 N(0, I) (the official TRADES attack: `PGD(eps=8/255, step_size=2/255, loss="kl",
-            random_start=False)`).
+            x + 0.001 N(0, I) projected onto the ball ∩ [0, 1]. This is not the official TRADES attack (eps 0.031,
+            step 0.007, 10 sign steps from an unprojected x + 0.001 N(0, 1) start): that one is
+            rft_fast.attacks.trades_pgd.TradesPGD (training attack "trades-pgd").
         seed: seeds a torch.Generator on x's device at every call (default 0).
         l1_sparsity: share of coordinates moved by an L1 step (default 0.2).
         amp_dtype: None | torch.bfloat16 | torch.float16: autocast for the model's forward/backward.
