@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1
 TORCHVISION ?= torchvision==0.29.1
+# Pinned: another ruff version may format differently, and `make test` checks the formatting.
+RUFF ?= ruff==0.17.6
 BIN := $(VENV)/bin
 # The CUDA toolkit root (its lib64/ holds libcudart.so); the nvcc on PATH may be a wrapper elsewhere.
 CUDA_HOME ?= $(shell for d in /usr/local/cuda /usr/local/cuda-*; do [ -e $$d/lib64/libcudart.so ] && echo $$d && break; done)
@@ -15,7 +17,7 @@ export TORCH_CUDA_ARCH_LIST
 HAVE_CXX := $(shell command -v c++ >/dev/null 2>&1 && echo 1)
 SOURCES := setup.py pyproject.toml $(shell find csrc rft_fast kernels -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) -not -path 'rft_fast/kernels/*')
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast lint install clean
 
 $(BIN)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +36,20 @@ demo: install
 	status=0; $(BIN)/rft-fast grid examples/quick.yaml || status=$$?; \
 	$(BIN)/rft-fast report --store runs/quick/results.sqlite --out runs/quick/report && exit $$status
 
-test: install
+# The linter and the formatter (ruff, configured in pyproject.toml) must be clean before the tests run.
+$(BIN)/ruff: $(BIN)/.deps
+	$(BIN)/pip install "$(RUFF)"
+
+lint: $(BIN)/ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
 	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q --durations=15 tests
+
+# The inner loop: everything but the tests marked slow or ray (pyproject.toml's markers).
+test-fast: install
+	$(BIN)/pytest -q -m "not slow and not ray" tests
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)
