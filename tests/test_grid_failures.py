@@ -13,7 +13,7 @@ import yaml
 from rft_fast import cli
 from rft_fast.results import Store
 
-evaluate_module = importlib.import_module("rft_fast.eval.evaluate")  # the module, not the function
+evaluate_module = importlib.import_module("rft_fast.eval.runs")  # the module that calls autoattack
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore")
