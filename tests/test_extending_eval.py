@@ -1,8 +1,10 @@
-"""docs/extending-eval.md, checked: a threat and a dataset registered from outside the package (here, the test)
+"""docs/extending.md, checked: a threat and a dataset registered from outside the package (here, the test)
 run through evaluate() into a store, are stored under their key rule, and count for the grid's done check."""
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +101,21 @@ def test_a_store_made_before_the_threat_was_registered_is_widened_on_open(tmp_pa
         unregister_threat("brightness")
     with Store(path) as store:  # without the plugin its rows are not read, and the table is not narrowed
         assert store.query() == []
+
+
+def test_the_worked_examples_of_docs_extending_register_a_threat_and_a_dataset() -> None:
+    doc = Path(__file__).resolve().parents[2 if Path(__file__).parent.name != "tests" else 1] / "docs" / "extending.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text().split("## Add a threat")[1], flags=re.S)
+    modules = [b for b in blocks if b.startswith(("# my_threats.py", "# my_datasets.py"))]
+    assert len(modules) == 2
+    scope: dict = {}
+    try:
+        for block in modules:
+            exec(compile(block, str(doc), "exec"), scope)
+        assert "brightness" in stored_threats()
+        assert scope["splits"].num_classes == 3 and len(scope["splits"].test) == 12  # test_fraction 0.5 of 24
+    finally:
+        if "brightness" in stored_threats():
+            unregister_threat("brightness")
+        if "squares" in data.DATASETS:
+            data.unregister_dataset("squares")

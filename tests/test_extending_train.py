@@ -128,7 +128,8 @@ def test_fit_runs_the_toy_loss_attack_and_protocol(tmp_path):
 
 
 def test_the_worked_examples_of_docs_extending_register_and_train():
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    training = DOC.read_text().split("## Add a threat")[0]  # the loss, attack and protocol sections
+    blocks = re.findall(r"```python\n(.*?)```", training, flags=re.S)
     assert len(blocks) == 3
     names = [("alp", LOSS_REGISTRY), ("fgsm-rs", ATTACK_REGISTRY), ("LPFT-10", PROTOCOLS)]
     try:

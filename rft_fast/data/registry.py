@@ -3,7 +3,7 @@
 Each entry is one DatasetInfo registered in REGISTRY: where the files must sit under the data root, where to get
 them (nothing is ever downloaded here), the study's split rule, which `build` applies with stratified, seeded
 index splits, and `open`, the reader of its official parts. `register_dataset(DatasetInfo(...))` adds one
-(docs/extending-eval.md); DATASETS is a read-only name -> DatasetInfo view of the registry (what the CLI and
+(docs/extending.md); DATASETS is a read-only name -> DatasetInfo view of the registry (what the CLI and
 the grid spec list and check names against).
 """
 from __future__ import annotations

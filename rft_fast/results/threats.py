@@ -14,7 +14,7 @@
   check_row an extra check of a row's versions (smoothing rows must record CERTIFY's parameters).
 
 Registration order is run order and the order rows are listed in. `register_threat(ThreatSpec(...))` adds one
-(docs/extending-eval.md); `unregister_threat(name)` takes it out again.
+(docs/extending.md); `unregister_threat(name)` takes it out again.
 """
 from __future__ import annotations
 
