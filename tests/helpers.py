@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from rft_fast import ops
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository (tests/ sits in it)
 
 EPS_SCALE = {"Linf": 8 / 255, "L2": 0.1, "L1": 0.05}  # eps = scale * uniform(0.2, 1) * D^(1/p)
 

@@ -1,0 +1,1 @@
+"""tests/data: the dataset registry, on-disk layouts, splits, loaders."""

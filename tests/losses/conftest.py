@@ -1,0 +1,1 @@
+"""tests/losses: Classic AT, TRADES (memory-saving), the official TRADES attack, the regularizers."""

@@ -1,0 +1,1 @@
+"""tests/models: the backbone registry, weights, adapters."""

@@ -1,0 +1,1 @@
+"""tests/report: the study report from a store."""

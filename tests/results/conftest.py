@@ -1,0 +1,1 @@
+"""tests/results: the SQLite store (schema, migrations, locking), import, atomic files."""
