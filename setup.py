@@ -4,6 +4,7 @@ The extension is optional: without a compiler (or with RFT_FAST_NO_EXT=1) the pa
 and rft_fast.ops reports fewer backends. Install with `pip install --no-build-isolation .` so the extension
 is compiled against the torch already installed in the environment.
 """
+
 from __future__ import annotations
 
 import glob
@@ -42,7 +43,7 @@ def extensions() -> tuple[list, dict]:
         import torch
         from torch.utils import cpp_extension
     except ImportError:
-        warnings.warn("torch is not importable at build time: installing without rft_fast._C")
+        warnings.warn("torch is not importable at build time: installing without rft_fast._C", stacklevel=2)
         return [], {}
 
     use_cuda = bool(cuda_home) and torch.version.cuda is not None
@@ -76,7 +77,7 @@ def extensions() -> tuple[list, dict]:
             except Exception as exc:  # noqa: BLE001 - any build failure degrades to the torch backend
                 if os.environ.get("RFT_FAST_REQUIRE_EXT") == "1":
                     raise
-                warnings.warn(f"building rft_fast._C failed ({exc}); installing without it")
+                warnings.warn(f"building rft_fast._C failed ({exc}); installing without it", stacklevel=2)
 
     return [ext], {"build_ext": OptionalBuildExt.with_options(use_ninja=True)}
 

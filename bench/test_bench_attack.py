@@ -3,6 +3,7 @@
     .venv/bin/pytest bench/test_bench_attack.py --benchmark-json bench/results/attack-pytest-<device>.json
 Batch and image size via RFT_BENCH_BATCH / RFT_BENCH_SIZE (default 128 / 224 on GPU, 4 / 64 on CPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import os
 import pytest
 import torch
 
-from rft_fast.bench import common, attack_bench
+from rft_fast.bench import attack_bench, common
 from rft_fast.bench.common import make_model
 
 pytest.importorskip("timm")
@@ -36,8 +37,9 @@ def model_batch(request):
 @pytest.mark.parametrize("dtype", tuple(attack_bench.DTYPES))
 def test_apgd_ce(benchmark, model_batch, dtype, impl):
     name, model, x, y = model_batch
-    fn = attack_bench.attack_fn(impl, model, x, y, norm="Linf", eps=4 / 255, steps=10, restarts=1,
-                                amp_dtype=attack_bench.DTYPES[dtype])
+    fn = attack_bench.attack_fn(
+        impl, model, x, y, norm="Linf", eps=4 / 255, steps=10, restarts=1, amp_dtype=attack_bench.DTYPES[dtype]
+    )
 
     run = common.synced(fn, DEVICE)
 

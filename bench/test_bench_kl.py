@@ -1,7 +1,8 @@
 """pytest-benchmark suite: TRADES objective forward+backward per backend (rft-fast bench kl in pytest form).
 
-    .venv/bin/pytest bench/test_bench_kl.py --benchmark-json bench/results/kl-pytest-<device>.json
+.venv/bin/pytest bench/test_bench_kl.py --benchmark-json bench/results/kl-pytest-<device>.json
 """
+
 from __future__ import annotations
 
 import pytest

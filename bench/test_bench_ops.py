@@ -3,6 +3,7 @@
     .venv/bin/pytest bench/test_bench_ops.py --benchmark-json bench/results/ops-pytest-<device>.json
 Shape via RFT_BENCH_SHAPE (default 64x3x224x224 on GPU, 16x3x224x224 on CPU).
 """
+
 from __future__ import annotations
 
 import os

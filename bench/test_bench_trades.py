@@ -3,6 +3,7 @@
     .venv/bin/pytest bench/test_bench_trades.py --benchmark-json bench/results/trades-pytest-<device>.json
 Batch and image size via RFT_BENCH_BATCH / RFT_BENCH_SIZE (default 64 / 224 on GPU, 4 / 64 on CPU).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,9 @@ SIZE = int(os.environ.get("RFT_BENCH_SIZE", 224 if DEVICE.type == "cuda" else 64
 def test_trades_step(benchmark, model_name, variant):
     model = common.make_model(model_name, SIZE, 10, DEVICE)
     attack = functools.partial(reference.pgd_attack, eps=8 / 255, step_size=2 / 255, steps=10, loss="kl")
-    step = trades_bench.step_fn(model, TRADESLoss(attack, memory_saving=trades_bench.VARIANTS[variant]), BATCH, SIZE, DEVICE)
+    step = trades_bench.step_fn(
+        model, TRADESLoss(attack, memory_saving=trades_bench.VARIANTS[variant]), BATCH, SIZE, DEVICE
+    )
 
     run = common.synced(step, DEVICE)
 

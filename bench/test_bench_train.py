@@ -4,6 +4,7 @@ in pytest form).
     .venv/bin/pytest bench/test_bench_train.py --benchmark-json bench/results/train-pytest-<device>.json
 Batch and image size via RFT_BENCH_BATCH / RFT_BENCH_SIZE (default 64 / 224 on GPU, 8 / 64 on CPU).
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ l1.py (per-row searches); search.py holds the shared K-ary bit-pattern search, n
 rule's helpers (a NaN / Inf entry or a bad eps / step gives NaN outputs, never an error). kl.py: the TRADES KL /
 objective (kl_forward, kl_backward; (N, C) logits with unit column stride, one program per row).
 """
+
 from __future__ import annotations
 
 from types import ModuleType

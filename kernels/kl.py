@@ -14,6 +14,7 @@ materialized):
   of |lse|) then bounds the error of p_a - p_c near one-hot rows.
 Bytes per row: forward 2 C b (b = bytes per logit), backward 2 C b read + 2 C b written (C b without grad_clean).
 """
+
 from __future__ import annotations
 
 import torch
@@ -82,8 +83,18 @@ def _kl_fwd_kernel(
 
 @triton.jit
 def _kl_store_grads(
-    grad_adv_ptr, grad_clean_ptr, offs, mask, p_c, p_a, r, w, w_beta, label,
-    HAS_Y: tl.constexpr, WRITE_CLEAN: tl.constexpr,
+    grad_adv_ptr,
+    grad_clean_ptr,
+    offs,
+    mask,
+    p_c,
+    p_a,
+    r,
+    w,
+    w_beta,
+    label,
+    HAS_Y: tl.constexpr,
+    WRITE_CLEAN: tl.constexpr,
 ):
     """Store one piece of grad_adv and grad_clean from p_c, p_a and r = log p_c - log p_a - KL."""
     tl.store(grad_adv_ptr + offs, (w_beta * (p_a - p_c)).to(grad_adv_ptr.dtype.element_ty), mask=mask)
@@ -139,8 +150,20 @@ def _kl_bwd_kernel(
         s_a = tl.sum(e_a, axis=0)
         s_c = tl.sum(e_c, axis=0)
         r = (tl.where(mask, zc, 0.0) - tl.where(mask, za, 0.0)) - ((tl.log(s_c) - tl.log(s_a)) + kl)
-        _kl_store_grads(grad_adv_ptr, grad_clean_ptr, cols, mask, e_c * (1.0 / s_c), e_a * (1.0 / s_a), r, w, w_beta,
-                        label, HAS_Y, WRITE_CLEAN)
+        _kl_store_grads(
+            grad_adv_ptr,
+            grad_clean_ptr,
+            cols,
+            mask,
+            e_c * (1.0 / s_c),
+            e_a * (1.0 / s_a),
+            r,
+            w,
+            w_beta,
+            label,
+            HAS_Y,
+            WRITE_CLEAN,
+        )
     else:
         lse_c = tl.load(stats_ptr + row * 3)
         lse_a = tl.load(stats_ptr + row * 3 + 1)
@@ -151,8 +174,20 @@ def _kl_bwd_kernel(
             mask = offs < C
             la = tl.load(adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             lc = tl.load(clean_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            _kl_store_grads(grad_adv_ptr, grad_clean_ptr, offs, mask, tl.exp(lc - lse_c), tl.exp(la - lse_a),
-                            (lc - la) - offset, w, w_beta, label, HAS_Y, WRITE_CLEAN)
+            _kl_store_grads(
+                grad_adv_ptr,
+                grad_clean_ptr,
+                offs,
+                mask,
+                tl.exp(lc - lse_c),
+                tl.exp(la - lse_a),
+                (lc - la) - offset,
+                w,
+                w_beta,
+                label,
+                HAS_Y,
+                WRITE_CLEAN,
+            )
 
 
 def _check_labels(like: Tensor, y: Tensor | None) -> None:
@@ -171,9 +206,18 @@ def kl_forward(logits_adv: Tensor, logits_clean: Tensor, y: Tensor | None, beta:
         return loss_rows, stats
     block, warps = row_loop_settings(c)
     _kl_fwd_kernel[(n,)](
-        loss_rows, stats, logits_adv, logits_adv.stride(0), logits_clean, logits_clean.stride(0),
-        logits_clean if y is None else y, float(beta), c,
-        BLOCK=block, HAS_Y=y is not None, num_warps=warps,
+        loss_rows,
+        stats,
+        logits_adv,
+        logits_adv.stride(0),
+        logits_clean,
+        logits_clean.stride(0),
+        logits_clean if y is None else y,
+        float(beta),
+        c,
+        BLOCK=block,
+        HAS_Y=y is not None,
+        num_warps=warps,
     )
     return loss_rows, stats
 
@@ -194,24 +238,49 @@ def kl_backward(
     _check_labels(logits_clean, y)
     check_per_sample(logits_clean, torch.float32, weight_rows)
     n, c = logits_clean.shape
-    if stats.shape != (n, 3) or stats.dtype != torch.float32 or not stats.is_contiguous() or \
-            stats.device != logits_clean.device:
-        raise ValueError(f"expected contiguous float32 stats of shape ({n}, 3) on {logits_clean.device}, got "
-                         f"{tuple(stats.shape)} {stats.dtype} on {stats.device}")
+    if (
+        stats.shape != (n, 3)
+        or stats.dtype != torch.float32
+        or not stats.is_contiguous()
+        or stats.device != logits_clean.device
+    ):
+        raise ValueError(
+            f"expected contiguous float32 stats of shape ({n}, 3) on {logits_clean.device}, got "
+            f"{tuple(stats.shape)} {stats.dtype} on {stats.device}"
+        )
     grads = (grad_adv,) if grad_clean is None else (grad_adv, grad_clean)
     check_rows(*grads)
-    if grad_adv.shape != logits_clean.shape or grad_adv.dtype != logits_clean.dtype or \
-            grad_adv.device != logits_clean.device:
-        raise ValueError(f"expected gradients like the logits, {tuple(logits_clean.shape)} {logits_clean.dtype} on "
-                         f"{logits_clean.device}, got {tuple(grad_adv.shape)} {grad_adv.dtype} on {grad_adv.device}")
+    if (
+        grad_adv.shape != logits_clean.shape
+        or grad_adv.dtype != logits_clean.dtype
+        or grad_adv.device != logits_clean.device
+    ):
+        raise ValueError(
+            f"expected gradients like the logits, {tuple(logits_clean.shape)} {logits_clean.dtype} on "
+            f"{logits_clean.device}, got {tuple(grad_adv.shape)} {grad_adv.dtype} on {grad_adv.device}"
+        )
     if n == 0:
         return
     write_clean = grad_clean is not None
     grad_clean = grad_clean if write_clean else grad_adv
     block, warps = row_loop_settings(c)
     _kl_bwd_kernel[(n,)](
-        grad_adv, grad_adv.stride(0), grad_clean, grad_clean.stride(0),
-        logits_adv, logits_adv.stride(0), logits_clean, logits_clean.stride(0),
-        logits_clean if y is None else y, weight_rows, stats, float(beta), c,
-        BLOCK=block, HAS_Y=y is not None, WRITE_CLEAN=write_clean, ONE_BLOCK=c <= block, num_warps=warps,
+        grad_adv,
+        grad_adv.stride(0),
+        grad_clean,
+        grad_clean.stride(0),
+        logits_adv,
+        logits_adv.stride(0),
+        logits_clean,
+        logits_clean.stride(0),
+        logits_clean if y is None else y,
+        weight_rows,
+        stats,
+        float(beta),
+        c,
+        BLOCK=block,
+        HAS_Y=y is not None,
+        WRITE_CLEAN=write_clean,
+        ONE_BLOCK=c <= block,
+        num_warps=warps,
     )

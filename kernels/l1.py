@@ -11,6 +11,7 @@ runs every op, the STAGE constexpr naming the last point it projects.
 Bad numbers (nonfinite.py): the lam searches count the NaN / Inf entries they read; a row with one, or with an
 eps / step that is not finite and > 0, is written as NaN (z: x_adv, x, grad; x_next: x_prev as well).
 """
+
 from __future__ import annotations
 
 import triton
@@ -69,8 +70,19 @@ def _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, mask, c, tau, lam1, 
 
 @triton.jit
 def _l1_lambda(
-    x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum,
-    STAGE: tl.constexpr, BLOCK: tl.constexpr, K: tl.constexpr,
+    x_adv_ptr,
+    x_prev_ptr,
+    x_ptr,
+    grad_ptr,
+    eps,
+    D,
+    c,
+    tau,
+    lam1,
+    momentum,
+    STAGE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    K: tl.constexpr,
 ):
     """(lam, bad): lam the smallest float32 lam >= 0 with h(lam) <= eps for the STAGE point (0 when h(0) <= eps),
     bad the count of NaN / Inf entries the passes read (0 for a usable row)."""
@@ -86,8 +98,9 @@ def _l1_lambda(
         h = tl.zeros([K], tl.float32)
         for start in range(0, D, BLOCK):
             offs = start + tl.arange(0, BLOCK)
-            x, v, _, ok = _l1_block(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, offs < D, c, tau, lam1, momentum,
-                                    STAGE)
+            x, v, _, ok = _l1_block(
+                x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, offs, offs < D, c, tau, lam1, momentum, STAGE
+            )
             excess = tl.minimum(tl.abs(v)[:, None] - lam[None, :], _l1_room(v, x)[:, None])
             h += tl.sum(tl.maximum(excess, 0.0), axis=0)
             bad += tl.sum((~ok).to(tl.int32), axis=0)
@@ -158,17 +171,18 @@ def _l1_kernel(
     if STAGE == _PROJECT:
         c = 0.0
         tau = 0
-        lam1, bad1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _PROJECT,
-                                BLOCK, K)
+        lam1, bad1 = _l1_lambda(
+            x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _PROJECT, BLOCK, K
+        )
         ok = (bad1 == 0) & _positive(eps)
     else:
         c, tau = _l1_step_scale(grad_ptr, step_ptr, keep_ptr, D, BLOCK, K)
-        lam1, bad1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _STEP, BLOCK,
-                                K)
+        lam1, bad1 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, 0.0, momentum, _STEP, BLOCK, K)
         ok = (bad1 == 0) & _positive(eps) & _positive(tl.load(step_ptr + row))
     if STAGE == _MOMENTUM:
-        lam2, bad2 = _l1_lambda(x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM,
-                                BLOCK, K)
+        lam2, bad2 = _l1_lambda(
+            x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM, BLOCK, K
+        )
         ok_next = ok & (bad2 == 0)  # the momentum passes read x_prev as well
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
@@ -182,12 +196,36 @@ def _l1_kernel(
             tl.store(out_ptr + offs, _poison(ok, x + _l1_delta(v, x, lam1)).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch(out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, keep: Tensor,
-            step_size: Tensor, eps: Tensor, momentum: float, stage: int) -> None:
+def _launch(
+    out: Tensor,
+    x_next: Tensor,
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    keep: Tensor,
+    step_size: Tensor,
+    eps: Tensor,
+    momentum: float,
+    stage: int,
+) -> None:
     block, warps = search_settings(x.shape[1])
     _l1_kernel[(x.shape[0],)](
-        out, x_next, x_adv, x_prev, x, grad, keep, step_size, eps, momentum, x.shape[1],
-        STAGE=stage, BLOCK=block, K=SEARCH_K, num_warps=warps,
+        out,
+        x_next,
+        x_adv,
+        x_prev,
+        x,
+        grad,
+        keep,
+        step_size,
+        eps,
+        momentum,
+        x.shape[1],
+        STAGE=stage,
+        BLOCK=block,
+        K=SEARCH_K,
+        num_warps=warps,
     )
 
 
@@ -197,8 +235,17 @@ def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
 
 
 def step(
-    out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step_size: Tensor,
-    eps: Tensor, keep: Tensor, momentum: float, apgd: bool,
+    out: Tensor,
+    x_next: Tensor,
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step_size: Tensor,
+    eps: Tensor,
+    keep: Tensor,
+    momentum: float,
+    apgd: bool,
 ) -> None:
     """out = project(x_adv + step * sign(g) [|g| >= tau] / cnt): APGD-L1's sparse step, tau the keep-th largest |g|;
     apgd: x_next = project(x_adv + a (out - x_adv) + (1 - a)(x_adv - x_prev)), a = momentum."""

@@ -12,6 +12,7 @@ Bad numbers (nonfinite.py): a NaN / Inf entry of a row makes its whole output ro
 NaN in S_gg (a sum of squares, NaN only then) and in ||d2||^2 (x_prev), the projection counts bad entries
 during its search passes; an eps / step that is not finite and > 0 poisons its row too.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,6 @@ from torch import Tensor
 from .nonfinite import _finite, _poison, _positive
 from .search import ONE_BITS, _kary_candidates, _kary_narrow
 from .utils import SEARCH_K, chunk_settings, num_warps_for, search_settings
-
 
 # ---------------------------------------------------------------- steps
 
@@ -146,8 +146,17 @@ def _l2_step_kernel(
 
 
 def step(
-    out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step_size: Tensor,
-    eps: Tensor, keep: Tensor, momentum: float, apgd: bool,
+    out: Tensor,
+    x_next: Tensor,
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step_size: Tensor,
+    eps: Tensor,
+    keep: Tensor,
+    momentum: float,
+    apgd: bool,
 ) -> None:
     """out = clamp(x + d1 * min(eps, ||d1||) / ||d1||, 0, 1), d1 = x_adv - x + step * grad / ||grad||;
     apgd: x_next = clamp(x + d2 * min(eps, ||d2||) / ||d2||, 0, 1), d2 = w - x (APGD momentum w). keep unused."""
@@ -164,8 +173,24 @@ def step(
         launches = ((True, True),) if num_chunks == 1 else ((True, False), (False, True))
     for write_z, write_next in launches:
         _l2_step_kernel[(n, num_chunks)](
-            out, x_next, x_adv, x_prev, x, grad, partial, step_size, eps, momentum, d, num_chunks,
-            BLOCK=block, CHUNKS_P2=chunks_p2, APGD=apgd, WRITE_Z=write_z, WRITE_NEXT=write_next, num_warps=warps,
+            out,
+            x_next,
+            x_adv,
+            x_prev,
+            x,
+            grad,
+            partial,
+            step_size,
+            eps,
+            momentum,
+            d,
+            num_chunks,
+            BLOCK=block,
+            CHUNKS_P2=chunks_p2,
+            APGD=apgd,
+            WRITE_Z=write_z,
+            WRITE_NEXT=write_next,
+            num_warps=warps,
         )
 
 

@@ -5,6 +5,7 @@ row = offset // D (a 1-D grid keeps short rows as efficient as long ones). pgd_s
 kernel, the APGD constexpr adding the momentum point. Bad numbers (nonfinite.py): an output entry is NaN where
 one of the inputs it reads is NaN / Inf or its row's eps / step is not finite and > 0.
 """
+
 from __future__ import annotations
 
 import triton
@@ -102,12 +103,33 @@ def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
 
 
 def step(
-    out: Tensor, x_next: Tensor, x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step_size: Tensor,
-    eps: Tensor, keep: Tensor, momentum: float, apgd: bool,
+    out: Tensor,
+    x_next: Tensor,
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step_size: Tensor,
+    eps: Tensor,
+    keep: Tensor,
+    momentum: float,
+    apgd: bool,
 ) -> None:
     """out = project(x_adv + step * sign(grad)); apgd: x_next = project of the momentum point (keep unused)."""
     numel, d = x.numel(), x.shape[1]
     _linf_step_kernel[_grid(numel)](
-        out, x_next, x_adv, x_prev, x, grad, step_size, eps, momentum, numel, d,
-        BLOCK=ELEMENTWISE_BLOCK, APGD=apgd, num_warps=num_warps_for(ELEMENTWISE_BLOCK),
+        out,
+        x_next,
+        x_adv,
+        x_prev,
+        x,
+        grad,
+        step_size,
+        eps,
+        momentum,
+        numel,
+        d,
+        BLOCK=ELEMENTWISE_BLOCK,
+        APGD=apgd,
+        num_warps=num_warps_for(ELEMENTWISE_BLOCK),
     )

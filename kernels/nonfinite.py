@@ -4,6 +4,7 @@ A kernel never uses a NaN / +-Inf input entry or an invalid per-row eps / step a
 feeds are written as NaN. These helpers decide "usable" where the values are read, so the rule costs no extra
 pass over the data. NaN fails every comparison, which is what makes both tests catch it.
 """
+
 from __future__ import annotations
 
 import triton

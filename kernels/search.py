@@ -10,6 +10,7 @@ The caller loops `while lo < hi` around its own row pass:
     ok = <predicate at r, one pass over the row>
     lo, hi = _kary_narrow(lo, hi, r, ok)
 """
+
 from __future__ import annotations
 
 import triton

@@ -1,4 +1,5 @@
 """Launch heuristics (block sizes, warps, grids) and host-side layout checks, in one place for every kernel file."""
+
 from __future__ import annotations
 
 import torch
@@ -63,8 +64,10 @@ def check_rows(*rows: Tensor) -> None:
         raise TypeError(f"the kernels take {ROW_DTYPES} tensors, got {first.dtype}")
     for t in rows:
         if t.dim() != 2 or not t.is_contiguous() or t.shape != first.shape or t.dtype != first.dtype:
-            raise ValueError(f"expected contiguous (N, D) rows like {tuple(first.shape)} {first.dtype}, got "
-                             f"{tuple(t.shape)} {t.dtype} contiguous={t.is_contiguous()}")
+            raise ValueError(
+                f"expected contiguous (N, D) rows like {tuple(first.shape)} {first.dtype}, got "
+                f"{tuple(t.shape)} {t.dtype} contiguous={t.is_contiguous()}"
+            )
         if t.device != first.device:
             raise ValueError(f"all tensors must be on {first.device}, got {t.device}")
 
@@ -74,8 +77,10 @@ def check_per_sample(like: Tensor, dtype: torch.dtype, *values: Tensor) -> None:
     n = like.shape[0]
     for t in values:
         if t.shape != (n,) or not t.is_contiguous() or t.dtype != dtype or t.device != like.device:
-            raise ValueError(f"expected a contiguous {dtype} tensor of shape ({n},) on {like.device}, got "
-                             f"{tuple(t.shape)} {t.dtype} on {t.device}")
+            raise ValueError(
+                f"expected a contiguous {dtype} tensor of shape ({n},) on {like.device}, got "
+                f"{tuple(t.shape)} {t.dtype} on {t.device}"
+            )
 
 
 def check_logits(*logits: Tensor) -> None:
@@ -85,7 +90,9 @@ def check_logits(*logits: Tensor) -> None:
         raise TypeError(f"the kernels take {ROW_DTYPES} tensors, got {first.dtype}")
     for t in logits:
         if t.dim() != 2 or t.shape != first.shape or t.dtype != first.dtype or (t.shape[1] > 1 and t.stride(1) != 1):
-            raise ValueError(f"expected (N, C) logits like {tuple(first.shape)} {first.dtype} with stride(1) == 1, "
-                             f"got {tuple(t.shape)} {t.dtype} strides {tuple(t.stride())}")
+            raise ValueError(
+                f"expected (N, C) logits like {tuple(first.shape)} {first.dtype} with stride(1) == 1, "
+                f"got {tuple(t.shape)} {t.dtype} strides {tuple(t.stride())}"
+            )
         if t.device != first.device:
             raise ValueError(f"all tensors must be on {first.device}, got {t.device}")

@@ -1,6 +1,7 @@
 """Shared validators: the one statement of what a setting may hold (`Rule`), and the predicates every module uses
 to tell a real number or a whole number from a bool or a string (Python's bool is an int: True must not pass
 for 1). Error messages name the argument, what was expected and the value given (`show`)."""
+
 from __future__ import annotations
 
 import difflib
@@ -58,12 +59,17 @@ class Rule:
         elif self.kind is str:
             text = f"one of {list(self.choices)}" if self.choices else self.pattern_text or "a non-empty string"
         elif self.kind is int:
-            bounds = [f"{op} {_number_text(b)}" for op, b in ((">" if self.open_low else ">=", self.low),
-                                                              ("<" if self.open_high else "<=", self.high)) if b is not None]
+            bounds = [
+                f"{op} {_number_text(b)}"
+                for op, b in ((">" if self.open_low else ">=", self.low), ("<" if self.open_high else "<=", self.high))
+                if b is not None
+            ]
             text = " ".join(["an int", " and ".join(bounds)]) if bounds else "an int"
         elif self.low is not None and self.high is not None:
-            text = (f"a number in {'(' if self.open_low else '['}{_number_text(self.low)}, "
-                    f"{_number_text(self.high)}{')' if self.open_high else ']'}")
+            text = (
+                f"a number in {'(' if self.open_low else '['}{_number_text(self.low)}, "
+                f"{_number_text(self.high)}{')' if self.open_high else ']'}"
+            )
         elif self.low is not None:
             text = f"a number {'>' if self.open_low else '>='} {_number_text(self.low)}"
         elif self.high is not None:
@@ -78,8 +84,13 @@ class Rule:
             return None
         if not self._type_ok(value):
             hint = ""
-            if self.kind is int and isinstance(value, float) and math.isfinite(value) and value.is_integer() \
-                    and self._value_ok(int(value)):
+            if (
+                self.kind is int
+                and isinstance(value, float)
+                and math.isfinite(value)
+                and value.is_integer()
+                and self._value_ok(int(value))
+            ):
                 hint = f"; write {int(value)}, without a decimal point or exponent"
             elif self.kind is bool and isinstance(value, str):
                 hint = "; a boolean is true or false (unquoted in YAML)"
@@ -110,8 +121,11 @@ class Rule:
 
     def _value_ok(self, value: Any) -> bool:
         if self.kind is str:
-            return (bool(value) and (not self.choices or value in self.choices)
-                    and (self.pattern is None or re.fullmatch(self.pattern, value) is not None))
+            return (
+                bool(value)
+                and (not self.choices or value in self.choices)
+                and (self.pattern is None or re.fullmatch(self.pattern, value) is not None)
+            )
         if self.kind is bool:
             return True
         if isinstance(value, float) and not math.isfinite(value):
@@ -155,7 +169,7 @@ def check_fields(values: object, rules: Mapping[str, Rule], prefix: str = "") ->
 
 
 def suggest(name: object, known: Iterable[str]) -> str:
-    """"; did you mean 'x'?" naming the known name nearest to `name` (difflib), or "" when none is close."""
+    """ "; did you mean 'x'?" naming the known name nearest to `name` (difflib), or "" when none is close."""
     if not isinstance(name, str):
         return ""
     known = list(known)

@@ -4,13 +4,15 @@ A writer puts NAME.<random>.tmp (or .NAME.<random>.tmp) beside NAME, fsyncs it a
 readers see the old file or the complete new one. A kill -9 between the two leaves the temporary file, which
 nothing would ever remove: `clean_orphans` does, on the next start.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
 

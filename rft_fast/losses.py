@@ -5,6 +5,7 @@ TRADESLoss: CE(model(x), y) + beta * KL(softmax(model(x)) || softmax(model(x_adv
 by default memory-saving: the clean and the adversarial activation graphs are never alive together.
 Attacks run with every module in eval mode and each module's mode is restored afterwards.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -127,7 +128,9 @@ class _RecomputedTRADES(torch.autograd.Function):
         rng_clean, rng_adv, rng_after = ctx.rng
         with torch.enable_grad():
             lc, la = logits_clean.detach().requires_grad_(), logits_adv.detach().requires_grad_()
-            g_clean, g_adv = torch.autograd.grad(ops.trades_objective(lc, la, c.y, c.beta, check=False), (lc, la), grad_out)
+            g_clean, g_adv = torch.autograd.grad(
+                ops.trades_objective(lc, la, c.y, c.beta, check=False), (lc, la), grad_out
+            )
         buffers = [b.detach().clone() for b in c.model.buffers()]
         total: list[Tensor | None] = [None] * len(params)
         for rng, inputs, g in ((rng_adv, c.x_adv, g_adv), (rng_clean, c.x, g_clean)):

@@ -1,4 +1,5 @@
 """Explicit, restoring mode switches for models (no hidden mode flips inside attacks or losses)."""
+
 from __future__ import annotations
 
 import contextlib

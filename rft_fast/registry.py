@@ -8,10 +8,12 @@ the store's key rules, the training loop) reads the registry instead of a hard-c
 
 An unknown name raises a ValueError that names the kind, lists the known names and suggests the closest.
 """
+
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from rft_fast.checks import suggest
 

@@ -25,6 +25,7 @@ Criteria (called as criterion(model, x, y) -> scalar, like rft_fast.losses):
   ConsistencyLoss(base, weight, augment): any criterion + weight * L_cons(model(augment(x)), model(augment(x)))
     with two independent draws of `augment`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,9 @@ def gram_alignment_loss(clean: Tensor, *views: Tensor) -> Tensor:
     for i, v in enumerate(views):
         _check_features(f"views[{i}]", v)
         if v.shape != clean.shape:
-            raise ValueError(f"views[{i}] must have the clean features' shape {tuple(clean.shape)}, "
-                             f"got {tuple(v.shape)}")
+            raise ValueError(
+                f"views[{i}] must have the clean features' shape {tuple(clean.shape)}, got {tuple(v.shape)}"
+            )
     g = gram_matrix(clean)
     n = clean.shape[0]
     return torch.stack([(g - gram_matrix(v)).square().sum() for v in views]).mean() / n**2
@@ -92,8 +94,10 @@ def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     if isinstance(model, Normalized):
         x = (x - model.mean.to(x.dtype)) / model.std.to(x.dtype)
     if not all(hasattr(net, a) for a in ("forward_features", "forward_head", "get_classifier")):
-        raise TypeError(f"features_and_logits() needs a timm model (forward_features / forward_head / "
-                        f"get_classifier), or a Normalized one, got {type(net).__name__}")
+        raise TypeError(
+            f"features_and_logits() needs a timm model (forward_features / forward_head / "
+            f"get_classifier), or a Normalized one, got {type(net).__name__}"
+        )
     features = net.forward_head(net.forward_features(x), pre_logits=True)
     return features, net.get_classifier()(features)
 

@@ -1,5 +1,6 @@
 """The reference study's constants (arXiv 2508.14079; docs/study.md), stated once: the norms as AutoAttack names
 them, the evaluation radii, the training radius and the test subset size."""
+
 from __future__ import annotations
 
 NORMS = ("Linf", "L2", "L1")

@@ -3,6 +3,7 @@
 Deterministic (fixed seeds, single-threaded reductions do not matter at this size); trains in a few seconds
 on a CPU. Split: 1,297 training images, the last 500 (after a fixed shuffle) held out for evaluation.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,9 +18,13 @@ class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Linear(64 * (SIZE // 4) ** 2, 10)
 

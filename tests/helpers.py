@@ -1,4 +1,5 @@
 """Input makers and an independent float64 projection solver shared by the tests."""
+
 from __future__ import annotations
 
 import copy

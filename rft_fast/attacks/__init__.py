@@ -6,6 +6,7 @@ the input only, accepts per-sample eps, optional bf16 autocast for the model, an
 seed. Steps and projections run on the fused ops of rft_fast.ops. A NaN / Inf loss or input gradient at any
 step raises NonFiniteError (a ValueError) at the end of the attack instead of returning points.
 """
+
 from rft_fast.attacks.apgd import APGD
 from rft_fast.attacks.common import LOSSES, NORMS, NonFiniteError
 from rft_fast.attacks.pgd import FGSMRS, PGD

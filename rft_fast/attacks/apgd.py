@@ -1,4 +1,5 @@
 """APGD (Croce & Hein 2020) on the fused ops, faithful to AutoAttack's implementation."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -192,7 +193,9 @@ class APGD:
             elif i == 0:  # alpha = 1 on the first iteration: z itself
                 x_new = ops.pgd_step(x_adv, x, grad, step, eps, norm, backend=be, check=False)
             else:
-                x_new, _ = ops.apgd_step(x_adv, x_old, x, grad, step, eps, norm, momentum=self.momentum, backend=be, check=False)
+                x_new, _ = ops.apgd_step(
+                    x_adv, x_old, x, grad, step, eps, norm, momentum=self.momentum, backend=be, check=False
+                )
             x_old, x_adv = x_adv, x_new
             last = i == steps - 1  # the last gradient would never be used
             loss, wrong, grad = obj(x_adv, need_grad=not last)

@@ -8,9 +8,11 @@ The model forward/backward runs under optional autocast (`amp_dtype`); everythin
 projections, best-point bookkeeping) is float32. Randomness comes from a `torch.Generator` on the input's
 device seeded with the attack's seed at each call, never from the global RNG.
 """
+
 from __future__ import annotations
 
 import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,7 +79,9 @@ class FiniteCheck:
         what += [f"the gradient with respect to the input on {n_grad} of {n} samples"] if n_grad else []
         raise NonFiniteError(
             f"{attack} ({norm}, loss {loss!r}): NaN or Inf in {' and in '.join(what)}; no adversarial points are "
-            "returned", samples=n_any)
+            "returned",
+            samples=n_any,
+        )
 
 
 # ---------------------------------------------------------------- argument checks (construction time)
@@ -134,7 +138,9 @@ def prepare(x: Tensor, y: Tensor, eps: Scalar) -> tuple[Tensor, Tensor, Tensor]:
     x32 = x.detach().float()
     lo, hi = torch.aminmax(x32)  # one read, one sync: NaN fails both comparisons below
     if not (float(lo) >= 0.0 and float(hi) <= 1.0):
-        raise ValueError(f"x must lie in [0, 1] (images as pixels, normalization inside the model), got [{float(lo)}, {float(hi)}]")
+        raise ValueError(
+            f"x must lie in [0, 1] (images as pixels, normalization inside the model), got [{float(lo)}, {float(hi)}]"
+        )
     y = y.detach().long()
     if bool((y < 0).any()):
         raise ValueError(f"y holds negative labels: {y[y < 0][:4].tolist()}")
@@ -205,8 +211,17 @@ class Objective:
     samples this objective covers: None for all, set by subset).
     """
 
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, loss: str, amp_dtype: torch.dtype | None,
-                 input_dtype: torch.dtype, *, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        loss: str,
+        amp_dtype: torch.dtype | None,
+        input_dtype: torch.dtype,
+        *,
+        backend: str = "auto",
+    ) -> None:
         self.model, self.y, self.loss, self.amp_dtype, self.input_dtype = model, y, loss, amp_dtype, input_dtype
         self.backend = backend
         self.device = x.device
@@ -227,7 +242,9 @@ class Objective:
             return logits
         n = self.y.shape[0]
         if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != n:
-            raise ValueError(f"model must return logits of shape ({n}, C), got {getattr(logits, 'shape', type(logits))}")
+            raise ValueError(
+                f"model must return logits of shape ({n}, C), got {getattr(logits, 'shape', type(logits))}"
+            )
         c = logits.shape[1]
         if self.loss == "dlr" and c < 3:
             raise ValueError(f"loss 'dlr' needs at least 3 classes, the model has {c}")
@@ -259,7 +276,7 @@ class Objective:
         self.finite.add_logits(logits, self.rows)
         return logits
 
-    def subset(self, idx: Tensor) -> "Objective":
+    def subset(self, idx: Tensor) -> Objective:
         """The same objective restricted to the samples idx (labels already validated), sharing the flags."""
         sub = Objective.__new__(Objective)
         sub.__dict__.update(self.__dict__)
@@ -285,7 +302,9 @@ def _noise(kind: str, x: Tensor, gen: torch.Generator) -> Tensor:
 
 def _row_norm(t: Tensor, norm: str) -> Tensor:
     rows = t.reshape(t.shape[0], -1)
-    n = {"Linf": lambda: rows.abs().amax(1), "L2": lambda: (rows**2).sum(1).sqrt(), "L1": lambda: rows.abs().sum(1)}[norm]()
+    n = {"Linf": lambda: rows.abs().amax(1), "L2": lambda: (rows**2).sum(1).sqrt(), "L1": lambda: rows.abs().sum(1)}[
+        norm
+    ]()
     return expand(n, t)
 
 

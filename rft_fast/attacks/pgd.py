@@ -1,4 +1,5 @@
 """PGD (Madry et al. 2018) and FGSM with random start (Wong et al. 2020) on the fused ops."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +13,21 @@ from rft_fast.modes import eval_mode
 
 
 def _pgd(
-    name: str, model: nn.Module, x: Tensor, y: Tensor, *, norm: str, eps: float | Tensor, steps: int, step_size: float | Tensor | None,
-    step_factor: float, loss: str, random_start: bool, seed: int, l1_sparsity: float, amp_dtype: torch.dtype | None,
+    name: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: str,
+    eps: float | Tensor,
+    steps: int,
+    step_size: float | Tensor | None,
+    step_factor: float,
+    loss: str,
+    random_start: bool,
+    seed: int,
+    l1_sparsity: float,
+    amp_dtype: torch.dtype | None,
     backend: str,
 ) -> Tensor:
     """Projected ascent with a fixed step from a random start; returns the last iterate. NonFiniteError (naming
@@ -31,7 +45,9 @@ def _pgd(
             x_adv = x32.clone()
         for _ in range(steps):
             _, _, grad = obj(x_adv)
-            x_adv = ops.pgd_step(x_adv, x32, grad, step, eps_t, norm, l1_sparsity=l1_sparsity, backend=backend, check=False)
+            x_adv = ops.pgd_step(
+                x_adv, x32, grad, step, eps_t, norm, l1_sparsity=l1_sparsity, backend=backend, check=False
+            )
     obj.finite.raise_if_bad(name, norm, loss)
     return common.finish(x_adv, x, eps, norm)
 
@@ -98,9 +114,21 @@ class PGD:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor | None = None) -> Tensor:
         _validate(self, self.steps)
         return _pgd(
-            "PGD", model, x, y, norm=self.norm, eps=self.eps if eps is None else eps, steps=self.steps,
-            step_size=self.step_size, step_factor=2.5 / self.steps, loss=self.loss, random_start=self.random_start,
-            seed=self.seed, l1_sparsity=self.l1_sparsity, amp_dtype=self.amp_dtype, backend=self.backend,
+            "PGD",
+            model,
+            x,
+            y,
+            norm=self.norm,
+            eps=self.eps if eps is None else eps,
+            steps=self.steps,
+            step_size=self.step_size,
+            step_factor=2.5 / self.steps,
+            loss=self.loss,
+            random_start=self.random_start,
+            seed=self.seed,
+            l1_sparsity=self.l1_sparsity,
+            amp_dtype=self.amp_dtype,
+            backend=self.backend,
         )
 
 
@@ -143,7 +171,19 @@ class FGSMRS:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, eps: float | Tensor | None = None) -> Tensor:
         _validate(self, 1)
         return _pgd(
-            "FGSM-RS", model, x, y, norm=self.norm, eps=self.eps if eps is None else eps, steps=1,
-            step_size=self.step_size, step_factor=1.25, loss=self.loss, random_start=self.random_start, seed=self.seed,
-            l1_sparsity=self.l1_sparsity, amp_dtype=self.amp_dtype, backend=self.backend,
+            "FGSM-RS",
+            model,
+            x,
+            y,
+            norm=self.norm,
+            eps=self.eps if eps is None else eps,
+            steps=1,
+            step_size=self.step_size,
+            step_factor=1.25,
+            loss=self.loss,
+            random_start=self.random_start,
+            seed=self.seed,
+            l1_sparsity=self.l1_sparsity,
+            amp_dtype=self.amp_dtype,
+            backend=self.backend,
         )

@@ -1,4 +1,5 @@
 """The official TRADES training attack (Zhang et al. 2019), as its reference code generates x_adv."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

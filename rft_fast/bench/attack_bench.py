@@ -12,10 +12,11 @@ Under --dtypes bfloat16 each implementation runs the model's forward/backward un
 through amp_dtype, the others through a wrapper); attack arithmetic stays float32 in all of them. Robust
 accuracy is the float32 accuracy of the model on the returned points.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -29,9 +30,16 @@ DEFAULT_MODELS = ("resnet50", "convnext_tiny", "vit_small_patch16_224")
 IMPLS = ("rft-fast", "rft-fast-aa", "pyautoattack", "reference")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 COLUMNS = (
-    ("model", "model", "<22"), ("dtype", "dtype", "<8"), ("impl", "impl", "<12"), ("batch", "batch", ">5"),
-    ("size", "px", ">4"), ("median_s", "s/batch", ">8.3f"), ("images_per_s", "img/s", ">8.1f"),
-    ("robust_acc", "rob.acc", ">7.3f"), ("vs_aa", "x AA", ">6.2f"), ("vs_aa_fp32", "x AA fp32", ">9.2f"),
+    ("model", "model", "<22"),
+    ("dtype", "dtype", "<8"),
+    ("impl", "impl", "<12"),
+    ("batch", "batch", ">5"),
+    ("size", "px", ">4"),
+    ("median_s", "s/batch", ">8.3f"),
+    ("images_per_s", "img/s", ">8.1f"),
+    ("robust_acc", "rob.acc", ">7.3f"),
+    ("vs_aa", "x AA", ">6.2f"),
+    ("vs_aa_fp32", "x AA fp32", ">9.2f"),
 )
 
 
@@ -57,19 +65,37 @@ def available_impls() -> list[str]:
     return list(IMPLS)
 
 
-def attack_fn(impl: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int,
-              restarts: int, amp_dtype: torch.dtype | None) -> Callable[[], torch.Tensor]:
+def attack_fn(
+    impl: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str,
+    eps: float,
+    steps: int,
+    restarts: int,
+    amp_dtype: torch.dtype | None,
+) -> Callable[[], torch.Tensor]:
     """A closure running one attack of `impl` on (x, y), model in eval mode; returns x_adv."""
     if impl in ("rft-fast", "rft-fast-aa"):
-        attack = APGD(norm=norm, eps=eps, steps=steps, loss="ce", restarts=restarts, amp_dtype=amp_dtype,
-                      select="loss" if impl == "rft-fast" else "misclassified")
+        attack = APGD(
+            norm=norm,
+            eps=eps,
+            steps=steps,
+            loss="ce",
+            restarts=restarts,
+            amp_dtype=amp_dtype,
+            select="loss" if impl == "rft-fast" else "misclassified",
+        )
         return lambda: attack(model, x, y)
     wrapped = _Autocast(model, amp_dtype)
     if impl == "pyautoattack":
         from pyautoattack.autopgd_base import APGDAttack
 
-        aa = APGDAttack(wrapped, n_iter=steps, norm=norm, n_restarts=restarts, eps=eps, seed=0, loss="ce",
-                        device=x.device)
+        aa = APGDAttack(
+            wrapped, n_iter=steps, norm=norm, n_restarts=restarts, eps=eps, seed=0, loss="ce", device=x.device
+        )
 
         def run_aa() -> torch.Tensor:
             with eval_mode(model):
@@ -77,6 +103,7 @@ def attack_fn(impl: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
 
         return run_aa
     if impl == "reference":
+
         def run_ref() -> torch.Tensor:
             with eval_mode(model):
                 return reference.apgd_attack(wrapped, x, y, eps, norm, steps=steps, loss="ce", restarts=restarts)
@@ -119,15 +146,24 @@ def run(
         model_rows = []
         for dtype_name in dtypes:
             for impl in chosen:
-                fn = attack_fn(impl, model, x, y, norm=norm, eps=eps, steps=steps, restarts=restarts,
-                               amp_dtype=DTYPES[dtype_name])
+                fn = attack_fn(
+                    impl, model, x, y, norm=norm, eps=eps, steps=steps, restarts=restarts, amp_dtype=DTYPES[dtype_name]
+                )
                 seconds = common.time_fn(fn, dev, min_reps=min_reps, min_seconds=min_seconds)
                 with torch.no_grad():
                     acc = (model(fn()).argmax(1) == y).float().mean().item()
-                model_rows.append({
-                    "model": name, "dtype": dtype_name, "impl": impl, "batch": batch, "size": image_size,
-                    "median_s": seconds, "images_per_s": batch / seconds, "robust_acc": acc,
-                })
+                model_rows.append(
+                    {
+                        "model": name,
+                        "dtype": dtype_name,
+                        "impl": impl,
+                        "batch": batch,
+                        "size": image_size,
+                        "median_s": seconds,
+                        "images_per_s": batch / seconds,
+                        "robust_acc": acc,
+                    }
+                )
         aa = {r["dtype"]: r["median_s"] for r in model_rows if r["impl"] == "pyautoattack"}
         for r in model_rows:
             r["vs_aa"] = aa[r["dtype"]] / r["median_s"] if r["dtype"] in aa else None
@@ -137,8 +173,10 @@ def run(
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     meta = common.environment(dev, " ".join(sys.argv))
-    meta["attack"] = (f"APGD-CE {norm} eps={eps:.6g} steps={steps} restarts={restarts}; labels = clean predictions "
-                      f"of random-init timm models, {num_classes} classes; channels_last={channels_last}")
+    meta["attack"] = (
+        f"APGD-CE {norm} eps={eps:.6g} steps={steps} restarts={restarts}; labels = clean predictions "
+        f"of random-init timm models, {num_classes} classes; channels_last={channels_last}"
+    )
     return {"meta": meta, "rows": rows}
 
 

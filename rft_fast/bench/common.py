@@ -1,11 +1,12 @@
 """What every benchmark shares: timing, copy bandwidth, the environment record, a table printer."""
+
 from __future__ import annotations
 
 import datetime
 import platform
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -19,9 +20,11 @@ def _sync(device: torch.device) -> None:
 
 def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
     """fn followed by a device synchronization, so that a timer sees the kernels' time, not their launch."""
+
     def run() -> None:
         fn()
         _sync(device)
+
     return run
 
 
@@ -72,7 +75,9 @@ def environment(device: torch.device, command: str) -> dict[str, object]:
     }
 
 
-def format_table(meta: dict[str, object], rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str, str]]) -> str:
+def format_table(
+    meta: dict[str, object], rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str, str]]
+) -> str:
     """A fixed-width table: columns are (key, header, format spec such as '>9.3f' or '<10')."""
     head = f"device: {meta['device']} ({meta['device_type']}, {meta['threads']} threads)  torch {meta['torch']}"
     widths = [max(len(h), int("".join(c for c in spec.split(".")[0] if c.isdigit()) or 0)) for _, h, spec in columns]
@@ -82,7 +87,13 @@ def format_table(meta: dict[str, object], rows: Sequence[dict[str, object]], col
         cells = []
         for (key, _, spec), w in zip(columns, widths):
             v = r[key]
-            text = "-" if v is None else "x".join(map(str, v)) if isinstance(v, (tuple, list)) else format(v, spec.lstrip("<>"))
+            text = (
+                "-"
+                if v is None
+                else "x".join(map(str, v))
+                if isinstance(v, (tuple, list))
+                else format(v, spec.lstrip("<>"))
+            )
             cells.append(text.rjust(w) if ">" in spec else text.ljust(w))
         lines.append(" ".join(cells))
     return "\n".join(lines)

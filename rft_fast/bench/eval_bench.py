@@ -6,6 +6,7 @@ instead of skipping the misclassified ones), n test-sized images; seconds for cl
 norm at the study's eps (mode standard or fast) and the corruption accuracy from a prebuilt set. Cache part:
 seconds to corrupt a dataset's test split (the study setting, no cache) per worker count.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,13 @@ from rft_fast.eval import corruptions
 from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack
 
 COLUMNS = (
-    ("part", "part", "<12"), ("what", "what", "<14"), ("n", "n", ">5"), ("size", "px", ">4"),
-    ("workers", "workers", ">7"), ("seconds", "seconds", ">9.2f"), ("per_image_ms", "ms/img", ">9.2f"),
+    ("part", "part", "<12"),
+    ("what", "what", "<14"),
+    ("n", "n", ">5"),
+    ("size", "px", ">4"),
+    ("workers", "workers", ">7"),
+    ("seconds", "seconds", ">9.2f"),
+    ("per_image_ms", "ms/img", ">9.2f"),
     ("accuracy", "acc", ">6.3f"),
 )
 
@@ -31,8 +37,9 @@ def defaults(device: torch.device) -> tuple[int, int]:
     return (1000, 224) if device.type == "cuda" else (16, 64)
 
 
-def _model_rows(model_name: str, n: int, size: int, mode: str, norms: tuple[str, ...], device: torch.device,
-                test_set) -> list[dict]:
+def _model_rows(
+    model_name: str, n: int, size: int, mode: str, norms: tuple[str, ...], device: torch.device, test_set
+) -> list[dict]:
     model = common.make_model(model_name, size, 10, device).eval()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(n, 3, size, size, generator=gen).to(device)
@@ -51,8 +58,7 @@ def _model_rows(model_name: str, n: int, size: int, mode: str, norms: tuple[str,
     t0 = time.perf_counter()
     with torch.no_grad():
         yc = torch.cat([model(b).argmax(1) for b in xc.split(128)])
-    rows.append({"what": "corruptions", "seconds": time.perf_counter() - t0, "accuracy": None,
-                 "n": len(yc)})
+    rows.append({"what": "corruptions", "seconds": time.perf_counter() - t0, "accuracy": None, "n": len(yc)})
     for r in rows:
         r.setdefault("n", n)
         r.update(part=model_name, size=size, workers=None, per_image_ms=1000 * r["seconds"] / r["n"])
@@ -79,11 +85,23 @@ def run(
         test = data.stratified_subset(data.build(name, root, image_size=cache_size).test, 1000, seed=0)
         for workers in counts:
             seconds = corruptions.time_build(test, workers=workers)
-            rows.append({"part": "cache build", "what": name, "n": len(test), "size": cache_size, "workers": workers,
-                         "seconds": seconds, "per_image_ms": 1000 * seconds / len(test), "accuracy": None})
+            rows.append(
+                {
+                    "part": "cache build",
+                    "what": name,
+                    "n": len(test),
+                    "size": cache_size,
+                    "workers": workers,
+                    "seconds": seconds,
+                    "per_image_ms": 1000 * seconds / len(test),
+                    "accuracy": None,
+                }
+            )
     meta = common.environment(dev, " ".join(sys.argv))
-    meta["model_part"] = (f"random-init {model}, labels = clean predictions, AutoAttack {mode} at the study's eps; "
-                          "corruptions = accuracy on a prebuilt study set (build time in the cache rows)")
+    meta["model_part"] = (
+        f"random-init {model}, labels = clean predictions, AutoAttack {mode} at the study's eps; "
+        "corruptions = accuracy on a prebuilt study set (build time in the cache rows)"
+    )
     meta["cpu_count"] = os.cpu_count()
     return {"meta": meta, "rows": rows}
 

@@ -3,10 +3,11 @@
 Bytes per call (ideal): both logit tensors read in the forward, read again and both gradients written in
 the backward (6 x N x C elements); GB/s is compared with the copy bandwidth of the same bytes.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -16,9 +17,15 @@ from rft_fast.bench import common
 DEFAULT_CLASSES = (10, 102, 1000, 21843)
 DEFAULT_BATCHES = (64, 256)
 COLUMNS = (
-    ("backend", "backend", "<7"), ("n", "N", ">5"), ("c", "C", ">6"), ("dtype", "dtype", "<8"),
-    ("median_ms", "ms", ">9.3f"), ("gbps", "GB/s", ">8.2f"), ("copy_gbps", "copy GB/s", ">9.2f"),
-    ("pct_of_copy", "%copy", ">6.1f"), ("vs_torch", "x torch", ">8.2f"),
+    ("backend", "backend", "<7"),
+    ("n", "N", ">5"),
+    ("c", "C", ">6"),
+    ("dtype", "dtype", "<8"),
+    ("median_ms", "ms", ">9.3f"),
+    ("gbps", "GB/s", ">8.2f"),
+    ("copy_gbps", "copy GB/s", ">9.2f"),
+    ("pct_of_copy", "%copy", ">6.1f"),
+    ("vs_torch", "x torch", ">8.2f"),
 )
 
 
@@ -57,11 +64,19 @@ def run(
             times = {b: common.time_fn(fwd_bwd(la, lc, y, b), dev, min_seconds=min_seconds) for b in chosen}
             for b, sec in times.items():
                 gbps = 6 * n * c * la.element_size() / sec / 1e9
-                rows.append({
-                    "backend": b, "n": n, "c": c, "dtype": str(dtype).replace("torch.", ""),
-                    "median_ms": sec * 1e3, "gbps": gbps, "copy_gbps": copy,
-                    "pct_of_copy": 100 * gbps / copy, "vs_torch": times["torch"] / sec,
-                })
+                rows.append(
+                    {
+                        "backend": b,
+                        "n": n,
+                        "c": c,
+                        "dtype": str(dtype).replace("torch.", ""),
+                        "median_ms": sec * 1e3,
+                        "gbps": gbps,
+                        "copy_gbps": copy,
+                        "pct_of_copy": 100 * gbps / copy,
+                        "vs_torch": times["torch"] / sec,
+                    }
+                )
     return {"meta": common.environment(dev, " ".join(sys.argv)), "rows": rows}
 
 

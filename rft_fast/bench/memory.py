@@ -1,8 +1,9 @@
 """Peak-memory measurements for benchmarks: the CUDA allocator on GPU, saved activations anywhere."""
+
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -4,11 +4,12 @@ For each case: median time, effective GB/s (bytes of the inputs read once plus o
 divided by time), the ratio to the torch backend measured in the same run, and the device's copy
 bandwidth (`y.copy_(x)` of the same number of bytes) as the ceiling to compare GB/s against.
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 
@@ -53,7 +54,9 @@ def call(op: str, norm: str, backend: str, a: dict[str, object]) -> Callable[[],
     if op == "project":
         return lambda: ops.project(a["x_adv"], a["x"], a["eps"], norm, backend=backend, check=False)
     if op == "pgd_step":
-        return lambda: ops.pgd_step(a["x_adv"], a["x"], a["grad"], a["step"], a["eps"], norm, backend=backend, check=False)
+        return lambda: ops.pgd_step(
+            a["x_adv"], a["x"], a["grad"], a["step"], a["eps"], norm, backend=backend, check=False
+        )
     return lambda: ops.apgd_step(
         a["x_adv"], a["x_prev"], a["x"], a["grad"], a["step"], a["eps"], norm, backend=backend, check=False
     )
@@ -94,16 +97,25 @@ def run(
                     sec = time_fn(call(op, norm, backend, a), dev, min_seconds=min_seconds)
                     measured[backend] = sec
                     gbps = (reads + writes) * numel * elem / sec / 1e9
-                    rows.append(Row(op, norm, backend, tuple(shape), str(dtype).replace("torch.", ""), sec * 1e3, gbps, copy))
-                for r in rows[-len(chosen):]:
+                    rows.append(
+                        Row(op, norm, backend, tuple(shape), str(dtype).replace("torch.", ""), sec * 1e3, gbps, copy)
+                    )
+                for r in rows[-len(chosen) :]:
                     r.vs_torch = measured["torch"] / (r.median_ms / 1e3)
     return {"meta": environment(dev, " ".join(sys.argv)), "rows": [asdict(r) for r in rows]}
 
 
 COLUMNS = (
-    ("op", "op", "<10"), ("norm", "norm", "<5"), ("backend", "backend", "<7"), ("shape", "shape", "<16"),
-    ("dtype", "dtype", "<8"), ("median_ms", "ms", ">9.3f"), ("gbps", "GB/s", ">8.2f"),
-    ("copy_gbps", "copy GB/s", ">9.2f"), ("pct_of_copy", "%copy", ">6.1f"), ("vs_torch", "x torch", ">8.2f"),
+    ("op", "op", "<10"),
+    ("norm", "norm", "<5"),
+    ("backend", "backend", "<7"),
+    ("shape", "shape", "<16"),
+    ("dtype", "dtype", "<8"),
+    ("median_ms", "ms", ">9.3f"),
+    ("gbps", "GB/s", ">8.2f"),
+    ("copy_gbps", "copy GB/s", ">9.2f"),
+    ("pct_of_copy", "%copy", ">6.1f"),
+    ("vs_torch", "x torch", ">8.2f"),
 )
 
 

@@ -8,6 +8,7 @@ Variants per base loss:
   consistency  ConsistencyLoss(base) (two augmented views), AdamW step
 The overhead column is the median step time over the plain variant's.
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,13 @@ from rft_fast.train.grace import CurvatureSAM, preserved_buffers
 LOSSES = ("classic_at", "trades")  # the registry losses (train.loss_registry) that GRACE and consistency wrap
 VARIANTS = ("plain", "gram", "grace", "consistency")
 COLUMNS = (
-    ("model", "model", "<14"), ("loss", "loss", "<10"), ("variant", "variant", "<12"), ("batch", "batch", ">5"),
-    ("size", "px", ">4"), ("median_s", "step s", ">8.4f"), ("images_per_s", "img/s", ">8.1f"),
+    ("model", "model", "<14"),
+    ("loss", "loss", "<10"),
+    ("variant", "variant", "<12"),
+    ("batch", "batch", ">5"),
+    ("size", "px", ">4"),
+    ("median_s", "step s", ">8.4f"),
+    ("images_per_s", "img/s", ">8.1f"),
     ("overhead", "x plain", ">7.2f"),
 )
 
@@ -49,7 +55,9 @@ def step_fn(
             def closure() -> None:
                 with preserved_buffers(model):
                     grace.objective(model, b).backward()
+
             sam.step(closure)
+
         return run_grace
     criterion = {"plain": base, "gram": GraceLoss(base), "consistency": ConsistencyLoss(base)}[variant]
 
@@ -57,6 +65,7 @@ def step_fn(
         optimizer.zero_grad(set_to_none=True)
         criterion(model, x, y).backward()
         optimizer.step()
+
     return run
 
 
@@ -84,12 +93,23 @@ def run(
     for loss in losses:
         plain = None
         for variant in ("plain",) + tuple(v for v in variants if v != "plain"):
-            seconds = common.time_fn(step_fn(variant, loss, net, x, y, attack_steps), dev, min_reps=min_reps,
-                                     min_seconds=min_seconds)
+            seconds = common.time_fn(
+                step_fn(variant, loss, net, x, y, attack_steps), dev, min_reps=min_reps, min_seconds=min_seconds
+            )
             plain = plain or seconds
             if variant in variants:
-                rows.append({"model": model, "loss": loss, "variant": variant, "batch": batch, "size": image_size,
-                             "median_s": seconds, "images_per_s": batch / seconds, "overhead": seconds / plain})
+                rows.append(
+                    {
+                        "model": model,
+                        "loss": loss,
+                        "variant": variant,
+                        "batch": batch,
+                        "size": image_size,
+                        "median_s": seconds,
+                        "images_per_s": batch / seconds,
+                        "overhead": seconds / plain,
+                    }
+                )
     meta = common.environment(dev, " ".join(sys.argv))
     meta["step"] = f"APGD-CE Linf 4/255, {attack_steps} steps, no random start; loss + backward + AdamW step"
     return {"meta": meta, "rows": rows}

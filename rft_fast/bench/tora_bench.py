@@ -6,6 +6,7 @@ trains), "LP" (head only), "TORA-phase1" (psi_A + psi_R + heads: robust loss on 
 acc path), "TORA-phase2" (fusion only, lambda 0.5 on the fused model). Peak memory: the CUDA allocator's peak
 on GPU, the saved-activation peak (rft_fast.bench.memory) everywhere.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,9 +23,15 @@ from rft_fast.train.criterion import make_criterion
 
 METHODS = ("FFT", "LP", "TORA-phase1", "TORA-phase2")
 COLUMNS = (
-    ("backbone", "backbone", "<34"), ("method", "method", "<12"), ("batch", "batch", ">5"), ("size", "px", ">4"),
-    ("trainable_m", "train M", ">8.2f"), ("total_m", "total M", ">8.2f"), ("median_s", "step s", ">8.3f"),
-    ("images_per_s", "img/s", ">8.1f"), ("peak_gb", "peak GB", ">8.3f"),
+    ("backbone", "backbone", "<34"),
+    ("method", "method", "<12"),
+    ("batch", "batch", ">5"),
+    ("size", "px", ">4"),
+    ("trainable_m", "train M", ">8.2f"),
+    ("total_m", "total M", ">8.2f"),
+    ("median_s", "step s", ">8.3f"),
+    ("images_per_s", "img/s", ">8.1f"),
+    ("peak_gb", "peak GB", ">8.3f"),
 )
 
 
@@ -47,8 +54,16 @@ def bench_tora(
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"methods must be a subset of {list(METHODS)}, got unknown {unknown}")
-    config = TrainConfig(backbone=backbone, dataset="bench", protocol="TORA-2", loss=loss, attack_steps=attack_steps,
-                         random_init=True, tora_bottleneck=bottleneck, tora_fusion_dim=fusion_dim)
+    config = TrainConfig(
+        backbone=backbone,
+        dataset="bench",
+        protocol="TORA-2",
+        loss=loss,
+        attack_steps=attack_steps,
+        random_init=True,
+        tora_bottleneck=bottleneck,
+        tora_fusion_dim=fusion_dim,
+    )
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, image_size, image_size, generator=g).to(device)
     y = torch.randint(0, num_classes, (batch,), generator=g).to(device)
@@ -72,23 +87,32 @@ def bench_tora(
         step = _step(model, optimizer, criterion, x, y)
         seconds = common.time_fn(step, device, min_reps=2, min_seconds=0.0)
         peak = cuda_peak(step, device) if device.type == "cuda" else saved_activation_peak(step)
-        rows.append({
-            "backbone": backbone, "method": method, "batch": batch, "size": image_size,
-            "trainable_m": sum(p.numel() for p in trainable) / 1e6,
-            "total_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "median_s": seconds, "images_per_s": batch / seconds, "peak_gb": peak / 1e9,
-            "memory": "cuda allocator" if device.type == "cuda" else "saved activations",
-        })
+        rows.append(
+            {
+                "backbone": backbone,
+                "method": method,
+                "batch": batch,
+                "size": image_size,
+                "trainable_m": sum(p.numel() for p in trainable) / 1e6,
+                "total_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                "median_s": seconds,
+                "images_per_s": batch / seconds,
+                "peak_gb": peak / 1e9,
+                "memory": "cuda allocator" if device.type == "cuda" else "saved activations",
+            }
+        )
         del model, optimizer, step
     return rows
 
 
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, x: torch.Tensor, y: torch.Tensor):
     """One training step of `model` on (x, y): zero_grad, criterion backward, optimizer step."""
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         criterion(model, x, y).backward()
         optimizer.step()
+
     return step
 
 
@@ -104,12 +128,18 @@ def run(
     APGD-10 on GPU; vit_small at 64 px, batch 8, APGD-2 on CPU (where 224 px takes minutes a step)."""
     dev = torch.device(device)
     gpu = dev.type == "cuda"
-    backbones = backbones or (("vit_small_patch16_224.augreg_in1k", "vit_base_patch16_224.augreg_in1k") if gpu
-                              else ("vit_small_patch16_224.augreg_in1k",))
+    backbones = backbones or (
+        ("vit_small_patch16_224.augreg_in1k", "vit_base_patch16_224.augreg_in1k")
+        if gpu
+        else ("vit_small_patch16_224.augreg_in1k",)
+    )
     batch, image_size = batch or (64 if gpu else 8), image_size or (224 if gpu else 64)
     steps = attack_steps or (10 if gpu else 2)
-    rows = [row for name in backbones
-            for row in bench_tora(name, image_size=image_size, batch=batch, device=dev, loss=loss, attack_steps=steps)]
+    rows = [
+        row
+        for name in backbones
+        for row in bench_tora(name, image_size=image_size, batch=batch, device=dev, loss=loss, attack_steps=steps)
+    ]
     meta = common.environment(dev, " ".join(sys.argv))
     meta["step"] = f"APGD-CE Linf 4/255, {steps} steps through the whole model; {loss} + backward + AdamW step"
     return {"meta": meta, "rows": rows}

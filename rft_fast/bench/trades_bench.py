@@ -5,6 +5,7 @@ bisection). Peak memory is the CUDA allocator's peak above the pre-step allocati
 reported on GPU) it is the peak of activations saved for backward alive at once (autograd saved-tensor hooks),
 the part of memory the two TRADES graphs compete for.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,9 +21,16 @@ from rft_fast.losses import TRADESLoss
 
 DEFAULT_MODELS = ("resnet50", "convnext_tiny", "vit_small_patch16_224")
 COLUMNS = (
-    ("model", "model", "<22"), ("variant", "variant", "<13"), ("batch", "batch", ">5"), ("size", "px", ">4"),
-    ("median_s", "step s", ">8.3f"), ("saved_gb", "saved GB", ">9.3f"), ("cuda_peak_gb", "cuda GB", ">8.3f"),
-    ("mem_ratio", "mem/std", ">8.3f"), ("time_ratio", "time/std", ">9.3f"), ("max_batch", "max batch", ">9"),
+    ("model", "model", "<22"),
+    ("variant", "variant", "<13"),
+    ("batch", "batch", ">5"),
+    ("size", "px", ">4"),
+    ("median_s", "step s", ">8.3f"),
+    ("saved_gb", "saved GB", ">9.3f"),
+    ("cuda_peak_gb", "cuda GB", ">8.3f"),
+    ("mem_ratio", "mem/std", ">8.3f"),
+    ("time_ratio", "time/std", ">9.3f"),
+    ("max_batch", "max batch", ">9"),
 )
 VARIANTS = {"standard": False, "memory-saving": True}
 
@@ -90,17 +98,32 @@ def run(
             if max_memory_gb is not None:
                 search_attack = functools.partial(attack, steps=1)  # the attack's graph never exceeds one branch
                 max_batch = largest_batch(
-                    model, TRADESLoss(search_attack, memory_saving=memory_saving), image_size, dev, int(max_memory_gb * 1e9)
+                    model,
+                    TRADESLoss(search_attack, memory_saving=memory_saving),
+                    image_size,
+                    dev,
+                    int(max_memory_gb * 1e9),
                 )
             measured[variant] = (seconds, peak if peak is not None else saved)
             std_s, std_mem = measured["standard"]
-            rows.append({
-                "model": name, "variant": variant, "batch": batch, "size": image_size, "median_s": seconds,
-                "saved_gb": saved / 1e9, "cuda_peak_gb": None if peak is None else peak / 1e9,
-                "mem_ratio": measured[variant][1] / std_mem, "time_ratio": seconds / std_s, "max_batch": max_batch,
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "batch": batch,
+                    "size": image_size,
+                    "median_s": seconds,
+                    "saved_gb": saved / 1e9,
+                    "cuda_peak_gb": None if peak is None else peak / 1e9,
+                    "mem_ratio": measured[variant][1] / std_mem,
+                    "time_ratio": seconds / std_s,
+                    "max_batch": max_batch,
+                }
+            )
     meta = common.environment(dev, " ".join(sys.argv))
-    meta["memory_measure"] = "cuda max_memory_allocated above pre-step" if dev.type == "cuda" else "saved-activation peak (autograd hooks)"
+    meta["memory_measure"] = (
+        "cuda max_memory_allocated above pre-step" if dev.type == "cuda" else "saved-activation peak (autograd hooks)"
+    )
     meta["attack"] = f"PGD-KL (rft_fast.reference.pgd_attack), {attack_steps} steps, Linf 8/255"
     return {"meta": meta, "rows": rows}
 

@@ -6,6 +6,7 @@ rft-fast: the criterion `rft-fast train` uses (APGD on the fused ops; TRADES mem
 APGD and the standard two-graph TRADES. bf16 = the model under torch.autocast for both. Images/s = batch /
 median step time; peak memory: the CUDA allocator's peak on GPU, the saved-activation peak everywhere.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,9 +27,17 @@ LOSSES = ("classic_at", "trades")  # the registry losses (train.loss_registry) t
 IMPLS = ("rft-fast", "reference")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 COLUMNS = (
-    ("model", "model", "<22"), ("loss", "loss", "<10"), ("dtype", "dtype", "<8"), ("impl", "impl", "<9"),
-    ("batch", "batch", ">5"), ("size", "px", ">4"), ("median_s", "step s", ">8.3f"), ("images_per_s", "img/s", ">8.1f"),
-    ("speedup", "x ref", ">6.2f"), ("saved_gb", "saved GB", ">9.3f"), ("cuda_peak_gb", "cuda GB", ">8.3f"),
+    ("model", "model", "<22"),
+    ("loss", "loss", "<10"),
+    ("dtype", "dtype", "<8"),
+    ("impl", "impl", "<9"),
+    ("batch", "batch", ">5"),
+    ("size", "px", ">4"),
+    ("median_s", "step s", ">8.3f"),
+    ("images_per_s", "img/s", ">8.1f"),
+    ("speedup", "x ref", ">6.2f"),
+    ("saved_gb", "saved GB", ">9.3f"),
+    ("cuda_peak_gb", "cuda GB", ">8.3f"),
     ("mem_ratio", "mem/ref", ">8.3f"),
 )
 
@@ -38,18 +47,23 @@ def defaults(device: torch.device) -> tuple[int, int]:
     return (64, 224) if device.type == "cuda" else (8, 64)
 
 
-def step_fn(impl: str, loss: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
-            amp_dtype: torch.dtype | None) -> Callable[[], None]:
+def step_fn(
+    impl: str, loss: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, amp_dtype: torch.dtype | None
+) -> Callable[[], None]:
     """One full training step of `impl` on a fixed batch (the optimizer is AdamW with a tiny lr, so the model
     stays put across repetitions in practice)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-8, betas=(0.9, 0.95))
     autocast = (lambda: torch.autocast(x.device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     if impl == "reference":
+
         def run() -> None:
             with autocast():
                 reference.train_step(model, optimizer, x, y, loss=loss, eps=4 / 255, steps=steps)
+
         return run
-    criterion = make_criterion(TrainConfig(backbone="bench", dataset="bench", loss=loss, attack_steps=steps, random_init=True))
+    criterion = make_criterion(
+        TrainConfig(backbone="bench", dataset="bench", loss=loss, attack_steps=steps, random_init=True)
+    )
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -57,6 +71,7 @@ def step_fn(impl: str, loss: str, model: nn.Module, x: torch.Tensor, y: torch.Te
             value = criterion(model, x, y)
         value.backward()
         optimizer.step()
+
     return run
 
 
@@ -89,15 +104,27 @@ def run(
                     peak = cuda_peak(step, dev) if dev.type == "cuda" else None
                     mem = peak if peak is not None else saved
                     ref = ref or (seconds, mem)
-                    rows.append({
-                        "model": name, "loss": loss, "dtype": dtype, "impl": impl, "batch": batch, "size": image_size,
-                        "median_s": seconds, "images_per_s": batch / seconds, "speedup": ref[0] / seconds,
-                        "saved_gb": saved / 1e9, "cuda_peak_gb": None if peak is None else peak / 1e9,
-                        "mem_ratio": mem / ref[1],
-                    })
+                    rows.append(
+                        {
+                            "model": name,
+                            "loss": loss,
+                            "dtype": dtype,
+                            "impl": impl,
+                            "batch": batch,
+                            "size": image_size,
+                            "median_s": seconds,
+                            "images_per_s": batch / seconds,
+                            "speedup": ref[0] / seconds,
+                            "saved_gb": saved / 1e9,
+                            "cuda_peak_gb": None if peak is None else peak / 1e9,
+                            "mem_ratio": mem / ref[1],
+                        }
+                    )
     meta = common.environment(dev, " ".join(sys.argv))
     meta["step"] = f"APGD-CE Linf 4/255, {attack_steps} steps, no random start; loss + backward + AdamW step"
-    meta["memory_measure"] = "cuda max_memory_allocated above pre-step" if dev.type == "cuda" else "saved-activation peak (autograd hooks)"
+    meta["memory_measure"] = (
+        "cuda max_memory_allocated above pre-step" if dev.type == "cuda" else "saved-activation peak (autograd hooks)"
+    )
     return {"meta": meta, "rows": rows}
 
 

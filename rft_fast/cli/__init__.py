@@ -4,6 +4,7 @@ One module per command group (bench, train, models, eval, results, grid, report,
 subcommands with `add_commands(sub)`; options.py holds what they share (option types, the flag generator that
 turns a typed config into options, the device choice). `main` is the one place a failure becomes an error line.
 """
+
 from __future__ import annotations
 
 import argparse

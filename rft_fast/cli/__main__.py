@@ -1,4 +1,5 @@
 """`python -m rft_fast.cli`: the same as the `rft-fast` console script."""
+
 import sys
 
 from rft_fast.cli import main

@@ -1,4 +1,5 @@
 """`rft-fast bench SUITE`: the throughput and memory suites of rft_fast.bench, one subcommand each."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ def attack_losses() -> list[str]:
     these): classic_at, trades (rft_fast.train.loss_registry)."""
     from rft_fast.train.loss_registry import LOSS_REGISTRY
 
-    return [name for name, spec in LOSS_REGISTRY.items() if spec.uses_attack and not spec.sharpness_aware
-            and not spec.fields]
+    return [
+        name
+        for name, spec in LOSS_REGISTRY.items()
+        if spec.uses_attack and not spec.sharpness_aware and not spec.fields
+    ]
 
 
 def _check_backends(requested: list[str] | None, available: list[str], device: str) -> None:
@@ -41,8 +45,13 @@ def _ops(args: argparse.Namespace) -> int:
     device = pick_device(args)
     _check_backends(args.backends, ops_bench.bench_backends(torch.device(device)), device)
     result = ops_bench.run(
-        device=device, shapes=tuple(args.shapes) if args.shapes else ops_bench.DEFAULT_SHAPES, dtype=DTYPES[args.dtype],
-        norms=tuple(args.norms), op_names=tuple(args.ops), backends=args.backends, min_seconds=args.min_seconds,
+        device=device,
+        shapes=tuple(args.shapes) if args.shapes else ops_bench.DEFAULT_SHAPES,
+        dtype=DTYPES[args.dtype],
+        norms=tuple(args.norms),
+        op_names=tuple(args.ops),
+        backends=args.backends,
+        min_seconds=args.min_seconds,
     )
     return emit(ops_bench, result, args.json)
 
@@ -53,8 +62,12 @@ def _kl(args: argparse.Namespace) -> int:
     device = pick_device(args)
     _check_backends(args.backends, kl_bench.bench_backends(torch.device(device)), device)
     result = kl_bench.run(
-        device=device, classes=tuple(args.classes), batches=tuple(args.batches), dtype=DTYPES[args.dtype],
-        backends=args.backends, min_seconds=args.min_seconds,
+        device=device,
+        classes=tuple(args.classes),
+        batches=tuple(args.batches),
+        dtype=DTYPES[args.dtype],
+        backends=args.backends,
+        min_seconds=args.min_seconds,
     )
     return emit(kl_bench, result, args.json)
 
@@ -63,8 +76,13 @@ def _trades(args: argparse.Namespace) -> int:
     from rft_fast.bench import trades_bench
 
     result = trades_bench.run(
-        device=pick_device(args), models=tuple(args.models), batch=args.batch, image_size=args.image_size,
-        attack_steps=args.attack_steps, max_memory_gb=args.max_memory_gb, min_seconds=args.min_seconds,
+        device=pick_device(args),
+        models=tuple(args.models),
+        batch=args.batch,
+        image_size=args.image_size,
+        attack_steps=args.attack_steps,
+        max_memory_gb=args.max_memory_gb,
+        min_seconds=args.min_seconds,
     )
     return emit(trades_bench, result, args.json)
 
@@ -77,10 +95,20 @@ def _attack(args: argparse.Namespace) -> int:
     if missing:
         raise Refused(f"--impls {missing} not available here (pip install pyautoattack)")
     result = attack_bench.run(
-        device=pick_device(args), models=tuple(args.models), batch=args.batch, image_size=args.image_size,
-        dtypes=tuple(args.dtypes), impls=tuple(impls), norm=args.norm, eps=args.eps, steps=args.steps,
-        restarts=args.restarts, num_classes=args.num_classes, channels_last=args.channels_last,
-        min_seconds=args.min_seconds, min_reps=args.min_reps,
+        device=pick_device(args),
+        models=tuple(args.models),
+        batch=args.batch,
+        image_size=args.image_size,
+        dtypes=tuple(args.dtypes),
+        impls=tuple(impls),
+        norm=args.norm,
+        eps=args.eps,
+        steps=args.steps,
+        restarts=args.restarts,
+        num_classes=args.num_classes,
+        channels_last=args.channels_last,
+        min_seconds=args.min_seconds,
+        min_reps=args.min_reps,
     )
     return emit(attack_bench, result, args.json)
 
@@ -89,9 +117,15 @@ def _train(args: argparse.Namespace) -> int:
     from rft_fast.bench import train_bench
 
     result = train_bench.run(
-        device=pick_device(args), models=tuple(args.models), batch=args.batch, image_size=args.image_size,
-        attack_steps=args.attack_steps, dtypes=tuple(args.dtypes), losses=tuple(args.losses),
-        min_seconds=args.min_seconds, min_reps=args.min_reps,
+        device=pick_device(args),
+        models=tuple(args.models),
+        batch=args.batch,
+        image_size=args.image_size,
+        attack_steps=args.attack_steps,
+        dtypes=tuple(args.dtypes),
+        losses=tuple(args.losses),
+        min_seconds=args.min_seconds,
+        min_reps=args.min_reps,
     )
     return emit(train_bench, result, args.json)
 
@@ -106,8 +140,14 @@ def _eval(args: argparse.Namespace) -> int:
             name, _, root = item.partition("=")
             datasets[name] = root or None
     result = eval_bench.run(
-        device=pick_device(args), model=args.model, n=args.n, image_size=args.image_size, mode=args.mode,
-        norms=tuple(args.norms), datasets=datasets, cache_size=args.cache_size,
+        device=pick_device(args),
+        model=args.model,
+        n=args.n,
+        image_size=args.image_size,
+        mode=args.mode,
+        norms=tuple(args.norms),
+        datasets=datasets,
+        cache_size=args.cache_size,
         worker_counts=tuple(args.workers) if args.workers else None,
     )
     return emit(eval_bench, result, args.json)
@@ -117,9 +157,15 @@ def _regularizers(args: argparse.Namespace) -> int:
     from rft_fast.bench import regularizer_bench
 
     result = regularizer_bench.run(
-        device=pick_device(args), model=args.model, batch=args.batch, image_size=args.image_size,
-        attack_steps=args.attack_steps, losses=tuple(args.losses), variants=tuple(args.variants),
-        min_reps=args.min_reps, min_seconds=args.min_seconds,
+        device=pick_device(args),
+        model=args.model,
+        batch=args.batch,
+        image_size=args.image_size,
+        attack_steps=args.attack_steps,
+        losses=tuple(args.losses),
+        variants=tuple(args.variants),
+        min_reps=args.min_reps,
+        min_seconds=args.min_seconds,
     )
     return emit(regularizer_bench, result, args.json)
 
@@ -127,15 +173,22 @@ def _regularizers(args: argparse.Namespace) -> int:
 def _tora(args: argparse.Namespace) -> int:
     from rft_fast.bench import tora_bench
 
-    result = tora_bench.run(device=pick_device(args), backbones=tuple(args.models) if args.models else None,
-                            batch=args.batch, image_size=args.image_size, loss=args.loss,
-                            attack_steps=args.attack_steps)
+    result = tora_bench.run(
+        device=pick_device(args),
+        backbones=tuple(args.models) if args.models else None,
+        batch=args.batch,
+        image_size=args.image_size,
+        loss=args.loss,
+        attack_steps=args.attack_steps,
+    )
     return emit(tora_bench, result, args.json)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     device_args(p)
-    p.add_argument("--min-seconds", type=float_above(0.0, inclusive=True), default=0.3, help="minimum timed seconds per case")
+    p.add_argument(
+        "--min-seconds", type=float_above(0.0, inclusive=True), default=0.3, help="minimum timed seconds per case"
+    )
     p.add_argument("--json", help="also write the results (with device, versions, date, command) here")
 
 
@@ -143,7 +196,9 @@ def _model_suite(p: argparse.ArgumentParser, batch: int | None, image_size: int 
     """What the model-level suites (trades, attack, train) share: timm models, batch, resolution."""
     _common(p)
     p.set_defaults(min_seconds=0.0)
-    p.add_argument("--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names")
+    p.add_argument(
+        "--models", nargs="+", default=["resnet50", "convnext_tiny", "vit_small_patch16_224"], help="timm names"
+    )
     p.add_argument("--batch", type=int_in(1, 65536), default=batch)
     p.add_argument("--image-size", type=int_in(8, 2048), default=image_size)
 
@@ -159,8 +214,12 @@ def _kernel_suites(suites: argparse._SubParsersAction) -> None:
     b_ops.add_argument("--shapes", type=shape, nargs="+", help="e.g. 64x3x224x224 256x3x32x32 (the default)")
     b_ops.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     b_ops.add_argument("--norms", nargs="+", choices=ops.NORMS, default=list(ops.NORMS))
-    b_ops.add_argument("--ops", nargs="+", choices=["project", "pgd_step", "apgd_step"], default=["project", "pgd_step", "apgd_step"])
-    b_ops.add_argument("--backends", nargs="+", choices=list(ops.BACKENDS), help="default: all available (torch always)")
+    b_ops.add_argument(
+        "--ops", nargs="+", choices=["project", "pgd_step", "apgd_step"], default=["project", "pgd_step", "apgd_step"]
+    )
+    b_ops.add_argument(
+        "--backends", nargs="+", choices=list(ops.BACKENDS), help="default: all available (torch always)"
+    )
     b_ops.set_defaults(func=_ops)
 
     b_kl = suites.add_parser(
@@ -185,7 +244,9 @@ def _model_suites(suites: argparse._SubParsersAction) -> None:
     )
     _model_suite(b_tr, batch=64, image_size=224)
     b_tr.add_argument("--attack-steps", type=int_in(1, 10_000), default=10)
-    b_tr.add_argument("--max-memory-gb", type=positive_float, default=None, help="also find the largest batch under this cap")
+    b_tr.add_argument(
+        "--max-memory-gb", type=positive_float, default=None, help="also find the largest batch under this cap"
+    )
     b_tr.set_defaults(func=_trades)
 
     b_at = suites.add_parser(
@@ -197,17 +258,28 @@ def _model_suites(suites: argparse._SubParsersAction) -> None:
         "rft-fast = select='loss' (training attack), rft-fast-aa = select='misclassified' (AutoAttack semantics).",
     )
     _model_suite(b_at, batch=128, image_size=224)
-    b_at.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"],
-                      help="bfloat16: the model's forward/backward under autocast, attack arithmetic float32")
-    b_at.add_argument("--impls", nargs="+", choices=["rft-fast", "rft-fast-aa", "pyautoattack", "reference"],
-                      help="default: all available")
+    b_at.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=["float32", "bfloat16"],
+        default=["float32", "bfloat16"],
+        help="bfloat16: the model's forward/backward under autocast, attack arithmetic float32",
+    )
+    b_at.add_argument(
+        "--impls",
+        nargs="+",
+        choices=["rft-fast", "rft-fast-aa", "pyautoattack", "reference"],
+        help="default: all available",
+    )
     b_at.add_argument("--norm", choices=ops.NORMS, default="Linf")
     b_at.add_argument("--eps", type=positive_float, default=4 / 255, help="default 4/255 (the study's training eps)")
     b_at.add_argument("--steps", type=int_in(1, 10_000), default=10)
     b_at.add_argument("--restarts", type=int_in(1, 1000), default=1)
     b_at.add_argument("--num-classes", type=int_in(2, 10**6), default=10)
     b_at.add_argument("--channels-last", action="store_true", help="model and images in channels_last (all impls)")
-    b_at.add_argument("--min-reps", type=int_in(1, 10**6), default=3, help="timed repetitions per case (after one warm-up)")
+    b_at.add_argument(
+        "--min-reps", type=int_in(1, 10**6), default=3, help="timed repetitions per case (after one warm-up)"
+    )
     b_at.set_defaults(func=_attack)
 
     b_train = suites.add_parser(
@@ -221,7 +293,9 @@ def _model_suites(suites: argparse._SubParsersAction) -> None:
     b_train.add_argument("--attack-steps", type=int_in(1, 10_000), default=10)
     b_train.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"], default=["float32", "bfloat16"])
     b_train.add_argument("--losses", nargs="+", choices=losses, default=list(losses))
-    b_train.add_argument("--min-reps", type=int_in(1, 10**6), default=2, help="timed repetitions per case (after one warm-up)")
+    b_train.add_argument(
+        "--min-reps", type=int_in(1, 10**6), default=2, help="timed repetitions per case (after one warm-up)"
+    )
     b_train.set_defaults(func=_train)
 
 
@@ -241,8 +315,12 @@ def _study_suites(suites: argparse._SubParsersAction) -> None:
     b_eval.add_argument("--mode", choices=["standard", "fast"], default="standard")
     b_eval.add_argument("--norms", nargs="+", choices=ops.NORMS, default=list(ops.NORMS))
     b_eval.add_argument("--datasets", nargs="+", help="NAME[=ROOT] whose test split to corrupt (default: digits)")
-    b_eval.add_argument("--cache-size", type=int_in(8, 2048), default=224, help="resolution of the corrupted sets (default 224)")
-    b_eval.add_argument("--workers", type=int_in(0, 256), nargs="+", help="worker counts to time (default: 2 and all cores)")
+    b_eval.add_argument(
+        "--cache-size", type=int_in(8, 2048), default=224, help="resolution of the corrupted sets (default 224)"
+    )
+    b_eval.add_argument(
+        "--workers", type=int_in(0, 256), nargs="+", help="worker counts to time (default: 2 and all cores)"
+    )
     b_eval.set_defaults(func=_eval, refuses=REFUSED)
 
     b_reg = suites.add_parser(
@@ -259,9 +337,15 @@ def _study_suites(suites: argparse._SubParsersAction) -> None:
     b_reg.add_argument("--image-size", type=int_in(8, 2048), default=32)
     b_reg.add_argument("--attack-steps", type=int_in(1, 10_000), default=5)
     b_reg.add_argument("--losses", nargs="+", choices=losses, default=list(losses))
-    b_reg.add_argument("--variants", nargs="+", choices=["plain", "gram", "grace", "consistency"],
-                       default=["plain", "gram", "grace", "consistency"])
-    b_reg.add_argument("--min-reps", type=int_in(1, 10**6), default=5, help="timed repetitions per case (after one warm-up)")
+    b_reg.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["plain", "gram", "grace", "consistency"],
+        default=["plain", "gram", "grace", "consistency"],
+    )
+    b_reg.add_argument(
+        "--min-reps", type=int_in(1, 10**6), default=5, help="timed repetitions per case (after one warm-up)"
+    )
     b_reg.set_defaults(func=_regularizers, refuses=(ValueError,))
 
     b_tora = suites.add_parser(

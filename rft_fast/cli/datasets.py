@@ -1,4 +1,5 @@
 """`rft-fast datasets`: the dataset registry (names, classes, the layout expected under --data-root)."""
+
 from __future__ import annotations
 
 import argparse

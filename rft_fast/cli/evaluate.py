@@ -1,6 +1,7 @@
 """`rft-fast eval`: AutoAttack, common corruptions and (opt-in) randomized smoothing of one fine-tuned model,
 each measurement stored when done (rft_fast.eval.entry: evaluate_checkpoint / evaluate_weights, the grid's entry
 point too). The evaluation options are generated from EvalSettings (rft_fast.eval.settings)."""
+
 from __future__ import annotations
 
 import argparse
@@ -67,17 +68,30 @@ def _eval(args: argparse.Namespace) -> int:
     shared = dict(device=device, progress=args.progress, on_result=_show_measurement, on_failure=on_failure)
     with Store(args.store) as store:
         if args.checkpoint is not None:
-            outcome = evaluate_checkpoint(args.checkpoint, settings, store, run_id=args.run_id,
-                                          data_root=args.data_root, **shared)
+            outcome = evaluate_checkpoint(
+                args.checkpoint, settings, store, run_id=args.run_id, data_root=args.data_root, **shared
+            )
         else:
-            outcome = evaluate_weights(args.backbone, args.weights, args.dataset, settings, store,
-                                       image_size=args.image_size, data_root=args.data_root, loss=args.loss,
-                                       protocol=args.protocol, run_id=args.run_id, **shared)
+            outcome = evaluate_weights(
+                args.backbone,
+                args.weights,
+                args.dataset,
+                settings,
+                store,
+                image_size=args.image_size,
+                data_root=args.data_root,
+                loss=args.loss,
+                protocol=args.protocol,
+                run_id=args.run_id,
+                **shared,
+            )
     rows, failed = outcome.rows, outcome.failures
     if rows:
         print(format_table(rows))
-    print(f"stored {len(rows)} measurements in {args.store} (run id {outcome.run.run_id})"
-          + (f"; {len(failed)} threat(s) failed: " + "; ".join(f"{t}: {r}" for t, r in failed.items()) if failed else ""))
+    print(
+        f"stored {len(rows)} measurements in {args.store} (run id {outcome.run.run_id})"
+        + (f"; {len(failed)} threat(s) failed: " + "; ".join(f"{t}: {r}" for t, r in failed.items()) if failed else "")
+    )
     return 1 if failed else 0
 
 
@@ -91,8 +105,6 @@ def _model_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--loss", default="unknown", help="label stored with --backbone runs")
     ev.add_argument("--protocol", default="unknown", help="label stored with --backbone runs")
     ev.add_argument("--run-id", help="store key of this model (default: the config's hash, or the weights file name)")
-
-
 
 
 def _eps_dest(norm: str) -> str:
@@ -120,13 +132,23 @@ def _settings_options(ev: argparse.ArgumentParser) -> list[str]:
         rule, group = FIELD_RULES[f.name], smoothing if f.name.startswith("smoothing_") else ev
         if f.name == "eps":
             for norm, flag in zip(default, FIELD_FLAGS["eps"]):
-                group.add_argument(flag, dest=_eps_dest(norm), type=fraction, default=default[norm],
-                                   help=f"{FIELD_HELP['eps']}: {norm}")
+                group.add_argument(
+                    flag,
+                    dest=_eps_dest(norm),
+                    type=fraction,
+                    default=default[norm],
+                    help=f"{FIELD_HELP['eps']}: {norm}",
+                )
         else:
             choices = list(rule.choices) if rule.kind is str and rule.choices else None
-            group.add_argument(FIELD_FLAGS.get(f.name, "--" + f.name.replace("_", "-")), dest=f.name,
-                               type=_TYPES.get(f.name, _KINDS[rule.kind]), choices=choices,
-                               default=default_cache() if f.name == "cache_dir" else default, help=FIELD_HELP[f.name])
+            group.add_argument(
+                FIELD_FLAGS.get(f.name, "--" + f.name.replace("_", "-")),
+                dest=f.name,
+                type=_TYPES.get(f.name, _KINDS[rule.kind]),
+                choices=choices,
+                default=default_cache() if f.name == "cache_dir" else default,
+                help=FIELD_HELP[f.name],
+            )
         if f.name == "cache_dir":
             ev.add_argument("--no-cache", action="store_true", help="do not read or write the corruption cache")
         names.append(f.name)

@@ -1,5 +1,6 @@
 """`rft-fast grid SPEC`: a grid spec's plan (--dry-run) or its run (ASHA on Ray Tune per configuration, the best
 trial evaluated into the store)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,8 @@ def _grid(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     if args.dry_run:
         return _dry_run(args, spec)
-    from rft_fast.grid.runner import TUNE_DIR, disk_use, run_grid
+    from rft_fast.grid.disk import disk_use
+    from rft_fast.grid.runner import TUNE_DIR, run_grid
 
     print(f"grid {spec.name}: results -> {spec.store}, Tune logs -> {Path(spec.out_dir) / TUNE_DIR}", flush=True)
     problems = validate(spec)
@@ -31,8 +33,11 @@ def _grid(args: argparse.Namespace) -> int:
     if failed:
         summary += ": " + "; ".join(f"{o.key}: {o.message}" for o in failed)
     print(summary, flush=True)
-    print(f"disk: {spec.out_dir} holds {disk_use(spec.out_dir) / 2**20:.0f} MiB "
-          f"(Tune logs and checkpoints {disk_use(Path(spec.out_dir) / TUNE_DIR) / 2**20:.0f} MiB)", flush=True)
+    print(
+        f"disk: {spec.out_dir} holds {disk_use(spec.out_dir) / 2**20:.0f} MiB "
+        f"(Tune logs and checkpoints {disk_use(Path(spec.out_dir) / TUNE_DIR) / 2**20:.0f} MiB)",
+        flush=True,
+    )
     return 1 if failed else 0
 
 
@@ -64,6 +69,7 @@ def _progress_line(spec):
         if best:
             line += f", best so far {min(best.values()) if spec.asha.mode == 'min' else max(best.values()):.4f}"
         print(line, flush=True)
+
     return show
 
 
@@ -87,7 +93,7 @@ def _dry_run(args: argparse.Namespace, spec) -> int:
 def _states(spec) -> dict[str, tuple[str, str]]:
     """config key -> (state, why) against the spec's store (all "new" when there is no store yet)."""
     from rft_fast.grid import expand
-    from rft_fast.grid.runner import config_status
+    from rft_fast.grid.status import config_status
     from rft_fast.results import Store
 
     configs = expand(spec)
@@ -98,7 +104,7 @@ def _states(spec) -> dict[str, tuple[str, str]]:
 
 
 def _show_states(spec, states: dict[str, tuple[str, str]]) -> None:
-    from rft_fast.grid.runner import CONFIG_STATES
+    from rft_fast.grid.status import CONFIG_STATES
 
     counts = [f"{sum(s == state for s, _ in states.values())} {state}" for state in CONFIG_STATES]
     print(f"status against {spec.store}: " + ", ".join(c for c in counts if not c.startswith("0 ")))
@@ -108,17 +114,28 @@ def _show_states(spec, states: dict[str, tuple[str, str]]) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    grid = sub.add_parser("grid", help="run a grid spec: ASHA on Ray Tune per configuration, evaluate the best, store",
-                          description="Runs every configuration of SPEC (YAML) not yet in its results store: a Ray Tune "
-                          "run with ASHA over the search space within the time budget, then the best trial's checkpoint "
-                          "through `rft-fast eval` into the store. Rerun the same command after any interruption. "
-                          "--dry-run prints the plan and a GPU-hours estimate from bench/results.")
+    grid = sub.add_parser(
+        "grid",
+        help="run a grid spec: ASHA on Ray Tune per configuration, evaluate the best, store",
+        description="Runs every configuration of SPEC (YAML) not yet in its results store: a Ray Tune "
+        "run with ASHA over the search space within the time budget, then the best trial's checkpoint "
+        "through `rft-fast eval` into the store. Rerun the same command after any interruption. "
+        "--dry-run prints the plan and a GPU-hours estimate from bench/results.",
+    )
     grid.add_argument("spec", help="grid spec YAML (examples/quick.yaml, examples/study.yaml)")
     grid.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     grid.add_argument("--address", help="attach to an existing Ray cluster (e.g. auto or ray://host:10001)")
-    grid.add_argument("--bench-results", default="bench/results", help="folder of train-*.json step times for --dry-run")
-    grid.add_argument("--gpus", type=int_in(1, 100_000), default=1, help="GPUs the --dry-run estimate assumes (default 1)")
+    grid.add_argument(
+        "--bench-results", default="bench/results", help="folder of train-*.json step times for --dry-run"
+    )
+    grid.add_argument(
+        "--gpus", type=int_in(1, 100_000), default=1, help="GPUs the --dry-run estimate assumes (default 1)"
+    )
     grid.add_argument("--json", action="store_true", help="--dry-run prints JSON, per configuration")
-    grid.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                      help="a bar per evaluation threat and corruption build (default: on when stderr is a terminal)")
+    grid.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a bar per evaluation threat and corruption build (default: on when stderr is a terminal)",
+    )
     grid.set_defaults(func=_grid, refuses=REFUSED)

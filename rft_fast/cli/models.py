@@ -1,4 +1,5 @@
 """`rft-fast models`: the backbone registry (list with filters, convert downloaded weights)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,10 +24,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    mod = sub.add_parser("models", help="the backbone registry: list (with filters) or convert weights",
-                         description="`rft-fast models` lists the study's backbones with their metadata; `models "
-                         "list` filters them; `models convert` turns a downloaded checkpoint (timm, Madry lab, Singh "
-                         "et al.) into the registry's state dict.")
+    mod = sub.add_parser(
+        "models",
+        help="the backbone registry: list (with filters) or convert weights",
+        description="`rft-fast models` lists the study's backbones with their metadata; `models "
+        "list` filters them; `models convert` turns a downloaded checkpoint (timm, Madry lab, Singh "
+        "et al.) into the registry's state dict.",
+    )
     mod.set_defaults(func=_list, refuses=(ValueError,), pattern="*", arch=None, size=None, pretraining=None)
     actions = mod.add_subparsers(dest="action")
     lst = actions.add_parser("list", help="list backbones, filtered")

@@ -1,6 +1,7 @@
 """What every command group shares: the argparse option types, the flag generator that turns a typed config's
 fields into options (one per field, typed from its annotation, helped from its FIELD_HELP), the device
 choice, and `Refused`, the error a command raises to stop with one `error:` line."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ class Refused(Exception):
 
 # ----------------------------------------------------------------------------------------------- option types
 
+
 def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: a whole number in [low, high] (the range is in the error)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -38,19 +41,24 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"expected a whole number in [{low}, {high}], got {text!r}")
         return value
+
     return parse
 
 
 def float_above(low: float, *, inclusive: bool = False) -> Callable[[str], float]:
     """An argparse type: a finite number > low (>= low when inclusive)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not math.isfinite(value) or not (value >= low if inclusive else value > low):
-            raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if inclusive else '>'} {low:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {'>=' if inclusive else '>'} {low:g}, got {text!r}"
+            )
         return value
+
     return parse
 
 
@@ -94,7 +102,10 @@ def device_name(text: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- shared options
 
-def device_args(p: argparse.ArgumentParser, device_help: str = "cpu or cuda (default: cuda if visible, else cpu)") -> None:
+
+def device_args(
+    p: argparse.ArgumentParser, device_help: str = "cpu or cuda (default: cuda if visible, else cpu)"
+) -> None:
     p.add_argument("--device", type=device_name, default=None, help=device_help)
     p.add_argument("--threads", type=int_in(0, 4096), default=0, help="CPU threads (default: torch's default)")
 
@@ -139,8 +150,13 @@ def field_help(text: str, default: Any) -> str:
     return text + (f" (default: {default:.6g})" if isinstance(default, float) else f" (default: {default})")
 
 
-def config_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, config: type, helps: Mapping[str, str], *,
-                 skip: tuple[str, ...] = ()) -> list[str]:
+def config_flags(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    config: type,
+    helps: Mapping[str, str],
+    *,
+    skip: tuple[str, ...] = (),
+) -> list[str]:
     """One option --a-field per field of the dataclass `config` (but `skip`), typed from its annotation (bool:
     --x / --no-x; int, float (fractions such as 4/255 allowed), str), helped from `helps` with the default, no
     default of its own (argparse.SUPPRESS: an option not given leaves the field's default to the config, which
@@ -156,8 +172,13 @@ def config_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, config: t
         if kind == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
         else:
-            p.add_argument(flag, type=_CONVERT[kind], default=argparse.SUPPRESS, required=f.default is dataclasses.MISSING,
-                           help=text)
+            p.add_argument(
+                flag,
+                type=_CONVERT[kind],
+                default=argparse.SUPPRESS,
+                required=f.default is dataclasses.MISSING,
+                help=text,
+            )
         names.append(f.name)
     return names
 

@@ -1,4 +1,5 @@
 """`rft-fast report`: the study's analyses (Borda, odds ratios, groups, plots) from the results store."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    rep = sub.add_parser("report", help="the study's analyses from the store: Borda, odds ratios, groups, plots",
-                         description="Writes OUT/report.md and PNG plots from the store's results (works on partial results).")
+    rep = sub.add_parser(
+        "report",
+        help="the study's analyses from the store: Borda, odds ratios, groups, plots",
+        description="Writes OUT/report.md and PNG plots from the store's results (works on partial results).",
+    )
     rep.add_argument("--store", default="results.sqlite")
     rep.add_argument("--out", default="report", help="output folder (default ./report)")
-    rep.add_argument("--mode", choices=["standard", "fast"],
-                     help="which AutoAttack rows to use (default: the mode the store holds; standard when it holds both)")
+    rep.add_argument(
+        "--mode",
+        choices=["standard", "fast"],
+        help="which AutoAttack rows to use (default: the mode the store holds; standard when it holds both)",
+    )
     rep.set_defaults(func=_report)

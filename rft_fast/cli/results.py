@@ -1,5 +1,6 @@
 """`rft-fast results`: the results store's rows (filtered; table, CSV or JSON) and `results import` of a
 published study's table."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,6 +51,7 @@ def _results(args: argparse.Namespace) -> int:
                 print(f"\nfailed stages ({len(failures)}):\n{format_table(failures)}")
         return 0
     if args.format == "csv":
+
         def writer(rows, f):
             to_csv(rows, f, fieldnames=FAILURE_FIELDS if args.failures else None)
     else:
@@ -74,34 +76,52 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    res = sub.add_parser("results", help="list or export the results store (table, CSV, JSON)",
-                         description="Rows of the store, filtered; --wide gives one row per model with clean, Linf, "
-                         "L2, L1 and common accuracy, for the attack mode the store holds (both modes: one row per "
-                         "model and mode, labelled in the mode column; standard and fast never mixed in a row). The "
-                         "table ends with the grid's failed stages; --failures lists only those.")
+    res = sub.add_parser(
+        "results",
+        help="list or export the results store (table, CSV, JSON)",
+        description="Rows of the store, filtered; --wide gives one row per model with clean, Linf, "
+        "L2, L1 and common accuracy, for the attack mode the store holds (both modes: one row per "
+        "model and mode, labelled in the mode column; standard and fast never mixed in a row). The "
+        "table ends with the grid's failed stages; --failures lists only those.",
+    )
     res.add_argument("--store", default="results.sqlite")
     for name in _FILTERS[:-1]:
         res.add_argument("--" + name.replace("_", "-"))
-    res.add_argument("--mode", choices=["standard", "fast", "-"],
-                     help="only this mode's rows (--wide: default the mode(s) the matching models have attack rows in)")
+    res.add_argument(
+        "--mode",
+        choices=["standard", "fast", "-"],
+        help="only this mode's rows (--wide: default the mode(s) the matching models have attack rows in)",
+    )
     shown = res.add_mutually_exclusive_group()
-    shown.add_argument("--wide", action="store_true", help="one row per model (and attack mode): clean, Linf, L2, L1, common")
-    shown.add_argument("--failures", action="store_true",
-                       help="only the failed grid stages: configuration, stage, reason (filtered by --backbone, "
-                       "--loss, --protocol, --dataset)")
+    shown.add_argument(
+        "--wide", action="store_true", help="one row per model (and attack mode): clean, Linf, L2, L1, common"
+    )
+    shown.add_argument(
+        "--failures",
+        action="store_true",
+        help="only the failed grid stages: configuration, stage, reason (filtered by --backbone, "
+        "--loss, --protocol, --dataset)",
+    )
     res.add_argument("--hparams", action="store_true", help="include the hparams column (JSON; hidden by default)")
     res.add_argument("--format", choices=["table", "csv", "json"], default="table")
     res.add_argument("--output", help="write here instead of stdout")
     res.set_defaults(func=_results)
     actions = res.add_subparsers(dest="action")
-    imp = actions.add_parser("import", help="load per-configuration accuracies from a CSV (a published study's table)",
-                             description="Columns: backbone, dataset, loss, protocol, clean, Linf, L2, L1, common; "
-                             "optional run_id, Linf_eps, L2_eps, L1_eps, n, mode, source. One accuracy scale per file (--scale). "
-                             "Run ids are kept under 'import:', so imported rows never pass for our own.")
+    imp = actions.add_parser(
+        "import",
+        help="load per-configuration accuracies from a CSV (a published study's table)",
+        description="Columns: backbone, dataset, loss, protocol, clean, Linf, L2, L1, common; "
+        "optional run_id, Linf_eps, L2_eps, L1_eps, n, mode, source. One accuracy scale per file (--scale). "
+        "Run ids are kept under 'import:', so imported rows never pass for our own.",
+    )
     imp.add_argument("file")
     imp.add_argument("--store", default="results.sqlite")
     imp.add_argument("--prefix", default="import", help="run id prefix of the imported rows (always under 'import:')")
-    imp.add_argument("--scale", choices=["auto", "fraction", "percent"], default="auto",
-                     help="accuracy scale of the whole file: fraction in [0, 1], percent in [0, 100], or auto (percent "
-                          "if some value > 1 and none in (0, 1]; fraction if all in [0, 1]; a mix is refused)")
+    imp.add_argument(
+        "--scale",
+        choices=["auto", "fraction", "percent"],
+        default="auto",
+        help="accuracy scale of the whole file: fraction in [0, 1], percent in [0, 100], or auto (percent "
+        "if some value > 1 and none in (0, 1]; fraction if all in [0, 1]; a mix is refused)",
+    )
     imp.set_defaults(func=_import, refuses=REFUSED)

@@ -1,4 +1,5 @@
 """`rft-fast train`: one fine-tuning run, its options generated from TrainConfig (rft_fast.train.config)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ".fb_in1k --dataset digits --random-init --protocol FFT-5 --loss trades --out-dir runs/x",
     )
     fields = config_flags(train, TrainConfig, FIELD_HELP)
-    train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                       help="continue from --out-dir/checkpoint.pt when it exists (default: yes)")
+    train.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from --out-dir/checkpoint.pt when it exists (default: yes)",
+    )
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     train.set_defaults(func=_train, refuses=REFUSED, fields=fields)

@@ -1,9 +1,10 @@
 """Datasets for robust fine-tuning: the study's registry, splits, deterministic augmentation and loaders.
 
-    splits = build("uc_merced", "/data", image_size=224, seed=42)
-    for images, labels in loader(splits.train, 128, shuffle=True, seed=0, epoch=epoch, device="cuda"):
-        x, y = to_device(images, labels, "cuda")  # uint8 on the host, float [0, 1] on the device
+splits = build("uc_merced", "/data", image_size=224, seed=42)
+for images, labels in loader(splits.train, 128, shuffle=True, seed=0, epoch=epoch, device="cuda"):
+    x, y = to_device(images, labels, "cuda")  # uint8 on the host, float [0, 1] on the device
 """
+
 from rft_fast.data.loading import loader, to_device
 from rft_fast.data.registry import (
     DATASETS,
@@ -18,5 +19,17 @@ from rft_fast.data.registry import (
 from rft_fast.data.sources import ImageSource
 from rft_fast.data.splits import stratified_subset
 
-__all__ = ["DATASETS", "REGISTRY", "DatasetInfo", "ImageSource", "Splits", "build", "format_table", "register_dataset",
-           "unregister_dataset", "loader", "stratified_subset", "to_device"]
+__all__ = [
+    "DATASETS",
+    "REGISTRY",
+    "DatasetInfo",
+    "ImageSource",
+    "Splits",
+    "build",
+    "format_table",
+    "register_dataset",
+    "unregister_dataset",
+    "loader",
+    "stratified_subset",
+    "to_device",
+]

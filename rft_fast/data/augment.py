@@ -4,6 +4,7 @@ Each item's random draws come from a generator seeded by a hash of (seed, epoch,
 CPU RNG state, so an epoch's augmented images are the same whatever the number of loader workers, the
 order the items are read in, or a restart from a checkpoint.
 """
+
 from __future__ import annotations
 
 import hashlib

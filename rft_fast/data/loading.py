@@ -3,6 +3,7 @@
 Keeping images uint8 until the device quarters host memory traffic and the host-to-device copy; the
 shuffle order is a function of (seed, epoch), so a resumed run sees the same batches.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,12 +6,12 @@ index splits, and `open`, the reader of its official parts. `register_dataset(Da
 (docs/extending.md); DATASETS is a read-only name -> DatasetInfo view of the registry (what the CLI and
 the grid spec list and check names against).
 """
+
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from torch.utils.data import Dataset
 
@@ -83,71 +83,129 @@ def unregister_dataset(name: str) -> DatasetInfo:
     return REGISTRY.unregister(name)
 
 
-register_dataset(DatasetInfo(
-            "caltech101", "Caltech-101", 101,
-            ("caltech101/101_ObjectCategories/<class>/image_0001.jpg ... (102 folders: the 101 classes and "
-             "BACKGROUND_Google, which torchvision leaves out)",),
-            "https://data.caltech.edu/records/mzrjq-6wc02 (extract 101_ObjectCategories.tar.gz into "
-            f"<root>/caltech101/), or {_tv('Caltech101')}",
-            0.2, 0.15, open=sources.open_caltech101,
-))
+register_dataset(
+    DatasetInfo(
+        "caltech101",
+        "Caltech-101",
+        101,
+        (
+            "caltech101/101_ObjectCategories/<class>/image_0001.jpg ... (102 folders: the 101 classes and "
+            "BACKGROUND_Google, which torchvision leaves out)",
+        ),
+        "https://data.caltech.edu/records/mzrjq-6wc02 (extract 101_ObjectCategories.tar.gz into "
+        f"<root>/caltech101/), or {_tv('Caltech101')}",
+        0.2,
+        0.15,
+        open=sources.open_caltech101,
+    )
+)
 
-register_dataset(DatasetInfo(
-            "fgvc_aircraft", "FGVC-Aircraft (variants)", 100,
-            ("fgvc-aircraft-2013b/data/images/<id>.jpg",
-             "fgvc-aircraft-2013b/data/variants.txt",
-             "fgvc-aircraft-2013b/data/images_variant_{train,val,test}.txt"),
-            "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ (fgvc-aircraft-2013b.tar.gz), "
-            f"or {_tv('FGVCAircraft')}",
-            None, None, open=sources.open_fgvc_aircraft,
-))
+register_dataset(
+    DatasetInfo(
+        "fgvc_aircraft",
+        "FGVC-Aircraft (variants)",
+        100,
+        (
+            "fgvc-aircraft-2013b/data/images/<id>.jpg",
+            "fgvc-aircraft-2013b/data/variants.txt",
+            "fgvc-aircraft-2013b/data/images_variant_{train,val,test}.txt",
+        ),
+        f"https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ (fgvc-aircraft-2013b.tar.gz), or {_tv('FGVCAircraft')}",
+        None,
+        None,
+        open=sources.open_fgvc_aircraft,
+    )
+)
 
-register_dataset(DatasetInfo(
-            "flowers102", "Oxford Flowers-102", 102,
-            ("flowers-102/jpg/image_00001.jpg ...", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"),
-            "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, setid.mat), "
-            f"or {_tv('Flowers102')}",
-            None, None, open=sources.open_flowers102,
-))
+register_dataset(
+    DatasetInfo(
+        "flowers102",
+        "Oxford Flowers-102",
+        102,
+        ("flowers-102/jpg/image_00001.jpg ...", "flowers-102/imagelabels.mat", "flowers-102/setid.mat"),
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, setid.mat), "
+        f"or {_tv('Flowers102')}",
+        None,
+        None,
+        open=sources.open_flowers102,
+    )
+)
 
-register_dataset(DatasetInfo(
-            "oxford_pets", "Oxford-IIIT Pet (breeds)", 37,
-            ("oxford-iiit-pet/images/<Breed>_<n>.jpg", "oxford-iiit-pet/annotations/{trainval,test}.txt"),
-            "https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz, annotations.tar.gz), "
-            f"or {_tv('OxfordIIITPet')}",
-            None, 0.15, open=sources.open_oxford_pets,
-))
+register_dataset(
+    DatasetInfo(
+        "oxford_pets",
+        "Oxford-IIIT Pet (breeds)",
+        37,
+        ("oxford-iiit-pet/images/<Breed>_<n>.jpg", "oxford-iiit-pet/annotations/{trainval,test}.txt"),
+        f"https://www.robots.ox.ac.uk/~vgg/data/pets/ (images.tar.gz, annotations.tar.gz), or {_tv('OxfordIIITPet')}",
+        None,
+        0.15,
+        open=sources.open_oxford_pets,
+    )
+)
 
-register_dataset(DatasetInfo(
-            "stanford_cars", "Stanford Cars", 196,
-            ("stanford_cars/devkit/{cars_meta.mat,cars_train_annos.mat}", "stanford_cars/cars_train/<id>.jpg",
-             "stanford_cars/cars_test/<id>.jpg", "stanford_cars/cars_test_annos_withlabels.mat"),
-            "a mirror of the original release (its host and torchvision's download are gone), e.g. the Kaggle "
-            "copies of cars_train, cars_test, the devkit and cars_test_annos_withlabels.mat",
-            None, 0.15, open=sources.open_stanford_cars,
-))
+register_dataset(
+    DatasetInfo(
+        "stanford_cars",
+        "Stanford Cars",
+        196,
+        (
+            "stanford_cars/devkit/{cars_meta.mat,cars_train_annos.mat}",
+            "stanford_cars/cars_train/<id>.jpg",
+            "stanford_cars/cars_test/<id>.jpg",
+            "stanford_cars/cars_test_annos_withlabels.mat",
+        ),
+        "a mirror of the original release (its host and torchvision's download are gone), e.g. the Kaggle "
+        "copies of cars_train, cars_test, the devkit and cars_test_annos_withlabels.mat",
+        None,
+        0.15,
+        open=sources.open_stanford_cars,
+    )
+)
 
-register_dataset(DatasetInfo(
-            "uc_merced", "UC Merced Land Use", 21,
-            ("UCMerced_LandUse/Images/<class>/<class>00.tif ... (21 class folders; <root>/Images/<class>/ or "
-             "<root>/<class>/ also work)",),
-            "http://weegee.vision.ucmerced.edu/datasets/landuse.html (UCMerced_LandUse.zip, extract into <root>)",
-            0.2, 0.15, open=sources.open_uc_merced,
-))
+register_dataset(
+    DatasetInfo(
+        "uc_merced",
+        "UC Merced Land Use",
+        21,
+        (
+            "UCMerced_LandUse/Images/<class>/<class>00.tif ... (21 class folders; <root>/Images/<class>/ or "
+            "<root>/<class>/ also work)",
+        ),
+        "http://weegee.vision.ucmerced.edu/datasets/landuse.html (UCMerced_LandUse.zip, extract into <root>)",
+        0.2,
+        0.15,
+        open=sources.open_uc_merced,
+    )
+)
 
-register_dataset(DatasetInfo(
-            "digits", "scikit-learn digits (8x8, upscaled; built in)", 10,
-            ("(nothing: shipped with scikit-learn; the data root is ignored)",),
-            "built in (sklearn.datasets.load_digits)",
-            0.2, 0.15, builtin=True, open=sources.open_digits,
-))
+register_dataset(
+    DatasetInfo(
+        "digits",
+        "scikit-learn digits (8x8, upscaled; built in)",
+        10,
+        ("(nothing: shipped with scikit-learn; the data root is ignored)",),
+        "built in (sklearn.datasets.load_digits)",
+        0.2,
+        0.15,
+        builtin=True,
+        open=sources.open_digits,
+    )
+)
 
-register_dataset(DatasetInfo(
-            "digits3", "scikit-learn digits 0, 1, 2 only (a 3-class task; built in)", 3,
-            ("(nothing: shipped with scikit-learn; the data root is ignored)",),
-            "built in (sklearn.datasets.load_digits, classes 0-2)",
-            0.2, 0.15, builtin=True, open=sources.open_digits3,
-))
+register_dataset(
+    DatasetInfo(
+        "digits3",
+        "scikit-learn digits 0, 1, 2 only (a 3-class task; built in)",
+        3,
+        ("(nothing: shipped with scikit-learn; the data root is ignored)",),
+        "built in (sklearn.datasets.load_digits, classes 0-2)",
+        0.2,
+        0.15,
+        builtin=True,
+        open=sources.open_digits3,
+    )
+)
 
 
 @dataclass
@@ -210,7 +268,14 @@ def build(
         val = LabeledSubset(parts["val"], range(len(parts["val"])))
     else:
         train, val = carve(train, info.val_fraction, seed)
-    return Splits(name, Augmented(train, seed if augment_seed is None else augment_seed), val, test, len(parts["train"].classes), parts["train"].classes)
+    return Splits(
+        name,
+        Augmented(train, seed if augment_seed is None else augment_seed),
+        val,
+        test,
+        len(parts["train"].classes),
+        parts["train"].classes,
+    )
 
 
 def format_table() -> str:

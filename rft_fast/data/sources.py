@@ -5,6 +5,7 @@ labels come from the datasets' annotation files, so splitting never reads an ima
 digits set lives in memory (its 8x8 originals). torchvision is imported lazily: `rft_fast.data` imports
 without it, and opening a dataset never downloads anything (download=False).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -107,8 +108,13 @@ def open_oxford_pets(root: Path, size: int) -> dict[str, ImageSource]:
 def open_stanford_cars(root: Path, size: int) -> dict[str, ImageSource]:
     """Stanford Cars' official train and test splits (196 classes)."""
     folder = root / "stanford_cars"
-    _require(folder / "devkit" / "cars_meta.mat", folder / "devkit" / "cars_train_annos.mat", folder / "cars_train",
-             folder / "cars_test", folder / "cars_test_annos_withlabels.mat")
+    _require(
+        folder / "devkit" / "cars_meta.mat",
+        folder / "devkit" / "cars_train_annos.mat",
+        folder / "cars_train",
+        folder / "cars_test",
+        folder / "cars_test_annos_withlabels.mat",
+    )
     parts = {}
     for split in ("train", "test"):
         base = _torchvision("StanfordCars", root, split=split)

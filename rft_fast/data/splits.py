@@ -3,6 +3,7 @@
 Splits are computed from label arrays only (no image is read). Randomness comes from numpy's legacy
 `RandomState`, whose stream numpy keeps stable across versions, so a split is a function of (labels, seed).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -13,13 +13,14 @@ The returned points are checked against the eps-ball and [0, 1] with a float-rou
 the slack is projected away (and counted in `projected`), a larger one raises, naming the constraint, the worst
 sample and the bound.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -45,8 +46,12 @@ class AttackPlan:
     n_classes: int
 
     def record(self) -> dict[str, object]:
-        return {"attacks": list(self.attacks), "apgd_targets": self.apgd_targets, "fab_targets": self.fab_targets,
-                "n_classes": self.n_classes}
+        return {
+            "attacks": list(self.attacks),
+            "apgd_targets": self.apgd_targets,
+            "fab_targets": self.fab_targets,
+            "n_classes": self.n_classes,
+        }
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,15 @@ def check_batch(x: Tensor, y: Tensor) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 4:
         raise ValueError(f"x must be a float image batch (N, C, H, W), got {getattr(x, 'shape', type(x))}")
     if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-        raise ValueError(f"y must be int64 labels of shape ({x.shape[0]},), got {getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}")
+        raise ValueError(
+            f"y must be int64 labels of shape ({x.shape[0]},), got {getattr(y, 'dtype', type(y))} {tuple(getattr(y, 'shape', ()))}"
+        )
     if torch.isnan(x).any():
         raise ValueError("x contains NaN")
     if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"x must lie in [0, 1] (normalization belongs inside the model), got [{x.min():.4g}, {x.max():.4g}]")
+        raise ValueError(
+            f"x must lie in [0, 1] (normalization belongs inside the model), got [{x.min():.4g}, {x.max():.4g}]"
+        )
 
 
 def attack_plan(norm: str, mode: str, n_classes: int) -> AttackPlan:
@@ -126,8 +135,10 @@ def predict(model: nn.Module, x: Tensor, batch_size: int, what: str = "images") 
             bad += (~torch.isfinite(logits).all(1)).sum()
             classes.append(logits.argmax(1))
     if int(bad):
-        raise NonFiniteError(f"the model's logits are not finite (NaN or Inf) on {int(bad)} of {x.shape[0]} {what}: "
-                             "no accuracy is stored")
+        raise NonFiniteError(
+            f"the model's logits are not finite (NaN or Inf) on {int(bad)} of {x.shape[0]} {what}: "
+            "no accuracy is stored"
+        )
     return torch.cat(classes)
 
 
@@ -144,14 +155,18 @@ def enforce_constraints(x_adv: Tensor, x: Tensor, norm: str, eps: float) -> tupl
     box_excess = torch.maximum(-lo, hi - 1).clamp_min(0)
     if box_excess.max() > ATOL:
         i = int(box_excess.argmax())
-        raise RuntimeError(f"AutoAttack returned a point outside the [0, 1] box: sample {i} has values in "
-                           f"[{lo[i].item():.6g}, {hi[i].item():.6g}] (slack {ATOL:g})")
+        raise RuntimeError(
+            f"AutoAttack returned a point outside the [0, 1] box: sample {i} has values in "
+            f"[{lo[i].item():.6g}, {hi[i].item():.6g}] (slack {ATOL:g})"
+        )
     dist = _distance(x_adv, x, norm)
     slack = eps * BALL_RTOL + ATOL
     if dist.max() > eps + slack:
         i = int(dist.argmax())
-        raise RuntimeError(f"AutoAttack returned a point outside the {norm} ball: sample {i} is at distance "
-                           f"{dist[i].item():.6g} > eps {eps:g} (slack {slack:.3g})")
+        raise RuntimeError(
+            f"AutoAttack returned a point outside the {norm} ball: sample {i} is at distance "
+            f"{dist[i].item():.6g} > eps {eps:g} (slack {slack:.3g})"
+        )
     moved = (box_excess > 0) | (dist > eps)
     if not moved.any():
         return x_adv, 0
@@ -239,16 +254,21 @@ def autoattack(
     if int(y.max()) >= n_classes:
         raise ValueError(f"y holds label {int(y.max())} but the model outputs {n_classes} logits")
     plan = attack_plan(norm, mode, n_classes)
-    adversary = pyautoattack.AutoAttack(model, norm=norm, eps=float(eps), version="standard", seed=seed, device=x.device)
+    adversary = pyautoattack.AutoAttack(
+        model, norm=norm, eps=float(eps), version="standard", seed=seed, device=x.device
+    )
     adversary.attacks_to_run = list(plan.attacks)
     adversary.apgd_targeted.n_target_classes = plan.apgd_targets
     adversary.fab.n_target_classes = plan.fab_targets
     clean_ok = predict(model, x, batch_size, "clean images") == y  # before the attack: a NaN model costs nothing
     chunks = []
-    with tqdm(total=n, desc=f"AutoAttack {norm} ({mode})", unit="img", disable=not progress, leave=False) as bar, \
-            _captured(bar) as log, eval_mode(model):
+    with (
+        tqdm(total=n, desc=f"AutoAttack {norm} ({mode})", unit="img", disable=not progress, leave=False) as bar,
+        _captured(bar) as log,
+        eval_mode(model),
+    ):
         for start in range(0, n, batch_size):
-            xc, yc = x[start:start + batch_size], y[start:start + batch_size]
+            xc, yc = x[start : start + batch_size], y[start : start + batch_size]
             chunks.append(adversary.run_standard_evaluation(xc, yc, batch_size=batch_size)[0])
             bar.update(xc.shape[0])
             if on_batch is not None:
@@ -259,7 +279,20 @@ def autoattack(
         torch.cuda.synchronize(x.device)
     seconds = time.perf_counter() - t0
     if bool((robust_ok & ~clean_ok).any()):
-        raise RuntimeError(f"{int((robust_ok & ~clean_ok).sum())} points are robust but misclassified clean: robust accuracy "
-                           "must not exceed clean accuracy (a randomized or non-deterministic model?)")
-    return RobustAccuracy(norm, float(eps), mode, clean_ok.sum().item() / n, robust_ok.sum().item() / n, n, seconds,
-                          batch_size, plan, projected, tuple(log.warnings))
+        raise RuntimeError(
+            f"{int((robust_ok & ~clean_ok).sum())} points are robust but misclassified clean: robust accuracy "
+            "must not exceed clean accuracy (a randomized or non-deterministic model?)"
+        )
+    return RobustAccuracy(
+        norm,
+        float(eps),
+        mode,
+        clean_ok.sum().item() / n,
+        robust_ok.sum().item() / n,
+        n,
+        seconds,
+        batch_size,
+        plan,
+        projected,
+        tuple(log.warnings),
+    )

@@ -13,6 +13,7 @@ derived from (seed, type, severity, i) (`image_seed`), so the result does not de
 processes nor on which worker an image lands in. Built sets can be cached on disk (`cache_path`), one file
 per (type, severity) set, written atomically and validated on load (a bad file is rebuilt, never trusted).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,14 +40,36 @@ from rft_fast.data.splits import labels_of
 from rft_fast.files import atomic_write, clean_orphans
 
 STUDY: tuple[str, ...] = (
-    "shot_noise", "impulse_noise", "defocus_blur", "motion_blur", "zoom_blur", "snow", "brightness", "contrast",
-    "elastic_transform", "pixelate", "jpeg_compression",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 )
 """The study's 11 types (gaussian_noise, glass_blur, frost and fog left out), in its block order."""
 
 ALL: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 )
 """The 15 ImageNet-C corruption types (imagecorruptions' "common" subset)."""
 
@@ -141,8 +164,13 @@ def _chw(out: np.ndarray, height: int, width: int) -> torch.Tensor:
 def _identity(key: dict, setting: str, severity: int, seed: int, corruption_names: Sequence[str]) -> dict[str, Any]:
     """What a cached set is a function of (besides the images the key stands for)."""
     return {
-        "format": CACHE_FORMAT, "key": key, "setting": setting, "severity": severity, "seed": seed,
-        "corruptions": list(corruption_names), "imagecorruptions": library_version(),
+        "format": CACHE_FORMAT,
+        "key": key,
+        "setting": setting,
+        "severity": severity,
+        "seed": seed,
+        "corruptions": list(corruption_names),
+        "imagecorruptions": library_version(),
     }
 
 
@@ -165,8 +193,9 @@ def _save(path: Path, meta: dict[str, Any], result: CorruptedSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "images": result.images, "labels": result.labels, "corruptions": result.corruptions}
     atomic_write(path, lambda f: torch.save(payload, f), hidden=True)
-    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()),
-                 hidden=True)
+    atomic_write(
+        path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()), hidden=True
+    )
 
 
 def _load(
@@ -180,9 +209,12 @@ def _load(
         payload = torch.load(path, map_location="cpu", weights_only=True)
         images, stored = payload["images"], payload["labels"]
         problem = (
-            "metadata differ" if payload["meta"] != meta
-            else "labels differ" if not torch.equal(stored, labels)
-            else "corruption types differ" if payload["corruptions"] != names
+            "metadata differ"
+            if payload["meta"] != meta
+            else "labels differ"
+            if not torch.equal(stored, labels)
+            else "corruption types differ"
+            if payload["corruptions"] != names
             else "images have the wrong shape or dtype"
             if images.dtype != torch.uint8 or tuple(images.shape) != (len(names), *shape)
             else None
@@ -210,8 +242,12 @@ def _compute(
     n, height, width = images.shape[:3]
     seeds = [image_seed(seed, name, severity, i) for i, name in enumerate(names)]
     chunks = np.array_split(np.arange(n), max(math.ceil(n / CHUNK), min(n, 4 * workers)))
-    args = ([images[c] for c in chunks], [[names[i] for i in c] for c in chunks], [severity] * len(chunks),
-            [[seeds[i] for i in c] for c in chunks])
+    args = (
+        [images[c] for c in chunks],
+        [[names[i] for i in c] for c in chunks],
+        [severity] * len(chunks),
+        [[seeds[i] for i in c] for c in chunks],
+    )
     results = pool.map(_corrupt_chunk, *args) if pool is not None else map(_corrupt_chunk, *args)
     out = []
     for chunk in results:
@@ -238,11 +274,15 @@ def _check(
         raise ValueError("dataset is empty")
     image = dataset[0][0]
     if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"dataset items must be uint8 (3, H, W) tensors, got {getattr(image, 'dtype', type(image))} "
-                         f"{tuple(getattr(image, 'shape', ()))}")
+        raise ValueError(
+            f"dataset items must be uint8 (3, H, W) tensors, got {getattr(image, 'dtype', type(image))} "
+            f"{tuple(getattr(image, 'shape', ()))}"
+        )
     if min(image.shape[1:]) < MIN_SIZE:
-        raise ValueError(f"dataset images must be at least {MIN_SIZE}x{MIN_SIZE} (imagecorruptions' minimum), "
-                         f"got {tuple(image.shape[1:])}")
+        raise ValueError(
+            f"dataset images must be at least {MIN_SIZE}x{MIN_SIZE} (imagecorruptions' minimum), "
+            f"got {tuple(image.shape[1:])}"
+        )
     return tuple(image.shape)
 
 
@@ -296,8 +336,11 @@ def build(
             raise ValueError(f"dataset items must be uint8 (3, H, W) tensors, got {images.dtype} among them")
         # spawned, not forked: a fork of a process with running threads (torch's, Ray's) can inherit a held lock
         # and hang the worker forever
-        pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-                if workers > 1 else None)
+        pool = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+            if workers > 1
+            else None
+        )
         try:
             with tqdm(total=n * len(todo), desc="corruptions", unit="img", disable=not progress) as bar:
                 for index, label, sev, per_image, path, meta in todo:

@@ -1,11 +1,13 @@
 """The one evaluation entry point of `rft-fast eval` and the grid: a trained run (a `rft-fast train` checkpoint or
 run folder, or a fine-tuned weights file) loaded, its test split built, every threat of the settings measured
 into the store, each threat's failure recorded (with its one-line reason) while the others still run."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -59,10 +61,20 @@ def evaluate_checkpoint(
 
     model, config = load_trained(checkpoint, device or default_device())
     if run is None:
-        run = RunInfo(run_id or config.run_id(), config.dataset, config.backbone, config.loss, config.protocol,
-                      config.hparams())
-    return evaluate_model(model, run, settings, store, data_root=data_root or config.data_root,
-                          image_size=config.image_size, progress=progress, on_result=on_result, on_failure=on_failure)
+        run = RunInfo(
+            run_id or config.run_id(), config.dataset, config.backbone, config.loss, config.protocol, config.hparams()
+        )
+    return evaluate_model(
+        model,
+        run,
+        settings,
+        store,
+        data_root=data_root or config.data_root,
+        image_size=config.image_size,
+        progress=progress,
+        on_result=on_result,
+        on_failure=on_failure,
+    )
 
 
 def evaluate_weights(
@@ -90,8 +102,17 @@ def evaluate_weights(
     model = models.load_finetuned(backbone, splits.num_classes, str(weights), image_size=image_size)
     model = model.to(device or default_device()).eval()
     run = RunInfo(run_id or Path(weights).stem, dataset, backbone, loss, protocol, {})
-    return evaluate_model(model, run, settings, store, data_root=data_root, image_size=image_size,
-                          progress=progress, on_result=on_result, on_failure=on_failure)
+    return evaluate_model(
+        model,
+        run,
+        settings,
+        store,
+        data_root=data_root,
+        image_size=image_size,
+        progress=progress,
+        on_result=on_result,
+        on_failure=on_failure,
+    )
 
 
 def evaluate_model(
@@ -120,6 +141,15 @@ def evaluate_model(
             on_failure(threat, error)
 
     source_key: dict[str, Any] = {"dataset": run.dataset, "split": "test", "image_size": image_size}
-    outcome.rows = evaluate(model, splits.test, run, settings, store=store, source_key=source_key, progress=progress,
-                            on_result=on_result, on_failure=failed)
+    outcome.rows = evaluate(
+        model,
+        splits.test,
+        run,
+        settings,
+        store=store,
+        source_key=source_key,
+        progress=progress,
+        on_result=on_result,
+        on_failure=failed,
+    )
     return outcome

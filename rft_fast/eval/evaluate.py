@@ -11,10 +11,12 @@ certified accuracy at each radius of settings.smoothing_radii (eps = the radius,
 "sigma=<sigma>" and the CERTIFY parameters in versions["smoothing"] (rft_fast.results.measurement documents the
 rows). Each threat is an entry of the threat registry (rft_fast.results.threats), its run function in rft_fast.eval.runs..
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -72,12 +74,25 @@ def evaluate(
     stamp = {**versions(), "eval": settings.identity()}
     results: list[Measurement] = []
 
-    def record(threat: str, accuracy: float, n: int, seconds: float, extra: dict[str, Any] | None = None,
-               **key: Any) -> None:
+    def record(
+        threat: str, accuracy: float, n: int, seconds: float, extra: dict[str, Any] | None = None, **key: Any
+    ) -> None:
         m = Measurement(
-            run_id=run.run_id, dataset=run.dataset, backbone=run.backbone, loss=run.loss, protocol=run.protocol,
-            hparams=run.hparams, threat=threat, accuracy=accuracy, n=n, seconds=seconds, versions={**stamp, **(extra or {})},
-            eps=key.get("eps"), corruption=key.get("corruption"), severity=key.get("severity"), mode=key.get("mode", "-"),
+            run_id=run.run_id,
+            dataset=run.dataset,
+            backbone=run.backbone,
+            loss=run.loss,
+            protocol=run.protocol,
+            hparams=run.hparams,
+            threat=threat,
+            accuracy=accuracy,
+            n=n,
+            seconds=seconds,
+            versions={**stamp, **(extra or {})},
+            eps=key.get("eps"),
+            corruption=key.get("corruption"),
+            severity=key.get("severity"),
+            mode=key.get("mode", "-"),
         )
         if store is not None:
             store.put(m)

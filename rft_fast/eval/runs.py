@@ -1,11 +1,13 @@
 """The built-in threats' run functions (registered in rft_fast.results.threats) and the ThreatContext every run
 function gets: the model, the test subset (as a Dataset and as tensors on the model's device), the settings,
 and `record`, which stores one row of the threat (in the store, when given, the moment it exists)."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,13 +37,23 @@ class ThreatContext:
     source_key: dict[str, Any]
     _record: Callable[..., None]
 
-    def record(self, accuracy: float, n: int, seconds: float, extra: dict[str, Any] | None = None, *,
-               eps: float | None = None, corruption: str | None = None, severity: int | None = None,
-               mode: str = "-") -> None:
+    def record(
+        self,
+        accuracy: float,
+        n: int,
+        seconds: float,
+        extra: dict[str, Any] | None = None,
+        *,
+        eps: float | None = None,
+        corruption: str | None = None,
+        severity: int | None = None,
+        mode: str = "-",
+    ) -> None:
         """Stores one row of this threat: its accuracy on n images, the seconds it took, `extra` merged into
         its versions, and its key (checked by the threat's key rule)."""
-        self._record(self.spec.threat, accuracy, n, seconds, extra, eps=eps, corruption=corruption,
-                     severity=severity, mode=mode)
+        self._record(
+            self.spec.threat, accuracy, n, seconds, extra, eps=eps, corruption=corruption, severity=severity, mode=mode
+        )
 
     def accuracy(self, x: Tensor, y: Tensor, what: str = "images") -> float:
         """The model's accuracy on (x, y), in batches."""
@@ -57,8 +69,17 @@ def clean(ctx: ThreatContext) -> None:
 def attack(ctx: ThreatContext) -> None:
     """AutoAttack under the threat's norm (its name) at the settings' eps and mode."""
     norm, s = ctx.spec.name, ctx.settings
-    r = autoattack(ctx.model, ctx.x, ctx.y, norm=norm, eps=attack_eps(s, norm), mode=s.mode,
-                   batch_size=s.batch_size, seed=s.seed, progress=ctx.progress)
+    r = autoattack(
+        ctx.model,
+        ctx.x,
+        ctx.y,
+        norm=norm,
+        eps=attack_eps(s, norm),
+        mode=s.mode,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        progress=ctx.progress,
+    )
     extra = {"autoattack": {**r.plan.record(), "projected": r.projected, "warnings": list(r.warnings)}}
     ctx.record(r.robust, r.n, r.seconds, extra, eps=r.eps, mode=r.mode)
 
@@ -72,8 +93,15 @@ def common_corruptions(ctx: ThreatContext) -> None:
     for names in groups:
         t0 = time.perf_counter()
         sets = corruptions.build(
-            ctx.subset, key=ctx.source_key, setting=s.corruption_setting, severity=s.severity, seed=s.seed,
-            cache_dir=s.cache_dir, workers=s.workers, progress=ctx.progress, names=names,
+            ctx.subset,
+            key=ctx.source_key,
+            setting=s.corruption_setting,
+            severity=s.severity,
+            seed=s.seed,
+            cache_dir=s.cache_dir,
+            workers=s.workers,
+            progress=ctx.progress,
+            names=names,
         )
         build_seconds = (time.perf_counter() - t0) / len(sets)
         for cs in sets:
@@ -85,8 +113,9 @@ def common_corruptions(ctx: ThreatContext) -> None:
             if cs.setting == "study":  # the per-type rows first: the aggregate row marks the threat done
                 for name in dict.fromkeys(cs.corruptions):
                     mask = torch.tensor([c == name for c in cs.corruptions])
-                    ctx.record(correct[mask].float().mean().item(), int(mask.sum()), 0.0,
-                               corruption=name, severity=cs.severity)
+                    ctx.record(
+                        correct[mask].float().mean().item(), int(mask.sum()), 0.0, corruption=name, severity=cs.severity
+                    )
             ctx.record(correct.float().mean().item(), len(yc), seconds, corruption=label, severity=cs.severity)
 
 
@@ -95,11 +124,27 @@ def smoothing(ctx: ThreatContext) -> None:
     s = ctx.settings
     for sigma in s.smoothing_sigmas:
         t0 = time.perf_counter()
-        cert = certify(ctx.model, ctx.x, sigma, n0=s.smoothing_n0, n=s.smoothing_n, alpha=s.smoothing_alpha,
-                       batch_size=s.smoothing_batch_size, seed=s.seed)
+        cert = certify(
+            ctx.model,
+            ctx.x,
+            sigma,
+            n0=s.smoothing_n0,
+            n=s.smoothing_n,
+            alpha=s.smoothing_alpha,
+            batch_size=s.smoothing_batch_size,
+            seed=s.seed,
+        )
         seconds = time.perf_counter() - t0
-        params = {"smoothing": {"sigma": sigma, "n0": s.smoothing_n0, "n": s.smoothing_n, "alpha": s.smoothing_alpha,
-                                "batch_size": s.smoothing_batch_size, "seed": s.seed}}
+        params = {
+            "smoothing": {
+                "sigma": sigma,
+                "n0": s.smoothing_n0,
+                "n": s.smoothing_n,
+                "alpha": s.smoothing_alpha,
+                "batch_size": s.smoothing_batch_size,
+                "seed": s.seed,
+            }
+        }
         mode = smoothing_mode(sigma)
         ctx.record(smoothed_accuracy(cert, ctx.y), len(ctx.y), seconds, params, mode=mode)
         for radius, accuracy in zip(s.smoothing_radii, certified_accuracy(cert, ctx.y, s.smoothing_radii)):

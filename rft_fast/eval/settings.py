@@ -8,10 +8,12 @@ norm's radius), smoothing_sigmas / smoothing_radii (each number). How the comman
 for a few (FIELD_FLAGS: eps is one flag per norm, --eps-linf / --eps-l2 / --eps-l1; corruption_setting is
 --corruptions; the smoothing lists are --sigma / --radii); LIST_FIELDS are written comma-separated there.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from rft_fast.checks import Rule, is_real, suggest
 from rft_fast.eval.autoattack import MODES
@@ -20,8 +22,6 @@ from rft_fast.results.threats import threat_specs
 from rft_fast.study import NORMS, STUDY_EPS, STUDY_N
 
 SEED_MAX = 2**32 - 1
-
-
 
 
 def default_threats() -> tuple[str, ...]:
@@ -102,13 +102,15 @@ class EvalSettings:
                 rule.check(name, getattr(self, name))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], prefix: str = "") -> "EvalSettings":
+    def from_dict(cls, values: Mapping[str, Any], prefix: str = "") -> EvalSettings:
         """Settings from a mapping of field names (a grid spec's `eval:` section, JSON): a missing field takes
         its default, a list becomes a tuple, a single threat name a one-threat tuple; an unknown field raises a
         ValueError naming it (written prefix + name) and the nearest known one."""
         if not isinstance(values, Mapping):
-            raise ValueError(f"{prefix.rstrip('.') or 'eval settings'} must be a mapping of EvalSettings fields, "
-                             f"got {type(values).__name__}")
+            raise ValueError(
+                f"{prefix.rstrip('.') or 'eval settings'} must be a mapping of EvalSettings fields, "
+                f"got {type(values).__name__}"
+            )
         known = [f.name for f in fields(cls)]
         unknown = sorted(str(k) for k in values if k not in known)
         if unknown:

@@ -18,10 +18,11 @@ argmax: certified accuracy at any radius never exceeds the smoothed accuracy.
 Vectorized: the (image, draw) pairs of a whole batch of images are flattened into model batches of `batch_size`
 noisy images on x's device, and the counts gathered with one bincount per batch.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -124,16 +125,23 @@ def certify(
     radius = np.where(certified, sigma * stats.norm.ppf(np.where(certified, p_lower, 0.5)), 0.0)
     prediction = torch.where(torch.from_numpy(certified), selected.cpu(), -1)
     return Certification(
-        prediction=prediction, radius=torch.from_numpy(radius.astype(np.float64)),
-        p_lower=torch.from_numpy(p_lower.astype(np.float64)), smoothed=counts.argmax(1).cpu(),
-        sigma=float(sigma), n0=n0, n=n, alpha=float(alpha),
+        prediction=prediction,
+        radius=torch.from_numpy(radius.astype(np.float64)),
+        p_lower=torch.from_numpy(p_lower.astype(np.float64)),
+        smoothed=counts.argmax(1).cpu(),
+        sigma=float(sigma),
+        n0=n0,
+        n=n,
+        alpha=float(alpha),
     )
 
 
 def _labels(y: Tensor, like: Tensor) -> Tensor:
     if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != like.shape:
-        raise ValueError(f"y must be int64 labels of shape {tuple(like.shape)}, got {getattr(y, 'dtype', type(y))} "
-                         f"{tuple(getattr(y, 'shape', ()))}")
+        raise ValueError(
+            f"y must be int64 labels of shape {tuple(like.shape)}, got {getattr(y, 'dtype', type(y))} "
+            f"{tuple(getattr(y, 'shape', ()))}"
+        )
     return y.cpu()
 
 

@@ -3,6 +3,7 @@ so after a kill a trial below the pre-kill rung cutoff would be promoted. `Resum
 from the results every trial already reported (its result.json) when Tune re-adds the trial on restore, and a
 trial whose replayed history ASHA would have stopped is stopped at its next report.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,9 +51,12 @@ class ResumableASHA(ASHAScheduler):
 
     def _replay(self) -> None:
         trials, self._pending = self._pending, []
-        history = [(r.get("timestamp", 0), r[self._time_attr], t.trial_id, t, r)
-                   for t in trials for r in reported(_trial_dir(t))
-                   if self._time_attr in r and self._metric in r]
+        history = [
+            (r.get("timestamp", 0), r[self._time_attr], t.trial_id, t, r)
+            for t in trials
+            for r in reported(_trial_dir(t))
+            if self._time_attr in r and self._metric in r
+        ]
         for _, t_attr, _, trial, result in sorted(history, key=lambda h: h[:3]):
             if trial.trial_id not in self._trial_info or (t_attr >= self._max_t and self._stop_last_trials):
                 continue

@@ -3,6 +3,7 @@ snapshots, which come as rarely as its checkpoint period allows, so a killed gri
 last snapshot. `PersistentBudget` writes what is left to a file at most once a second and, restored from a
 snapshot, takes the smaller of the two: a kill returns at most a second of the budget.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The grid itself: a validated `GridSpec` (axes of registry names, the search, the sections) and its
 `Config`urations, each a Tune experiment of many trials, in the order `expand` runs them."""
+
 from __future__ import annotations
 
 import itertools
@@ -95,7 +96,10 @@ class Config:
         """The TrainConfig fields every trial of this configuration shares (not the searched ones, not out_dir)."""
         weights = weights_path(spec, self.backbone)
         return {
-            "backbone": self.backbone, "dataset": self.dataset, "protocol": self.protocol, "loss": self.loss,
+            "backbone": self.backbone,
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "loss": self.loss,
             "data_root": spec.data_roots.get(self.dataset),
             **({"random_init": True} if weights is None else {"pretrained_path": weights}),
             **spec.fixed,
@@ -140,5 +144,3 @@ def search_space(spec: GridSpec, config: Config) -> list[SearchDim]:
     """The dimensions a trial of `config` samples: the spec's search, less BACKBONE_DIMS under linear probing."""
     probe = get_protocol(config.protocol).linear_probe
     return [d for d in spec.search if not (probe and d.name in BACKBONE_DIMS)]
-
-

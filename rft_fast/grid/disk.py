@@ -1,4 +1,5 @@
 """The disk use of the grid's folders (the Tune experiment folder `rft-fast grid` reports)."""
+
 from __future__ import annotations
 
 import os

@@ -6,13 +6,15 @@ configuration's Tuner runs until budget_minutes, unless num_samples trials finis
 estimate multiplies measured seconds per image by the images a trial sees under ASHA; what it leaves out
 (Tune and process start-up, data loading, the final evaluation of the best trial) is listed in its notes.
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -54,14 +56,16 @@ def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: float
     often, and the trials running when the budget ends are cut, so real runs differ somewhat.
     """
     if not (epochs >= 1 and grace_period >= 1 and reduction_factor > 1 and (max_t is None or max_t >= 1)):
-        raise ValueError(f"asha_expected_epochs needs epochs, grace_period, max_t >= 1 and reduction_factor > 1, got "
-                         f"{epochs}, {grace_period}, {max_t}, {reduction_factor}")
+        raise ValueError(
+            f"asha_expected_epochs needs epochs, grace_period, max_t >= 1 and reduction_factor > 1, got "
+            f"{epochs}, {grace_period}, {max_t}, {reduction_factor}"
+        )
     stop = min(max_t or epochs, epochs)
     eta = reduction_factor
     rungs = []
     while grace_period * eta ** len(rungs) < stop:
         rungs.append(grace_period * eta ** len(rungs))
-    stopped = sum(eta ** -k * (1 - 1 / eta) * r for k, r in enumerate(rungs))
+    stopped = sum(eta**-k * (1 - 1 / eta) * r for k, r in enumerate(rungs))
     return stopped + eta ** -len(rungs) * stop
 
 
@@ -93,10 +97,15 @@ def plan(spec: GridSpec, bench_results: list[dict[str, Any]] | None = None, *, g
     out: dict[str, Any] = {
         "name": spec.name,
         "n_configs": len(configs),
-        "axes": {**{axis: len(getattr(spec, axis)) for axis in ("backbones", "losses", "protocols", "datasets")},
-                 **{name: len(values) for name, values in spec.axes.items()}},
+        "axes": {
+            **{axis: len(getattr(spec, axis)) for axis in ("backbones", "losses", "protocols", "datasets")},
+            **{name: len(values) for name, values in spec.axes.items()},
+        },
         "search": {
-            protocol: [d.name for d in search_space(spec, Config(spec.backbones[0], spec.losses[0], protocol, spec.datasets[0]))]
+            protocol: [
+                d.name
+                for d in search_space(spec, Config(spec.backbones[0], spec.losses[0], protocol, spec.datasets[0]))
+            ]
             for protocol in spec.protocols
         },
         "trials_per_config": spec.num_samples if spec.num_samples is not None else "unlimited within the budget",
@@ -148,13 +157,19 @@ def estimate(
         )
         trial_s = epochs * epoch_s
         config_s = budget_s if spec.num_samples is None else min(budget_s, spec.num_samples * trial_s / parallel)
-        per_config.append({
-            "key": config.key, "source": source, "seconds_per_image": sec, "epoch_seconds": epoch_s,
-            "asha_expected_epochs": epochs, "expected_trial_seconds": trial_s,
-            "full_trial_seconds": train.num_epochs * epoch_s,
-            "trials_within_budget": parallel * budget_s / trial_s if trial_s > 0 else math.inf,
-            "hours": config_s / 3600,
-        })
+        per_config.append(
+            {
+                "key": config.key,
+                "source": source,
+                "seconds_per_image": sec,
+                "epoch_seconds": epoch_s,
+                "asha_expected_epochs": epochs,
+                "expected_trial_seconds": trial_s,
+                "full_trial_seconds": train.num_epochs * epoch_s,
+                "trials_within_budget": parallel * budget_s / trial_s if trial_s > 0 else math.inf,
+                "hours": config_s / 3600,
+            }
+        )
     hours = sum(c["hours"] for c in per_config)
     return {
         "bench_devices": sorted({r.get("device", "?") for r in rows}),
@@ -202,7 +217,7 @@ def _seconds_per_image(rows: list[dict[str, Any]], arch: str, train: TrainConfig
     return sec, source
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _params(arch: str) -> int:
     """Parameters of timm architecture `arch` without its classifier (built on the meta device)."""
     with torch.device("meta"):
@@ -232,7 +247,9 @@ def format_plan(summary: dict[str, Any]) -> str:
         f"trials per configuration: {summary['trials_per_config']}, "
         f"{summary['concurrent_trials']} at a time on {summary['gpus']} GPU(s)",
     ]
-    lines += [f"  search over {', '.join(dims) or 'nothing'} for {protocol}" for protocol, dims in summary["search"].items()]
+    lines += [
+        f"  search over {', '.join(dims) or 'nothing'} for {protocol}" for protocol, dims in summary["search"].items()
+    ]
     lines.append(
         f"budget: {summary['budget_minutes_per_config']:,g} min per configuration -> at most "
         f"{format_hours(summary['budget_bound_hours'])} ({format_hours(summary['budget_bound_gpu_hours'], 'GPU-hours')})"

@@ -10,9 +10,9 @@ the time budget is a PersistentBudget, so a restart gets only what was left). A 
 evaluation raises is recorded as failed with its reason and the grid goes on; a threat that fails does not stop
 the others.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
@@ -21,22 +21,21 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from rft_fast.eval import EvalSettings, RunInfo
 from rft_fast.eval.entry import default_device, evaluate_checkpoint, reason
-from rft_fast.grid.disk import disk_use  # noqa: F401 - public here: `rft-fast grid` reports the Tune folder's size
 from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space, validate
-from rft_fast.results import Store, expected_rows, stage_of
+from rft_fast.grid.status import TUNE_STAGE, eval_settings, missing_threats, run_info, still_valid, trial_fields
+from rft_fast.results import Store, stage_of
 from rft_fast.train import TrainConfig, fit
 
 TUNE_DIR = "tune"
 BUDGET_FILE = "budget.json"  # the tuning seconds left, in each configuration's Tune folder
-TUNE_STAGE = "tune"
 TRIAL_STATES = ("finished", "stopped", "errored", "not started")
 SCRATCH = "rft-fast-trials"  # under the temporary folder: the trials' working copies (see _trainable)
 
@@ -127,33 +126,36 @@ def _tuner(spec: GridSpec, config: Config, storage: Path):
     path = storage / _name(config)
     if tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False), True
-    space = {"fields": fields, "hparams": {d.name: _tune_dim(d) for d in search_space(spec, config)},
-             "scratch": str(_scratch(config))}
+    space = {
+        "fields": fields,
+        "hparams": {d.name: _tune_dim(d) for d in search_space(spec, config)},
+        "scratch": str(_scratch(config)),
+    }
     (path / BUDGET_FILE).unlink(missing_ok=True)  # left by an experiment Tune cannot restore: a fresh budget
     tuner = tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
-            metric=spec.asha.metric, mode=spec.asha.mode,
-            scheduler=ResumableASHA(max_t=max_t, grace_period=min(spec.asha.grace_period, max_t),
-                                    reduction_factor=spec.asha.reduction_factor),
+            metric=spec.asha.metric,
+            mode=spec.asha.mode,
+            scheduler=ResumableASHA(
+                max_t=max_t,
+                grace_period=min(spec.asha.grace_period, max_t),
+                reduction_factor=spec.asha.reduction_factor,
+            ),
             search_alg=BasicVariantGenerator(random_state=spec.seed),
             num_samples=spec.num_samples if spec.num_samples is not None else -1,
         ),
         run_config=tune.RunConfig(
-            name=_name(config), storage_path=str(storage), verbose=0,
+            name=_name(config),
+            storage_path=str(storage),
+            verbose=0,
             stop=PersistentBudget(spec.budget_minutes * 60, path / BUDGET_FILE),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
     return tuner, False
-
-
-def trial_fields(spec: GridSpec, config: Config) -> dict[str, Any]:
-    """The TrainConfig fields of every trial: the configuration's, with the spec's seed unless fixed sets one."""
-    searched = {d.name for d in spec.search}
-    return {**({} if "seed" in searched else {"seed": spec.seed}), **config.train_fields(spec)}
 
 
 def _max_t(spec: GridSpec, config: Config) -> int:
@@ -189,99 +191,41 @@ def _tune(spec: GridSpec, config: Config, storage: Path, store: Store, outcome: 
     finally:  # no trial runs now: what is left in the scratch folder (a killed trial's copy) is an orphan
         shutil.rmtree(_scratch(config), ignore_errors=True)
     outcome.trials = count_trials(grid, _max_t(spec, config), spec.num_samples)
-    finished = [r for r in grid if r.checkpoint is not None and r.metrics and spec.asha.metric in r.metrics
-                and math.isfinite(r.metrics[spec.asha.metric])]
+    finished = [
+        r
+        for r in grid
+        if r.checkpoint is not None
+        and r.metrics
+        and spec.asha.metric in r.metrics
+        and math.isfinite(r.metrics[spec.asha.metric])
+    ]
     if not finished:
         errors = "; ".join(dict.fromkeys(reason(r.error) for r in grid if r.error is not None))[:500]
-        store.set_stage(config.key, TUNE_STAGE, "failed", errors or "no trial reported a finite metric",
-                        {"trials": outcome.trials})
+        store.set_stage(
+            config.key, TUNE_STAGE, "failed", errors or "no trial reported a finite metric", {"trials": outcome.trials}
+        )
         return None
     sign = 1 if spec.asha.mode == "min" else -1
     best = min(finished, key=lambda r: sign * r.metrics[spec.asha.metric])
     checkpoint = Path(best.checkpoint.path) / "checkpoint.pt"
     train_config = TrainConfig(**best.config["fields"], **best.config["hparams"])
-    detail = {"checkpoint": str(checkpoint), "trial": Path(best.path).name, "metric": best.metrics[spec.asha.metric],
-              "run_id": train_config.run_id(), "hparams": dict(best.config["hparams"]), "trials": outcome.trials}
+    detail = {
+        "checkpoint": str(checkpoint),
+        "trial": Path(best.path).name,
+        "metric": best.metrics[spec.asha.metric],
+        "run_id": train_config.run_id(),
+        "hparams": dict(best.config["hparams"]),
+        "trials": outcome.trials,
+    }
     store.set_stage(config.key, TUNE_STAGE, "done", detail=detail)
     return detail
-
-
-def missing_threats(store: Store, run: RunInfo, settings: EvalSettings, n: int | None = None) -> list[str]:
-    """The threats of `settings` whose rows for `run` are not all in the store, measured exactly as settings
-    would measure them (same eps, mode, severity and EvalSettings.identity(): requested n, subset seed, seed;
-    and, when given, `n` images): what an evaluation still has to measure. A row of other settings is stale.
-    Each threat's rows are its registry entry's expected rows for `settings` (rft_fast.results.threats)."""
-    model = {"run_id": run.run_id, "dataset": run.dataset, "backbone": run.backbone, "loss": run.loss,
-             "protocol": run.protocol, "hparams": run.hparams}
-    identity = settings.identity()
-    have = {(m.threat, m.eps, m.corruption, m.severity, m.mode) for m in store.query(**model)
-            if m.versions.get("eval") == identity and (n is None or m.n == n)}
-    return [t for t in settings.threats if not expected_rows(t, settings) <= have]
-
-
-def eval_settings(spec: GridSpec, threats: list[str] | tuple[str, ...]) -> EvalSettings:
-    """The EvalSettings of the spec's `eval:` section measuring `threats`: the section's fields (whatever
-    EvalSettings fields it holds), seeded with the spec's seed, corrupted sets cached under out_dir unless the
-    section names a cache_dir."""
-    section = {f.name: getattr(spec.eval, f.name) for f in dataclasses.fields(spec.eval)}
-    section.update(threats=tuple(threats), seed=spec.seed)
-    if section.get("cache_dir") is None:
-        section["cache_dir"] = str(Path(spec.out_dir) / "corruption-cache")
-    return EvalSettings(**section)
-
-
-def _still_valid(spec: GridSpec, config: Config, detail: dict[str, Any]) -> bool:
-    """Whether a recorded tuning still stands: its checkpoint is there and the spec would give the chosen trial
-    the same run id (a spec whose fixed fields changed needs a new tuning)."""
-    try:
-        same = TrainConfig(**trial_fields(spec, config), **detail["hparams"]).run_id() == detail["run_id"]
-    except (KeyError, TypeError, ValueError):
-        return False
-    return same and Path(detail["checkpoint"]).is_file()
-
-
-def run_info(spec: GridSpec, config: Config, detail: dict[str, Any]) -> tuple[TrainConfig, RunInfo]:
-    """The chosen trial's TrainConfig and the RunInfo its rows are stored under."""
-    train_config = TrainConfig(**trial_fields(spec, config), **detail["hparams"])
-    return train_config, RunInfo(train_config.run_id(), config.dataset, config.backbone, config.loss,
-                                 config.protocol_label, train_config.hparams())
-
-
-CONFIG_STATES = ("done", "partial", "stale", "failed", "new")
-
-
-def config_status(spec: GridSpec, store: Store, config: Config) -> tuple[str, str]:
-    """(state, why) of one configuration against the store, without running anything (the dry run):
-    "done" (every threat measured as the spec measures it: a rerun skips it), "partial" (tuned, threats left),
-    "stale" (what is stored was measured under another spec: re-tuned or re-evaluated, never skipped),
-    "failed" (its tuning failed: retried), "new"."""
-    tuned = store.stage(config.key, TUNE_STAGE)
-    if tuned is None:
-        return "new", "not tuned yet"
-    if tuned.status != "done":
-        return "failed", f"tuning failed: {tuned.reason} (retried)"
-    if not _still_valid(spec, config, tuned.detail):
-        if Path(str(tuned.detail.get("checkpoint", ""))).is_file():
-            return "stale", "the spec now trains another configuration (other run id): re-tuned"
-        return "stale", "the tuned checkpoint is gone: re-tuned"
-    _, run = run_info(spec, config, tuned.detail)
-    settings = eval_settings(spec, spec.eval.threats)
-    todo = missing_threats(store, run, settings)
-    if not todo:
-        return "done", ""
-    stored = {stage_of(m.threat) for m in store.query(run_id=run.run_id, hparams=run.hparams)}
-    stale = [t for t in todo if t in stored]
-    if stale:
-        return "stale", (f"{', '.join(stale)} stored under other eval settings (eps, mode, severity, n or seeds): "
-                         f"re-evaluates {', '.join(todo)}")
-    return "partial", f"to evaluate: {', '.join(todo)}"
 
 
 def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, progress: bool) -> ConfigOutcome:
     t0 = time.perf_counter()
     outcome = ConfigOutcome(config.key, "done")
     tuned = store.stage(config.key, TUNE_STAGE)
-    fresh = tuned is None or tuned.status != "done" or not _still_valid(spec, config, tuned.detail)
+    fresh = tuned is None or tuned.status != "done" or not still_valid(spec, config, tuned.detail)
     if fresh:
         try:
             detail = _tune(spec, config, storage, store, outcome)
@@ -290,8 +234,15 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
             detail = None
         if detail is None:
             why = store.stage(config.key, TUNE_STAGE).reason
-            return ConfigOutcome(config.key, "failed", trials=outcome.trials, seconds=time.perf_counter() - t0,
-                                 message=why, failures={TUNE_STAGE: why}, resumed=outcome.resumed)
+            return ConfigOutcome(
+                config.key,
+                "failed",
+                trials=outcome.trials,
+                seconds=time.perf_counter() - t0,
+                message=why,
+                failures={TUNE_STAGE: why},
+                resumed=outcome.resumed,
+            )
     else:
         detail = tuned.detail
         outcome.trials = dict(detail.get("trials", {}))
@@ -304,6 +255,7 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
         if not todo and not fresh:
             outcome.status = "skipped"
         if todo:
+
             def failed(threat: str, error: Exception) -> None:
                 failures[threat] = reason(error)
                 store.set_stage(config.key, threat, "failed", failures[threat], {"traceback": _traceback(error)})
@@ -316,9 +268,17 @@ def _run_config(spec: GridSpec, config: Config, storage: Path, store: Store, pro
                 if previous is not None and previous.status == "failed":
                     store.set_stage(config.key, stage, "done", detail={"run_id": run.run_id})
 
-            evaluate_checkpoint(detail["checkpoint"], eval_settings(spec, todo), store, run=run,
-                                data_root=train_config.data_root, device=default_device(), progress=progress,
-                                on_result=measured, on_failure=failed)
+            evaluate_checkpoint(
+                detail["checkpoint"],
+                eval_settings(spec, todo),
+                store,
+                run=run,
+                data_root=train_config.data_root,
+                device=default_device(),
+                progress=progress,
+                on_result=measured,
+                on_failure=failed,
+            )
     except Exception as error:  # noqa: BLE001 - e.g. an unreadable checkpoint: recorded, the grid goes on
         failures["evaluate"] = reason(error)
         store.set_stage(config.key, "evaluate", "failed", failures["evaluate"], {"traceback": _traceback(error)})
@@ -348,10 +308,15 @@ def _quiet_ray(local: bool) -> None:
 
 def _check_resources(spec: GridSpec, available: dict[str, float]) -> None:
     """A trial asking for more CPUs or GPUs than the cluster has would wait out the whole budget: refuse it now."""
-    need = {"CPU": spec.resources.cpus_per_trial,
-            "GPU": spec.resources.gpus_per_trial if torch.cuda.is_available() else 0}
-    short = [f"{kind.lower()}s_per_trial is {value:g} but the Ray cluster has {available.get(kind, 0):g} {kind}"
-             for kind, value in need.items() if value and available.get(kind, 0) < value]
+    need = {
+        "CPU": spec.resources.cpus_per_trial,
+        "GPU": spec.resources.gpus_per_trial if torch.cuda.is_available() else 0,
+    }
+    short = [
+        f"{kind.lower()}s_per_trial is {value:g} but the Ray cluster has {available.get(kind, 0):g} {kind}"
+        for kind, value in need.items()
+        if value and available.get(kind, 0) < value
+    ]
     if short:
         raise ValueError("resources: " + "; ".join(short))
 
@@ -375,8 +340,13 @@ def run_grid(
     storage = (Path(spec.out_dir) / TUNE_DIR).resolve()
     _quiet_ray(local=address is None)
     # "local" starts a private Ray instance even when another one runs on this machine; a cluster is opt-in.
-    ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        address=address or "local",
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     outcomes = []
     try:
         _check_resources(spec, ray.cluster_resources())

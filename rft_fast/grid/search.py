@@ -1,6 +1,7 @@
 """What a grid spec varies: the TrainConfig fields it fixes (`fixed:`), searches (`search:`, one SearchDim each)
 and turns into extra grid axes (`axes:`), each value checked by the field's rule (TrainConfig FIELD_RULES), and
 each field one of the three at most. The grid sets a configuration's identity and paths itself (GRID_OWNED)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -21,13 +22,14 @@ SETTABLE = tuple(name for name in TRAIN_FIELDS if name not in GRID_OWNED)
 def field_problem(key: str, name: object, what: str) -> str | None:
     """None when `name` is a TrainConfig field a spec may set (fixed, searched or an axis), else the message."""
     if name in GRID_OWNED:
-        return (f"{key}: not a {what}; the grid sets it itself (from backbones, losses, protocols, datasets, "
-                "data_roots, pretrained, weights_dir, random_init, out_dir)")
+        return (
+            f"{key}: not a {what}; the grid sets it itself (from backbones, losses, protocols, datasets, "
+            "data_roots, pretrained, weights_dir, random_init, out_dir)"
+        )
     if name not in TRAIN_FIELDS:
         hint = suggest(name, SETTABLE)
         return f"{key}: not a {what}" + (f" ({hint[2:]})" if hint else f"; known: {sorted(SETTABLE)}")
     return None
-
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ def parse_fixed(values: dict[Any, Any]) -> dict[str, Any]:
     return dict(values)
 
 
-def parse_axes(values: dict[Any, Any], fixed: dict[str, Any], search: tuple[SearchDim, ...]) -> dict[str, tuple[Any, ...]]:
+def parse_axes(
+    values: dict[Any, Any], fixed: dict[str, Any], search: tuple[SearchDim, ...]
+) -> dict[str, tuple[Any, ...]]:
     searched = {d.name for d in search}
     out = {}
     for name, options in values.items():
@@ -94,7 +98,9 @@ def parse_axes(values: dict[Any, Any], fixed: dict[str, Any], search: tuple[Sear
         if problem:
             raise ValueError(problem)
         if name in fixed or name in searched:
-            raise ValueError(f"{key}: also in {'fixed' if name in fixed else 'search'}; a field is one of axis, fixed, searched")
+            raise ValueError(
+                f"{key}: also in {'fixed' if name in fixed else 'search'}; a field is one of axis, fixed, searched"
+            )
         if not isinstance(options, list) or not options:
             raise ValueError(f"{key} must be a non-empty list, got {show(options)}")
         for i, option in enumerate(options):
@@ -135,5 +141,3 @@ def _dim(key: str, name: str, value: object) -> SearchDim:
             raise ValueError(f"{key}: choice takes a non-empty list, got {show(arg)}")
         return SearchDim(name, kind, values=tuple(arg))
     return SearchDim(name, kind, values=(arg,))
-
-

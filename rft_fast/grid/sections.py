@@ -4,6 +4,7 @@ trial) and `eval:` (how each configuration's best trial is evaluated: an EvalSet
 Each section checks itself when built, so a spec changed in code is held to the same rules as one read from
 YAML; every message names the key with its section ("asha.grace_period", "eval.smoothing_sigmas[1]").
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,10 +55,7 @@ class ASHA:
             raise ValueError(f"asha.max_t ({self.max_t}) must be >= asha.grace_period ({self.grace_period})")
 
 
-RESOURCE_RULES = {
-    "gpus_per_trial": Rule(float, 0, 64, open_low=True),
-    "cpus_per_trial": Rule(int, 1, 1024),
-}
+RESOURCE_RULES = {"gpus_per_trial": Rule(float, 0, 64, open_low=True), "cpus_per_trial": Rule(int, 1, 1024)}
 
 
 @dataclass(frozen=True)
@@ -83,8 +81,9 @@ EVAL_OWNED = {"seed": "the spec's top-level seed seeds the evaluation"}
 # Where a grid is stricter than the command line: a spec's eval.n is at most 1,000,000 (EvalSettings: 10**7).
 _GRID_EVAL_RULES = {"n": Rule(int, 1, 1_000_000)}
 # The rule of every field of the grid's eval section (of each item for threats, eps and the smoothing lists).
-EVAL_RULES: dict[str, Rule] = {name: _GRID_EVAL_RULES.get(name, rule) for name, rule in EVAL_FIELD_RULES.items()
-                               if name not in EVAL_OWNED}
+EVAL_RULES: dict[str, Rule] = {
+    name: _GRID_EVAL_RULES.get(name, rule) for name, rule in EVAL_FIELD_RULES.items() if name not in EVAL_OWNED
+}
 _ITEMS = (*LIST_FIELDS, "eps")  # fields checked item by item
 
 
@@ -96,8 +95,10 @@ def _check_eval(section: Any) -> None:
     known = all_threats()
     bad = [t for t in threats if t not in known] if isinstance(threats, tuple) else [threats]
     if not threats or bad:
-        raise ValueError(f"eval.threats must be a non-empty subset of {list(known)}, got {show(threats)}"
-                         + (suggest(bad[0], known) if bad else ""))
+        raise ValueError(
+            f"eval.threats must be a non-empty subset of {list(known)}, got {show(threats)}"
+            + (suggest(bad[0], known) if bad else "")
+        )
     no_repeats("eval.threats", threats)
     check_fields(section, {k: r for k, r in EVAL_RULES.items() if k not in _ITEMS}, "eval.")
     for name in ("smoothing_sigmas", "smoothing_radii"):
@@ -129,8 +130,11 @@ def _eval_section() -> type:
     for f in dataclasses.fields(EvalSettings):
         if f.name in EVAL_OWNED:
             continue
-        default = (dataclasses.field(default=f.default) if f.default is not dataclasses.MISSING
-                   else dataclasses.field(default_factory=f.default_factory))
+        default = (
+            dataclasses.field(default=f.default)
+            if f.default is not dataclasses.MISSING
+            else dataclasses.field(default_factory=f.default_factory)
+        )
         specs.append((f.name, f.type, default))
 
     def settings(self, **changes: Any) -> EvalSettings:
@@ -138,12 +142,17 @@ def _eval_section() -> type:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return EvalSettings(**{**values, "eps": dict(values["eps"]), **changes})
 
-    doc = ("How the best trial of each configuration is evaluated: every field of rft_fast.eval.EvalSettings but "
-           f"{', '.join(EVAL_OWNED)} ({'; '.join(EVAL_OWNED.values())}), checked by its rule (EVAL_RULES) with "
-           "the key written eval.<field>. cache_dir None: the corrupted sets are cached under the grid's out_dir.")
-    return dataclasses.make_dataclass("EvalSpec", specs, frozen=True, namespace={
-        "__module__": __name__,
-        "__doc__": doc, "__post_init__": _check_eval, "settings": settings})
+    doc = (
+        "How the best trial of each configuration is evaluated: every field of rft_fast.eval.EvalSettings but "
+        f"{', '.join(EVAL_OWNED)} ({'; '.join(EVAL_OWNED.values())}), checked by its rule (EVAL_RULES) with "
+        "the key written eval.<field>. cache_dir None: the corrupted sets are cached under the grid's out_dir."
+    )
+    return dataclasses.make_dataclass(
+        "EvalSpec",
+        specs,
+        frozen=True,
+        namespace={"__module__": __name__, "__doc__": doc, "__post_init__": _check_eval, "settings": settings},
+    )
 
 
 EvalSpec = _eval_section()

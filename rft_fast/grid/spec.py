@@ -21,6 +21,7 @@ data. Nothing here imports Ray.
 The parts: loader.py (the strict YAML loader), search.py (fixed / search / axes), sections.py (asha, resources, eval),
 configs.py (GridSpec, Config, expand), validation.py (combinations and paths); this module reads a spec (file, keys, axes, sections).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -59,13 +60,35 @@ from rft_fast.grid.validation import check_paths, config_problems, validate
 from rft_fast.train.protocols import get_protocol
 
 __all__ = [
-    "ASHA", "BACKBONE_DIMS", "Config", "EvalSpec", "GRID_OWNED", "GridSpec", "KINDS", "MAX_DEPTH", "MAX_SPEC_BYTES",
-    "REQUIRED", "Resources", "SearchDim", "check_paths", "config_problems", "expand", "field_problem", "load_spec",
-    "no_repeats", "read_yaml", "search_space", "spec_keys", "validate", "weights_path", "_Loader",
+    "ASHA",
+    "BACKBONE_DIMS",
+    "Config",
+    "EvalSpec",
+    "GRID_OWNED",
+    "GridSpec",
+    "KINDS",
+    "MAX_DEPTH",
+    "MAX_SPEC_BYTES",
+    "REQUIRED",
+    "Resources",
+    "SearchDim",
+    "check_paths",
+    "config_problems",
+    "expand",
+    "field_problem",
+    "load_spec",
+    "no_repeats",
+    "read_yaml",
+    "search_space",
+    "spec_keys",
+    "validate",
+    "weights_path",
+    "_Loader",
 ]
 
 
 # ----------------------------------------------------------------------------------------------- the axes' names
+
 
 def loss_names() -> tuple[str, ...]:
     """The losses a grid can list: the loss registry's (rft_fast.train.config.LOSSES reads it live)."""
@@ -108,16 +131,19 @@ def spec_keys() -> dict[str, str]:
         "axes": "TrainConfig field -> list of values: extra grid axes (e.g. tora_lambda, eps_schedule)",
         "budget_minutes": f"wall-clock tuning budget per configuration, {GRID_RULES['budget_minutes'].expected()}",
         "num_samples": f"trials per configuration, {GRID_RULES['num_samples'].expected()} (null: unlimited within "
-                       "the budget)",
+        "the budget)",
         "asha": _ranges(ASHA_RULES) + "; mode is the metric's direction, max_t null: the configuration's epochs",
         "resources": _ranges(RESOURCE_RULES) + "; gpus_per_trial a fraction <= 1 or a whole number",
-        "eval": "the best trial's evaluation, any EvalSettings field but " + ", ".join(EVAL_OWNED) + ": "
-                + _ranges(EVAL_RULES) + " (threats, eps per norm and the smoothing lists: of each item)",
+        "eval": "the best trial's evaluation, any EvalSettings field but "
+        + ", ".join(EVAL_OWNED)
+        + ": "
+        + _ranges(EVAL_RULES)
+        + " (threats, eps per norm and the smoothing lists: of each item)",
         "store": "the SQLite results store",
         "out_dir": "where Tune experiments and runs go",
         "seed": "seeds the search (the trials' sampled values), each trial's training unless fixed.seed is given, "
-                f"and the evaluation's attacks (default 0; {GRID_RULES['seed'].expected()}): the same spec gives "
-                "the same trials",
+        f"and the evaluation's attacks (default 0; {GRID_RULES['seed'].expected()}): the same spec gives "
+        "the same trials",
     }
 
 
@@ -127,6 +153,7 @@ _DEFAULTS = {"weights_dir": None, "random_init": False, "num_samples": None, "se
 
 
 # ----------------------------------------------------------------------------------------------- loading
+
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a spec file; every way the file can be wrong is a ValueError naming it: missing,
@@ -202,8 +229,15 @@ def _build(raw: dict[Any, Any], default_name: str) -> GridSpec:
     search = parse_search(raw["search"], fixed)
     axes = parse_axes(_mapping("axes", raw.get("axes")), fixed, search)
     spec = GridSpec(
-        backbones=backbones, losses=losses, protocols=protocols, datasets=datasets,
-        search=search, data_roots=data_roots, pretrained=pretrained, fixed=fixed, axes=axes,
+        backbones=backbones,
+        losses=losses,
+        protocols=protocols,
+        datasets=datasets,
+        search=search,
+        data_roots=data_roots,
+        pretrained=pretrained,
+        fixed=fixed,
+        axes=axes,
         asha=_section("asha", raw.get("asha"), ASHA),
         resources=_section("resources", raw.get("resources"), Resources),
         eval=_section("eval", raw.get("eval"), EvalSpec, eval_values),

@@ -1,6 +1,7 @@
 """Everything that would stop a grid or fail its trials, found before Ray starts: each (loss, protocol, axis
 values) combination's TrainConfig built with the fixed fields and each search bound and value
 (`config_problems`), and the files the grid needs (`check_paths`); `validate` lists both."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,9 +75,11 @@ def config_problems(spec: GridSpec, *, first_only: bool) -> list[str]:
         steps = [("fixed", {})]
         if config.variant:
             steps.append(("axes." + ",".join(name for name, _ in config.variant), dict(config.variant)))
-        steps += [(f"search.{dim.name}", {**dict(config.variant), dim.name: value})
-                  for dim in search_space(spec, config)
-                  for value in ((dim.low, dim.high) if dim.kind in ("loguniform", "uniform") else dim.values)]
+        steps += [
+            (f"search.{dim.name}", {**dict(config.variant), dim.name: value})
+            for dim in search_space(spec, config)
+            for value in ((dim.low, dim.high) if dim.kind in ("loguniform", "uniform") else dim.values)
+        ]
         for key, extra in steps:
             try:
                 TrainConfig(**{**base, **extra})

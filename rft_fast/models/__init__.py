@@ -1,10 +1,11 @@
 """Backbones: the study's 40-entry registry, model creation with local weights, checkpoint conversion.
 
-    from rft_fast import models
-    spec = models.get("convnext_tiny.fb_in22k")
-    model = models.create(spec.name, num_classes=37, pretrained_path="convnext_tiny.safetensors")
-    backbone_params, head_params = models.split_parameters(model)
+from rft_fast import models
+spec = models.get("convnext_tiny.fb_in22k")
+model = models.create(spec.name, num_classes=37, pretrained_path="convnext_tiny.safetensors")
+backbone_params, head_params = models.split_parameters(model)
 """
+
 from rft_fast.models.adapters import ToraParams, ToraViT, tora
 from rft_fast.models.factory import create, load_finetuned
 from rft_fast.models.registry import (

@@ -19,6 +19,7 @@ token equals the backbone's class token at every depth and the "acc" output equa
 starts as a copy of the backbone's head). Everything the backbone owns is frozen (requires_grad False, eval
 mode); only adapters, fusion, tokens and the two heads train.
 """
+
 from __future__ import annotations
 
 import copy
@@ -145,11 +146,14 @@ class ToraViT(nn.Module):
     def param_counts(self) -> ToraParams:
         count = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
         return ToraParams(
-            total=count(self.parameters()), backbone=count(self.base.parameters()),
-            acc=count(self.acc_parameters()), rob=count(self.rob_parameters()), fusion=count(self.fusion_parameters()),
+            total=count(self.parameters()),
+            backbone=count(self.base.parameters()),
+            acc=count(self.acc_parameters()),
+            rob=count(self.rob_parameters()),
+            fusion=count(self.fusion_parameters()),
         )
 
-    def train(self, mode: bool = True) -> "ToraViT":
+    def train(self, mode: bool = True) -> ToraViT:
         """The frozen backbone stays in eval mode (its dropout, drop-path and statistics are not trained)."""
         super().train(mode)
         self.base.eval()
@@ -228,17 +232,21 @@ def _check_path(path: str) -> None:
 
 
 def supported(model: nn.Module) -> str:
-    """"" when `tora` can wrap `model`, else the reason it cannot."""
+    """ "" when `tora` can wrap `model`, else the reason it cannot."""
     if not isinstance(model, Normalized):
         return f"tora() takes a Normalized model (from models.create), got {type(model).__name__}"
     vit = model.backbone
     name = f"{model.spec.name!r} (timm {model.spec.timm_name!r})"
     if type(vit).__name__ == "Eva":
-        return (f"backbone {name} is not supported by TORA adapters yet: EVA-02 rotates the patch tokens (RoPE) "
-                "and pools by mean, which the [ACC]/[ROB] class-token scheme does not cover")
+        return (
+            f"backbone {name} is not supported by TORA adapters yet: EVA-02 rotates the patch tokens (RoPE) "
+            "and pools by mean, which the [ACC]/[ROB] class-token scheme does not cover"
+        )
     if not isinstance(vit, VisionTransformer):
-        return (f"backbone {name} is not supported by TORA adapters: it needs a timm VisionTransformer "
-                f"(vit_*, deit_*), got {type(vit).__name__}")
+        return (
+            f"backbone {name} is not supported by TORA adapters: it needs a timm VisionTransformer "
+            f"(vit_*, deit_*), got {type(vit).__name__}"
+        )
     if vit.cls_token is None or vit.global_pool != "token" or vit.attn_pool is not None:
         return f"backbone {name} is not supported by TORA adapters: it needs class-token pooling (global_pool='token')"
     if not all(type(b) is Block for b in vit.blocks):

@@ -1,4 +1,5 @@
 """`create`: a registry backbone with a fresh `num_classes` head, its pretrained weights, inside `Normalized`."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Metadata (architecture type, size class, pretraining, resolution, mean/std, wher
 in `_TABLE`; nothing here branches on a model name. Parameter counts are not stored: `num_params` derives them
 from the model itself (built on the meta device), so they cannot drift from what `create` builds.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -99,6 +100,7 @@ _OTHER_HUB = "the study took {} from another hub; timm's {} is the equivalent re
 #   (name, timm_name, pretrained_tag,
 #    arch, size, pretraining, input_size, (mean, std), weights, checkpoint_format, aliases, notes)
 # weights=None means the timm Hugging Face file of that tag.
+# fmt: off
 _TABLE: tuple[tuple, ...] = (
     # convolutional (16)
     ("convnext_base.fb_in1k", "convnext_base", "fb_in1k",
@@ -197,15 +199,25 @@ _TABLE: tuple[tuple, ...] = (
      _OTHER_HUB.format("Apple MobileViT-small", "mobilevit_s.cvnets_in1k")
      + "; " + _AT_224.format("MobileViT")),
 )
+# fmt: on
 
 
 def _spec(row: tuple) -> BackboneSpec:
     name, timm_name, tag, arch, size, pretraining, input_size, (mean, std), weights, fmt, aliases, notes = row
     return BackboneSpec(
-        name=name, timm_name=timm_name, pretrained_tag=tag, arch=arch, size=size, pretraining=pretraining,
-        input_size=input_size, mean=mean, std=std,
+        name=name,
+        timm_name=timm_name,
+        pretrained_tag=tag,
+        arch=arch,
+        size=size,
+        pretraining=pretraining,
+        input_size=input_size,
+        mean=mean,
+        std=std,
         weights=weights or _HF.format(timm_id=f"{timm_name}.{tag}"),
-        checkpoint_format=fmt, aliases=aliases, notes=notes,
+        checkpoint_format=fmt,
+        aliases=aliases,
+        notes=notes,
     )
 
 
@@ -261,9 +273,12 @@ def list_backbones(
         if value is not None:
             _check_choice(argument, value, allowed)
     return [
-        s for s in REGISTRY.values()
+        s
+        for s in REGISTRY.values()
         if fnmatch.fnmatchcase(s.name, pattern)
-        and arch in (None, s.arch) and size in (None, s.size) and pretraining in (None, s.pretraining)
+        and arch in (None, s.arch)
+        and size in (None, s.size)
+        and pretraining in (None, s.pretraining)
     ]
 
 
@@ -281,7 +296,7 @@ def build_timm(timm_name: str, num_classes: int, image_size: int) -> nn.Module:
     return timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _count(timm_name: str, image_size: int) -> int:
     with torch.device("meta"):
         model = build_timm(timm_name, 0, image_size)

@@ -4,6 +4,7 @@ Every layout is turned into timm's state dict of the spec's architecture. The cl
 task gets a fresh head) and everything else must match exactly: a missing, unexpected or mis-shaped key is an
 error, never a silent partial load. Conversions are idempotent, so a converted file loads under its own name.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -62,7 +63,7 @@ def _strip(key: str, prefixes: tuple[str, ...]) -> str:
         stripped = False
         for prefix in prefixes:
             if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
+                key, stripped = key[len(prefix) :], True
     return key
 
 
@@ -107,17 +108,27 @@ def backbone_state(spec: BackboneSpec, path: Path, backbone: nn.Module) -> State
     expected = {k: v.shape for k, v in backbone.state_dict().items() if not is_head(k)}
     missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_SUFFIX)]
     unexpected = [k for k in state if k not in expected]
-    where = (f"{path} does not fit backbone {spec.name!r} (timm {spec.timm_name}, "
-             f"{spec.checkpoint_format} layout; expected file: {spec.weights})")
+    where = (
+        f"{path} does not fit backbone {spec.name!r} (timm {spec.timm_name}, "
+        f"{spec.checkpoint_format} layout; expected file: {spec.weights})"
+    )
     if missing or unexpected:
-        parts = [f"{len(keys)} {what} key(s): {_listed(keys)}"
-                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        parts = [
+            f"{len(keys)} {what} key(s): {_listed(keys)}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
         raise ValueError(f"{where}: {'; '.join(parts)}")
-    mismatched = [f"{k} {tuple(v.shape)} in the file, {tuple(expected[k])} in the model"
-                  for k, v in state.items() if v.shape != expected[k]]
+    mismatched = [
+        f"{k} {tuple(v.shape)} in the file, {tuple(expected[k])} in the model"
+        for k, v in state.items()
+        if v.shape != expected[k]
+    ]
     if mismatched:
-        raise ValueError(f"{where}: {len(mismatched)} shape mismatch(es) (weights of another model variant or "
-                         f"resolution? pretrained at {spec.input_size} px): {_listed(mismatched)}")
+        raise ValueError(
+            f"{where}: {len(mismatched)} shape mismatch(es) (weights of another model variant or "
+            f"resolution? pretrained at {spec.input_size} px): {_listed(mismatched)}"
+        )
     return state
 
 

@@ -3,6 +3,7 @@
 Normalization lives inside the model (docs/study.md, "Threat models") so that attacks, eps and clipping all work in
 [0,1] pixel space whatever the backbone's mean/std.
 """
+
 from __future__ import annotations
 
 import torch

@@ -18,6 +18,7 @@ elements) gives empty outputs of the right shape on every backend.
 Modules: dispatch (backends, the choice per call, the kernel table), arguments (checks), layout ((N, D) rows in
 memory order), projection (project, pgd_step, apgd_step), kl (trades_kl, trades_objective); docs/kernels.md.
 """
+
 from __future__ import annotations
 
 from rft_fast.ops.arguments import Scalar, check_beta, per_sample
@@ -28,6 +29,18 @@ from rft_fast.ops.projection import apgd_step, pgd_step, project
 from rft_fast.study import NORMS
 
 __all__ = [
-    "BACKENDS", "KERNEL_DTYPES", "NORMS", "REDUCTIONS", "Scalar", "apgd_step", "backends", "check_beta",
-    "memory_format", "per_sample", "pgd_step", "project", "trades_kl", "trades_objective",
+    "BACKENDS",
+    "KERNEL_DTYPES",
+    "NORMS",
+    "REDUCTIONS",
+    "Scalar",
+    "apgd_step",
+    "backends",
+    "check_beta",
+    "memory_format",
+    "per_sample",
+    "pgd_step",
+    "project",
+    "trades_kl",
+    "trades_objective",
 ]

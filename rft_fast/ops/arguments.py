@@ -4,10 +4,11 @@ Shapes, dtypes and devices are always checked (no device read). Data checks (ran
 the public call, with check=True; inner loops pass check=False to stay at bandwidth, and bad values then follow
 the bad-number rule (rft_fast.ops). Float eps / step_size / l1_sparsity / momentum / beta are always validated.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -95,7 +96,6 @@ def _range_text(upper: float | None) -> str:
     return f"in (0, {upper}]" if upper is not None else "> 0 and finite"
 
 
-
 def check_momentum(momentum: float) -> None:
     if not is_real(momentum) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
@@ -114,11 +114,12 @@ def check_logits(check_data: bool, y: Tensor | None, **named: Tensor) -> None:
     if y.device != first.device:
         raise ValueError(f"y is on {y.device}, expected {first.device} like {first_name}")
     if bool(((y < 0) | (y >= first.shape[1])).any()):
-        raise ValueError(f"y holds labels outside [0, {first.shape[1]}): {y[(y < 0) | (y >= first.shape[1])][:4].tolist()}")
+        raise ValueError(
+            f"y holds labels outside [0, {first.shape[1]}): {y[(y < 0) | (y >= first.shape[1])][:4].tolist()}"
+        )
 
 
 def check_beta(beta: float) -> float:
     if not is_real(beta) or beta < 0:
         raise ValueError(f"beta must be a finite float >= 0, got {beta!r}")
     return float(beta)
-

@@ -6,13 +6,14 @@ CUDA on GPU), "torch" (eager, rft_fast.reference) and "auto" (the first of `back
 input dtype). Both kernel backends export the same functions with the same arguments (docs/kernels.md); only
 the norm is named differently (a string for Triton, an int for C++: `norm_arg`).
 """
+
 from __future__ import annotations
 
 import functools
 import importlib
 import os
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _NORM_ID = {"Linf": 0, "L2": 1, "L1": 2}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpp() -> ModuleType | None:
     try:
         return importlib.import_module("rft_fast._C")
@@ -30,7 +31,7 @@ def _cpp() -> ModuleType | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton() -> ModuleType | None:
     try:
         return importlib.import_module("rft_fast.kernels")

@@ -1,5 +1,6 @@
 """The TRADES ops: trades_kl and trades_objective, one autograd.Function over a kernel backend's fused forward
 and backward (the torch backend is rft_fast.reference, differentiated by autograd)."""
+
 from __future__ import annotations
 
 import torch
@@ -52,8 +53,10 @@ def _objective(logits_adv, logits_clean, y, beta, reduction, backend, check):
     be = pick_backend(backend, logits_adv, "trades_kl")
     if logits_adv.shape[0] == 0:
         if reduction == "mean":
-            raise ValueError("logits_adv is an empty batch (N = 0): its mean is undefined; use reduction='sum' "
-                             "(0.0) or 'none' (an empty (0,) tensor)")
+            raise ValueError(
+                "logits_adv is an empty batch (N = 0): its mean is undefined; use reduction='sum' "
+                "(0.0) or 'none' (an empty (0,) tensor)"
+            )
         be = "torch"  # the empty result, differentiable, the same whichever backend was asked for
     if be == "torch":
         if y is None:

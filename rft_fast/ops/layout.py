@@ -1,6 +1,7 @@
 """Memory layout of rft_fast.ops: every image tensor reaches a kernel as (N, D) contiguous rows in its memory
 order (NHWC order for channels_last), and outputs are allocated in that order, so NCHW and channels_last
 inputs both run without a copy."""
+
 from __future__ import annotations
 
 import torch
@@ -35,4 +36,3 @@ class Layout:
     def empty(self) -> tuple[Tensor, Tensor]:
         out = torch.empty_like(self.like, memory_format=self.fmt)
         return out, _rows(out, self.fmt)
-

@@ -2,6 +2,7 @@
 
 Bad numbers with check=False: the rule of rft_fast.ops (its docstring); N = 0 gives empty outputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -150,4 +151,3 @@ def apgd_step(
 
 def _ref_scalar(t: Tensor, like: Tensor) -> Tensor:
     return t.to(like.dtype) if like.dtype == torch.float64 else t
-

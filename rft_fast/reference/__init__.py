@@ -16,15 +16,35 @@ x_prev reaches x_next only). Other samples are unaffected. An empty batch (no el
 Modules: projection (the projections, pgd_step, apgd_step, the bad-number rule), kl (trades_kl,
 trades_objective), attacks (pgd_attack, apgd_attack, train_step: the ground truth of rft_fast.attacks / train).
 """
+
 from __future__ import annotations
 
 from rft_fast.reference.attacks import apgd_attack, attack_loss, pgd_attack, train_step
 from rft_fast.reference.kl import trades_kl, trades_objective
 from rft_fast.reference.projection import (
-    Scalar, apgd_step, l1_projection_delta, pgd_step, project, project_l1, project_l2, project_linf,
+    Scalar,
+    apgd_step,
+    l1_projection_delta,
+    pgd_step,
+    project,
+    project_l1,
+    project_l2,
+    project_linf,
 )
 
 __all__ = [
-    "Scalar", "apgd_attack", "apgd_step", "attack_loss", "l1_projection_delta", "pgd_attack", "pgd_step", "project",
-    "project_l1", "project_l2", "project_linf", "train_step", "trades_kl", "trades_objective",
+    "Scalar",
+    "apgd_attack",
+    "apgd_step",
+    "attack_loss",
+    "l1_projection_delta",
+    "pgd_attack",
+    "pgd_step",
+    "project",
+    "project_l1",
+    "project_l2",
+    "project_linf",
+    "train_step",
+    "trades_kl",
+    "trades_objective",
 ]

@@ -1,5 +1,6 @@
 """Reference attacks and the training step on the reference ops: PGD, AutoAttack's APGD, one adversarial
 training step (the ground truth of rft_fast.attacks and rft_fast.train)."""
+
 from __future__ import annotations
 
 import torch
@@ -188,8 +189,9 @@ def apgd_attack(
     if select == "loss":
         best_x, best_loss, best_wrong = xf.clone(), None, None
         for _ in range(restarts):
-            x_r, loss_r, wrong_r, _, _ = _apgd_run(model, xf, y, eps_t, norm, steps, loss, logits_clean, gen,
-                                                   random_start, rho)
+            x_r, loss_r, wrong_r, _, _ = _apgd_run(
+                model, xf, y, eps_t, norm, steps, loss, logits_clean, gen, random_start, rho
+            )
             if best_loss is None:
                 best_x, best_loss, best_wrong = x_r, loss_r, wrong_r
                 continue

@@ -1,4 +1,5 @@
 """The reference TRADES KL and objective (the official TRADES code's quantities), differentiable by autograd."""
+
 from __future__ import annotations
 
 import torch
@@ -34,4 +35,3 @@ def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return per_sample.sum()
     return per_sample
-

@@ -1,5 +1,6 @@
 """The reference projections and steps: exact sort-based projections, AutoAttack's update rules, and the
 bad-number rule every backend follows (rft_fast.reference states it)."""
+
 from __future__ import annotations
 
 import torch
@@ -155,8 +156,17 @@ def pgd_step(
     return _poison(out, norm, ok_e & ok_s & ok_q, xa, xc, g).to(x_adv.dtype)
 
 
-def apgd_step(x_adv: Tensor, x_prev: Tensor, x: Tensor, grad: Tensor, step_size: Scalar, eps: Scalar, norm: str,
-              momentum: float = 0.75, l1_sparsity: Scalar = 0.2) -> tuple[Tensor, Tensor]:
+def apgd_step(
+    x_adv: Tensor,
+    x_prev: Tensor,
+    x: Tensor,
+    grad: Tensor,
+    step_size: Scalar,
+    eps: Scalar,
+    norm: str,
+    momentum: float = 0.75,
+    l1_sparsity: Scalar = 0.2,
+) -> tuple[Tensor, Tensor]:
     """APGD's update: z = P(x_k + eta * step(grad)); x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))."""
     if x_adv.numel() == 0:
         return torch.empty_like(x_adv), torch.empty_like(x_adv)
@@ -210,4 +220,3 @@ def _poison(out: Tensor, norm: str, ok: Tensor, *inputs: Tensor) -> Tensor:
         finite = expand_per_sample(rows(finite).all(1), finite)
     good = finite & expand_per_sample(ok, finite)
     return out.clone().masked_fill_(~good, float("nan"))  # in out's memory format
-

@@ -7,10 +7,23 @@ vs Classic AT and tier-1 odds ratios (Fisher's exact test), as markdown with PNG
 
 Every accuracy in the report's tables carries a 95% Wilson score interval from its n (`wilson`).
 """
+
 from rft_fast.report.analyses import FEATURES, GROUPINGS, borda, group_means, tier1, tier1_odds, trades_vs_classic
 from rft_fast.report.intervals import wilson
 from rft_fast.report.markdown import write
 from rft_fast.report.rows import ACCURACIES, Row, rows_from_store
 
-__all__ = ["ACCURACIES", "FEATURES", "GROUPINGS", "Row", "rows_from_store", "borda", "trades_vs_classic", "tier1",
-           "tier1_odds", "group_means", "wilson", "write"]
+__all__ = [
+    "ACCURACIES",
+    "FEATURES",
+    "GROUPINGS",
+    "Row",
+    "rows_from_store",
+    "borda",
+    "trades_vs_classic",
+    "tier1",
+    "tier1_odds",
+    "group_means",
+    "wilson",
+    "write",
+]

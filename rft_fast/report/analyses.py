@@ -3,6 +3,7 @@
 Missing accuracies: Borda ranks only the rows that have a value (a row without it gets 0 points for it);
 TRADES vs Classic AT compares a pair on the accuracies both rows have; tier 1 ranks only complete rows.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,9 +54,22 @@ def borda(rows: Sequence[Row], protocol: str) -> list[dict[str, Any]]:
     check_unique(chosen)
     table: dict[tuple[str, str], dict[str, Any]] = {}
     for r in chosen:
-        entry = table.setdefault((r.backbone, r.loss), {
-            "backbone": r.backbone, "loss": r.loss, "arch": r.arch, "size": r.size, "pretraining": r.pretraining,
-            "points": 0, "points_by_dataset": {}, "score_sum": 0.0, "geom": 0.0, "datasets": 0, "missing": 0})
+        entry = table.setdefault(
+            (r.backbone, r.loss),
+            {
+                "backbone": r.backbone,
+                "loss": r.loss,
+                "arch": r.arch,
+                "size": r.size,
+                "pretraining": r.pretraining,
+                "points": 0,
+                "points_by_dataset": {},
+                "score_sum": 0.0,
+                "geom": 0.0,
+                "datasets": 0,
+                "missing": 0,
+            },
+        )
         entry["score_sum"] += r.score_sum
         entry["geom"] += r.geom or 0.0
         entry["datasets"] += 1
@@ -79,7 +93,7 @@ def borda(rows: Sequence[Row], protocol: str) -> list[dict[str, Any]]:
 
 
 def loss_kind(loss: str) -> str | None:
-    """"trades" or "classic_at" for the spellings of the two losses ("TRADES", "Classic AT", "classic_at"), else None."""
+    """ "trades" or "classic_at" for the spellings of the two losses ("TRADES", "Classic AT", "classic_at"), else None."""
     folded = re.sub(r"[^a-z]", "", loss.lower())
     return {"trades": "trades", "classicat": "classic_at", "classic": "classic_at"}.get(folded)
 
@@ -109,8 +123,17 @@ def trades_vs_classic(rows: Sequence[Row]) -> list[dict[str, Any]]:
         for protocol in sorted(p for s, p in counts if s == size):
             t, c, ties = counts[(size, protocol)]
             odds, p = _fisher([[t, c], [c, t]])
-            out.append({"size": size, "protocol": protocol, "trades_wins": t, "classic_wins": c, "ties": ties,
-                        "odds_ratio": odds, "p_value": p})
+            out.append(
+                {
+                    "size": size,
+                    "protocol": protocol,
+                    "trades_wins": t,
+                    "classic_wins": c,
+                    "ties": ties,
+                    "odds_ratio": odds,
+                    "p_value": p,
+                }
+            )
     return out
 
 
@@ -149,8 +172,19 @@ def tier1_odds(rows: Sequence[Row], feature: str) -> list[dict[str, Any]]:
             c = sum(v != value and top for v, top in members)
             d = sum(v != value and not top for v, top in members)
             odds, p = _fisher([[a, b], [c, d]])
-            out.append({"size": size, "feature": feature, "value": value, "a": a, "b": b, "c": c, "d": d,
-                        "odds_ratio": odds, "p_value": p})
+            out.append(
+                {
+                    "size": size,
+                    "feature": feature,
+                    "value": value,
+                    "a": a,
+                    "b": b,
+                    "c": c,
+                    "d": d,
+                    "odds_ratio": odds,
+                    "p_value": p,
+                }
+            )
     return out
 
 

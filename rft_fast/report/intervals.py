@@ -1,5 +1,6 @@
 """Confidence intervals for the report's accuracies: each is a proportion of n test images, so small n (a quick
 demo's 64 images) gives wide intervals that the report prints beside every accuracy."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The report's PNG figures, drawn with matplotlib's Agg canvas (no display, no global pyplot state)."""
+
 from __future__ import annotations
 
 import re

@@ -1,6 +1,7 @@
 """The report's unit of data: one configuration (backbone, dataset, loss, protocol) with its five accuracies, the
 test images behind each (n), the attacks' eps, whether the model started from random weights, and the backbone's
 registry metadata, read from the results store's wide summary."""
+
 from __future__ import annotations
 
 import math
@@ -123,15 +124,24 @@ def rows_from_store(store: Store, mode: str = "standard") -> list[Row]:
     dropped = 0
     for s in store.summary(mode, by_n=False):
         model = _model(s, dict.__getitem__)
-        keys = {"clean": ("clean", None, "-", None, None),
-                "common": ("corruption", None, "-", STUDY_CORRUPTION, STUDY_SEVERITY),
-                **{t: (t, s[f"{t}_eps"], mode, None, None) for t in ATTACKS}}
+        keys = {
+            "clean": ("clean", None, "-", None, None),
+            "common": ("corruption", None, "-", STUDY_CORRUPTION, STUDY_SEVERITY),
+            **{t: (t, s[f"{t}_eps"], mode, None, None) for t in ATTACKS},
+        }
         n = {a: counts[(model, *keys[a])] for a in ACCURACIES if s[a] is not None and (model, *keys[a]) in counts}
         random_init = s["hparams"].get("random_init")
-        row = Row(s["backbone"], s["dataset"], s["loss"], s["protocol"],
-                  **{a: s[a] for a in ACCURACIES}, run_id=s["run_id"], n=n,
-                  eps={t: s[f"{t}_eps"] for t in ATTACKS if s[f"{t}_eps"] is not None},
-                  random_init=random_init if isinstance(random_init, bool) else None)
+        row = Row(
+            s["backbone"],
+            s["dataset"],
+            s["loss"],
+            s["protocol"],
+            **{a: s[a] for a in ACCURACIES},
+            run_id=s["run_id"],
+            n=n,
+            eps={t: s[f"{t}_eps"] for t in ATTACKS if s[f"{t}_eps"] is not None},
+            random_init=random_init if isinstance(random_init, bool) else None,
+        )
         kept = best.get(row.key)
         if kept is not None:
             dropped += 1
@@ -139,6 +149,9 @@ def rows_from_store(store: Store, mode: str = "standard") -> list[Row]:
                 continue
         best[row.key] = row
     if dropped:
-        warnings.warn(f"{dropped} duplicate configuration row(s) (same backbone, dataset, loss, protocol under "
-                      "another run id or hparams) left out of the report: kept the most complete", stacklevel=2)
+        warnings.warn(
+            f"{dropped} duplicate configuration row(s) (same backbone, dataset, loss, protocol under "
+            "another run id or hparams) left out of the report: kept the most complete",
+            stacklevel=2,
+        )
     return list(best.values())

@@ -6,6 +6,7 @@ JSON / table exports behind `rft-fast results`.
 Modules: threats (the threat registry: each threat's names, run function, key rule and expected rows),
 measurement (the row records), schema (tables, generated constraints, migrations), store (the connection,
 locking, put / query), summary (the study's wide rows), export, importing."""
+
 from rft_fast.results.export import format_table, to_csv, to_json
 from rft_fast.results.measurement import KEY_FIELDS, MODEL_FIELDS, Measurement, Stage, canonical_json
 from rft_fast.results.schema import SCHEMA_VERSION
@@ -39,8 +40,40 @@ from rft_fast.results.threats import (
 
 THREATS = stored_threats()  # the built-in threats' stored names; stored_threats() includes any registered since
 
-__all__ = ["Store", "Measurement", "Stage", "THREATS", "ATTACKS", "MODES", "NO_MODE", "SMOOTHING", "KEY_FIELDS",
-           "MODEL_FIELDS", "SCHEMA_VERSION", "STUDY_CORRUPTION", "STUDY_SEVERITY", "canonical_json", "smoothing_mode",
-           "smoothing_sigma", "to_csv", "to_json", "format_table", "ThreatSpec", "KeyRule", "Domain", "RowKey",
-           "register_threat", "unregister_threat", "threat_specs", "stored_threats", "expected_rows", "stage_of",
-           "POSITIVE_EPS", "RADIUS_OR_NONE", "ATTACK_MODES", "SIGMA_MODE", "NAMED", "LEVEL"]
+__all__ = [
+    "Store",
+    "Measurement",
+    "Stage",
+    "THREATS",
+    "ATTACKS",
+    "MODES",
+    "NO_MODE",
+    "SMOOTHING",
+    "KEY_FIELDS",
+    "MODEL_FIELDS",
+    "SCHEMA_VERSION",
+    "STUDY_CORRUPTION",
+    "STUDY_SEVERITY",
+    "canonical_json",
+    "smoothing_mode",
+    "smoothing_sigma",
+    "to_csv",
+    "to_json",
+    "format_table",
+    "ThreatSpec",
+    "KeyRule",
+    "Domain",
+    "RowKey",
+    "register_threat",
+    "unregister_threat",
+    "threat_specs",
+    "stored_threats",
+    "expected_rows",
+    "stage_of",
+    "POSITIVE_EPS",
+    "RADIUS_OR_NONE",
+    "ATTACK_MODES",
+    "SIGMA_MODE",
+    "NAMED",
+    "LEVEL",
+]

@@ -1,6 +1,7 @@
 """Reading an accuracy table for `rft-fast results import` (rft_fast.results.importing): the file opened as UTF-8
 text, its lines checked (row length, NUL, undecodable bytes), its header matched to the documented columns, its
 cells parsed as numbers and counts; every problem names its line."""
+
 from __future__ import annotations
 
 import csv
@@ -46,14 +47,18 @@ class Lines:
         self.digest.update(text.encode("utf-8", "surrogateescape"))
         self._used += len(text)
         if self._used > MAX_ROW_CHARS:
-            raise ValueError(f"line {self.line}: a row of more than {MAX_ROW_CHARS} characters (the limit of "
-                             "one row): not a table of accuracies")
+            raise ValueError(
+                f"line {self.line}: a row of more than {MAX_ROW_CHARS} characters (the limit of "
+                "one row): not a table of accuracies"
+            )
         if "\x00" in text:
             raise ValueError(f"line {self.line}: a NUL byte: binary data, not a CSV text file")
         bad = UNDECODED.search(text)
         if bad:
-            raise ValueError(f"line {self.line}: not UTF-8 text (byte {ord(bad.group()) - 0xDC00:#04x} at character "
-                             f"{bad.start() + 1} of the line); save the file as UTF-8 CSV")
+            raise ValueError(
+                f"line {self.line}: not UTF-8 text (byte {ord(bad.group()) - 0xDC00:#04x} at character "
+                f"{bad.start() + 1} of the line); save the file as UTF-8 CSV"
+            )
         return text
 
 
@@ -72,11 +77,15 @@ def header(fieldnames: list[str], line: int) -> list[str]:
         if column is None:
             sep = next((s for s in (";", "\t", "|") if s in name), None)
             if sep is not None and len(fieldnames) == 1:
-                raise ValueError(f"line {line}: the header has one column {shown(name)}: columns must be separated "
-                                 f"by commas, this file looks separated by {sep!r}")
+                raise ValueError(
+                    f"line {line}: the header has one column {shown(name)}: columns must be separated "
+                    f"by commas, this file looks separated by {sep!r}"
+                )
             empty = " (an empty header cell: a trailing comma?)" if not name.strip() else ""
-            raise ValueError(f"line {line}: unknown column {shown(name)}{empty}; columns: "
-                             f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+            raise ValueError(
+                f"line {line}: unknown column {shown(name)}{empty}; columns: "
+                f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}"
+            )
         if column in columns:
             raise ValueError(f"line {line}: column {column!r} given twice")
         columns.append(column)
@@ -122,8 +131,10 @@ def csv_rows(path: Path, digest: list[bytes]) -> Iterator[tuple[int, dict[str, s
                 continue
             if len(cells) != len(columns):
                 what = "fewer" if len(cells) < len(columns) else "more"
-                raise ValueError(f"line {start}: {len(cells)} cells, {what} than the header's {len(columns)} columns "
-                                 "(every row needs one cell per column; leave a cell empty rather than out)")
+                raise ValueError(
+                    f"line {start}: {len(cells)} cells, {what} than the header's {len(columns)} columns "
+                    "(every row needs one cell per column; leave a cell empty rather than out)"
+                )
             count += 1
             yield start, dict(zip(columns, cells))
         digest.append(lines.digest.digest())

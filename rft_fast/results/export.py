@@ -1,5 +1,6 @@
 """Exports for `rft-fast results`: measurements (or summary rows) as CSV, JSON or an aligned text table; the wide
 rows of the attack mode(s) a store holds (`wide_rows`) and its failed grid stages (`failure_rows`)."""
+
 from __future__ import annotations
 
 import csv
@@ -33,8 +34,9 @@ def attack_modes(store: Store, **filters: Any) -> list[str]:
     return [mode for mode in MODES if any(store.query(threat=t, mode=mode, **filters) for t in ATTACKS)]
 
 
-def wide_rows(store: Store, mode: str | None = None, eps: dict[str, float] | None = None,
-              **filters: Any) -> list[dict[str, Any]]:
+def wide_rows(
+    store: Store, mode: str | None = None, eps: dict[str, float] | None = None, **filters: Any
+) -> list[dict[str, Any]]:
     """store.summary rows for the mode the store holds: `mode` if given; else the one mode the matching models
     have attack rows in (standard when none has any); else, when both modes are there, one row per model and
     mode that has attack rows, in key order, standard first, each labelled by its `mode` column. A model with
@@ -55,7 +57,12 @@ def wide_rows(store: Store, mode: str | None = None, eps: dict[str, float] | Non
 
 
 FAILURE_FIELDS = ("config", "stage", "reason", "timestamp")
-_CONFIG_PARTS = ("backbone", "loss", "protocol", "dataset")  # a grid configuration key: "backbone|loss|protocol|dataset"
+_CONFIG_PARTS = (
+    "backbone",
+    "loss",
+    "protocol",
+    "dataset",
+)  # a grid configuration key: "backbone|loss|protocol|dataset"
 
 
 def failure_rows(stages: Sequence[Stage], **filters: str | None) -> list[dict[str, Any]]:
@@ -71,8 +78,9 @@ def failure_rows(stages: Sequence[Stage], **filters: str | None) -> list[dict[st
             continue
         parts = dict(zip(_CONFIG_PARTS, s.config.split("|")))
         if all(parts.get(k) == v for k, v in wanted.items()):
-            out.append({"config": s.config, "stage": s.stage, "reason": " ".join(s.reason.split()),
-                        "timestamp": s.timestamp})
+            out.append(
+                {"config": s.config, "stage": s.stage, "reason": " ".join(s.reason.split()), "timestamp": s.timestamp}
+            )
     return out
 
 

@@ -38,6 +38,7 @@ duplicates); pass 2 parses again and streams the measurements into Store.put_man
 nothing; a file changed between the passes is refused and rolled back). Memory grows with the number of
 measurements by that digest only, not with the file's bytes.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -124,8 +125,10 @@ class _Names:
     def _loss(self, value: str) -> str:
         found = self._loss_index.get(_fold(value))
         if found is None:
-            raise ValueError(f"unknown loss {shown(value)}; known: {', '.join(self._losses)} (case, spaces, '-' and '_' "
-                             f"ignored){_hint(value, self._losses)}")
+            raise ValueError(
+                f"unknown loss {shown(value)}; known: {', '.join(self._losses)} (case, spaces, '-' and '_' "
+                f"ignored){_hint(value, self._losses)}"
+            )
         return found
 
     def _protocol(self, value: str) -> str:
@@ -137,9 +140,11 @@ class _Names:
             try:
                 name = self._get_protocol(f"TORA-{tora.group(1)}" if tora else base).name
             except ValueError:
-                raise ValueError(f"unknown protocol {shown(value)}; known: {', '.join(self._protocol_names)} or "
-                                 "TORA-<epochs> (epochs >= 2), optionally with a variant label [...]"
-                                 f"{_hint(base, self._protocol_names)}") from None
+                raise ValueError(
+                    f"unknown protocol {shown(value)}; known: {', '.join(self._protocol_names)} or "
+                    "TORA-<epochs> (epochs >= 2), optionally with a variant label [...]"
+                    f"{_hint(base, self._protocol_names)}"
+                ) from None
         return name + variant
 
     def _dataset(self, value: str) -> str:
@@ -165,11 +170,27 @@ class _Row:
             if column == "clean":
                 yield column, {"threat": "clean", "eps": None, "corruption": None, "severity": None, "mode": "-"}
             elif column == "common":
-                yield column, {"threat": "corruption", "eps": None, "corruption": STUDY_CORRUPTION,
-                               "severity": STUDY_SEVERITY, "mode": "-"}
+                yield (
+                    column,
+                    {
+                        "threat": "corruption",
+                        "eps": None,
+                        "corruption": STUDY_CORRUPTION,
+                        "severity": STUDY_SEVERITY,
+                        "mode": "-",
+                    },
+                )
             else:
-                yield column, {"threat": column, "eps": self.eps[column], "corruption": None, "severity": None,
-                               "mode": self.mode}
+                yield (
+                    column,
+                    {
+                        "threat": column,
+                        "eps": self.eps[column],
+                        "corruption": None,
+                        "severity": None,
+                        "mode": self.mode,
+                    },
+                )
 
 
 def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
@@ -207,8 +228,10 @@ def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
         if not is_missing(r[column]):
             value = number(r[column], column, line)
             if not 0.0 <= value <= 100.0:
-                raise ValueError(f"line {line}, column {column}: accuracy {r[column].strip()[:40]} outside [0, 1] "
-                                 "(fraction) and [0, 100] (percent)")
+                raise ValueError(
+                    f"line {line}, column {column}: accuracy {r[column].strip()[:40]} outside [0, 1] "
+                    "(fraction) and [0, 100] (percent)"
+                )
             values[column] = value + 0.0  # -0.0 -> 0.0
     source = r.get("source", "").strip() or NAMESPACE
     return _Row(line, {"run_id": run_id, **model}, n, mode, source, eps, values)
@@ -247,8 +270,10 @@ def _scan(path: Path, scale: str, names: _Names, prefix: str) -> _Scan:
         for column, value in row.values.items():
             if value > 1.0:
                 if scale == "fraction":
-                    raise ValueError(f"line {line}, column {column}: accuracy {value:.10g} > 1 in a file declared "
-                                     "fraction (scale='fraction'); percent files take scale='percent'")
+                    raise ValueError(
+                        f"line {line}, column {column}: accuracy {value:.10g} > 1 in a file declared "
+                        "fraction (scale='fraction'); percent files take scale='percent'"
+                    )
                 first_percent = first_percent or (line, column, value)
             elif value > 0.0:
                 first_fraction = first_fraction or (line, column, value)
@@ -257,7 +282,8 @@ def _scan(path: Path, scale: str, names: _Names, prefix: str) -> _Scan:
                 raise ValueError(
                     f"line {fl}, column {fc} ({fv:.10g}) and line {pl}, column {pc} ({pv:.10g}) cannot be one scale: "
                     f"{fv:.10g} reads as a fraction, {pv:.10g} as percent. Declare the file's scale: scale='percent' "
-                    f"(CLI --scale percent) if {fv:.10g} means {fv:.10g} %, or fix the cell")
+                    f"(CLI --scale percent) if {fv:.10g} means {fv:.10g} %, or fix the cell"
+                )
         for _, threat in row.threats():
             first = keys.setdefault(_key_digest(row, threat), line)
             if first != line:
@@ -275,8 +301,16 @@ def _measurements(path: Path, scan: _Scan, names: _Names, prefix: str) -> Iterat
         versions = {"source": row.source, "file": path.name, "scale": scan.scale}
         for column, threat in row.threats():
             try:
-                yield Measurement(**row.model, hparams={}, **threat, accuracy=row.values[column] / scan.divisor,
-                                  n=row.n, seconds=0.0, versions=versions, timestamp=timestamp)
+                yield Measurement(
+                    **row.model,
+                    hparams={},
+                    **threat,
+                    accuracy=row.values[column] / scan.divisor,
+                    n=row.n,
+                    seconds=0.0,
+                    versions=versions,
+                    timestamp=timestamp,
+                )
             except ValueError as e:
                 raise ValueError(f"line {line}, column {column}: {e}") from None
     if digest[0] != scan.digest:

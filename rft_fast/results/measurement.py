@@ -20,6 +20,7 @@ failures. Key (config, stage): config is the grid's "backbone|loss|protocol|data
 threat; status "done" | "failed" with its reason; detail is JSON (for "tune": the chosen trial, its
 checkpoint, run id, hparams and trial counts). Writing a stage again replaces it.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,12 +50,25 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def validated_key(run_id: Any, dataset: Any, backbone: Any, loss: Any, protocol: Any, hparams: Any, threat: Any,
-                  eps: Any = None, corruption: Any = None, severity: Any = None, mode: Any = NO_MODE) -> dict[str, Any]:
+def validated_key(
+    run_id: Any,
+    dataset: Any,
+    backbone: Any,
+    loss: Any,
+    protocol: Any,
+    hparams: Any,
+    threat: Any,
+    eps: Any = None,
+    corruption: Any = None,
+    severity: Any = None,
+    mode: Any = NO_MODE,
+) -> dict[str, Any]:
     """The key fields checked and normalised (eps to float, hparams to its JSON round trip) by the threat's key
     rule; ValueError names the offending field. Shared by Measurement and Store.has so both accept exactly the
     same keys."""
-    key: dict[str, Any] = {f: check_text(f, v) for f, v in zip(MODEL_FIELDS[:5], (run_id, dataset, backbone, loss, protocol))}
+    key: dict[str, Any] = {
+        f: check_text(f, v) for f, v in zip(MODEL_FIELDS[:5], (run_id, dataset, backbone, loss, protocol))
+    }
     key["hparams"] = json.loads(canonical_json(hparams, "hparams"))
     spec = stored_spec(threat)
     key["threat"] = threat

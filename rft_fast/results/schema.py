@@ -11,13 +11,15 @@ migrated in place on first open (one transaction: tables rebuilt or added, rows 
 registered later (a plugin's) widens the threat CHECK: a file whose table does not accept a registered threat
 gets its table rebuilt the same way on open, rows copied; a table is never narrowed.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
 from rft_fast.results.measurement import KEY_FIELDS, Measurement, canonical_json
 from rft_fast.results.threats import (
@@ -35,8 +37,16 @@ SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite dat
 STAGE_STATUSES = ("done", "failed")
 COLUMNS = tuple(f.name for f in fields(Measurement))
 _NONE = {"eps": NONE_EPS, "corruption": NONE_CORRUPTION, "severity": NONE_SEVERITY}
-_LEAD = {name: f"    {name:<10} {kind:<7} NOT NULL CHECK (" for name, kind in
-         (("threat", "TEXT"), ("eps", "REAL"), ("corruption", "TEXT"), ("severity", "INTEGER"), ("mode", "TEXT"))}
+_LEAD = {
+    name: f"    {name:<10} {kind:<7} NOT NULL CHECK ("
+    for name, kind in (
+        ("threat", "TEXT"),
+        ("eps", "REAL"),
+        ("corruption", "TEXT"),
+        ("severity", "INTEGER"),
+        ("mode", "TEXT"),
+    )
+}
 
 STAGES_SCHEMA = f"""
 CREATE TABLE stages (
@@ -80,7 +90,7 @@ def _check(specs: list[ThreatSpec], column: str) -> str:
     if not groups:
         return none
     if column == "corruption" and len(groups) == 1:  # one rule: the column is set exactly for its threats
-        (sql, threats), = groups.items()
+        ((sql, threats),) = groups.items()
         return f"({_is(threats)}) = ({sql})"
     if column == "severity" and all(len(t) == 1 for t in groups.values()):  # CASE on the threat's value
         pad = lead + len("CASE threat ")
@@ -119,14 +129,22 @@ def order_by() -> str:
     """Rows in key order, threats in registration order, each threat's own order (smoothing: by sigma) first."""
     threats = " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(stored_threats()))
     own = [f"CASE WHEN {_is([s.threat])} THEN {s.key.mode.order} END" for s in threat_specs() if s.key.mode.order]
-    return ", ".join(["ORDER BY run_id, dataset, backbone, loss, protocol, hparams", f"CASE threat {threats} END",
-                      *own, "eps, mode, corruption, severity"])
+    return ", ".join(
+        [
+            "ORDER BY run_id, dataset, backbone, loss, protocol, hparams",
+            f"CASE threat {threats} END",
+            *own,
+            "eps, mode, corruption, severity",
+        ]
+    )
 
 
 def upsert() -> str:
-    return (f"INSERT INTO measurements ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-            f"ON CONFLICT ({', '.join(KEY_FIELDS)}) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in KEY_FIELDS))
+    return (
+        f"INSERT INTO measurements ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+        f"ON CONFLICT ({', '.join(KEY_FIELDS)}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in KEY_FIELDS)
+    )
 
 
 def encode(name: str, value: Any) -> Any:
@@ -139,12 +157,14 @@ def encode(name: str, value: Any) -> Any:
 
 
 def decode(row: sqlite3.Row) -> Measurement:
-    return Measurement(**{
-        **{k: row[k] for k in row.keys()},
-        "hparams": json.loads(row["hparams"]),
-        "versions": json.loads(row["versions"]),
-        **{k: None if row[k] == sentinel else row[k] for k, sentinel in _NONE.items()},
-    })
+    return Measurement(
+        **{
+            **{k: row[k] for k in row.keys()},
+            "hparams": json.loads(row["hparams"]),
+            "versions": json.loads(row["versions"]),
+            **{k: None if row[k] == sentinel else row[k] for k, sentinel in _NONE.items()},
+        }
+    )
 
 
 def create(db: sqlite3.Connection) -> None:

@@ -1,5 +1,6 @@
 """The results store: one SQLite file that every evaluation writes its measurements to (rft_fast.results.measurement
 describes a row, rft_fast.results.schema the tables), shared by any number of processes, crash-safe."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ class Store:
                 head = f.read(len(SQLITE_HEADER))
             if head != SQLITE_HEADER:
                 what = "an empty file" if not head else "not an SQLite database"
-                raise ValueError(f"{self.path} is {what}, not a results store (a store is never empty on disk: was "
-                                 "it truncated or overwritten?); it is left as it is: move it away to start a new store")
+                raise ValueError(
+                    f"{self.path} is {what}, not a results store (a store is never empty on disk: was "
+                    "it truncated or overwritten?); it is left as it is: move it away to start a new store"
+                )
         self._db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: transactions are explicit
         self._db.row_factory = sqlite3.Row
         try:
@@ -124,8 +127,9 @@ class Store:
             version = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             newer = ": it was written by a newer rft_fast, upgrade" if (version or 0) > SCHEMA_VERSION else ""
-            raise ValueError(f"{self.path} has results schema version {version}, this rft_fast reads version "
-                             f"{SCHEMA_VERSION}{newer}")
+            raise ValueError(
+                f"{self.path} has results schema version {version}, this rft_fast reads version {SCHEMA_VERSION}{newer}"
+            )
         if schema.needs_widening(self._db):  # a threat registered since the table was made
             with self._write():
                 if schema.needs_widening(self._db):
@@ -180,8 +184,9 @@ class Store:
             try:
                 filters = {**filters, "mode": smoothing_mode(smoothing_sigma(filters["mode"]))}
             except ValueError:
-                raise ValueError(f"mode: must be one of {MODES + (NO_MODE,)} or '{SIGMA_PREFIX}<sigma>', "
-                                 f"got {filters['mode']!r}") from None
+                raise ValueError(
+                    f"mode: must be one of {MODES + (NO_MODE,)} or '{SIGMA_PREFIX}<sigma>', got {filters['mode']!r}"
+                ) from None
         clause = " AND ".join(f"{k} = ?" for k in filters) or "TRUE"
         return clause, [schema.encode(k, v) for k, v in filters.items()]
 
@@ -210,25 +215,30 @@ class Store:
         with self._write():
             return self._db.execute(f"DELETE FROM measurements WHERE {where}", args).rowcount
 
-    def summary(self, mode: str = "standard", eps: Mapping[str, float] | None = None, *, by_n: bool = True,
-                **filters: Any) -> list[dict[str, Any]]:
+    def summary(
+        self, mode: str = "standard", eps: Mapping[str, float] | None = None, *, by_n: bool = True, **filters: Any
+    ) -> list[dict[str, Any]]:
         """The wide rows of rft_fast.results.summary.summary (clean, Linf, L2, L1, common per model)."""
         from rft_fast.results.summary import summary
 
         return summary(self, mode, eps, by_n=by_n, **filters)
 
-    def set_stage(self, config: str, stage: str, status: str, reason: str = "",
-                  detail: Mapping[str, Any] | None = None) -> Stage:
+    def set_stage(
+        self, config: str, stage: str, status: str, reason: str = "", detail: Mapping[str, Any] | None = None
+    ) -> Stage:
         """Records the outcome of one stage of a grid configuration, replacing an earlier one."""
-        record = Stage(check_text("config", config), check_text("stage", stage), status, reason, dict(detail or {}),
-                       now())
+        record = Stage(
+            check_text("config", config), check_text("stage", stage), status, reason, dict(detail or {}), now()
+        )
         if status not in STAGE_STATUSES:
             raise ValueError(f"status: must be one of {STAGE_STATUSES}, got {status!r}")
         if (status == "failed") != bool(reason):
             raise ValueError(f"reason: a failed stage needs its reason, a done one none; got {reason!r}")
         with self._write():
-            self._db.execute("INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?, ?, ?)",
-                             (config, stage, status, reason, canonical_json(record.detail, "detail"), record.timestamp))
+            self._db.execute(
+                "INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?, ?, ?)",
+                (config, stage, status, reason, canonical_json(record.detail, "detail"), record.timestamp),
+            )
         return record
 
     def stages(self, config: str | None = None, status: str | None = None) -> list[Stage]:
@@ -239,8 +249,10 @@ class Store:
                 where.append(f"{name} = ?")
                 args.append(value)
         sql = f"SELECT * FROM stages WHERE {' AND '.join(where) or 'TRUE'} ORDER BY config, timestamp, stage"
-        return [Stage(r["config"], r["stage"], r["status"], r["reason"], json.loads(r["detail"]), r["timestamp"])
-                for r in self._db.execute(sql, args)]
+        return [
+            Stage(r["config"], r["stage"], r["status"], r["reason"], json.loads(r["detail"]), r["timestamp"])
+            for r in self._db.execute(sql, args)
+        ]
 
     def stage(self, config: str, stage: str) -> Stage | None:
         """The record of one stage, or None."""

@@ -9,19 +9,21 @@
             values they hold (a Domain per column). The store's Python validation and its SQL CHECK constraints
             (rft_fast.results.schema) are both generated from these rules;
   expected  expected(settings) -> the RowKeys an evaluation with these settings stores: what "done" means (the
-            grid's check, rft_fast.grid.runner.missing_threats);
+            grid's check, rft_fast.grid.status.missing_threats);
   default   whether it runs when the settings name no threats (smoothing-L2 is opt-in);
   check_row an extra check of a row's versions (smoothing rows must record CERTIFY's parameters).
 
 Registration order is run order and the order rows are listed in. `register_threat(ThreatSpec(...))` adds one
 (docs/extending.md); `unregister_threat(name)` takes it out again.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from rft_fast.checks import is_int, is_real
 from rft_fast.registry import Registry
@@ -85,14 +87,16 @@ def smoothing_mode(sigma: float) -> str:
 
 def smoothing_sigma(mode: str) -> float:
     """The sigma of a smoothing row's mode ("sigma=0.25" -> 0.25); ValueError naming `mode` otherwise."""
-    text = mode[len(SIGMA_PREFIX):] if isinstance(mode, str) and mode.startswith(SIGMA_PREFIX) else None
+    text = mode[len(SIGMA_PREFIX) :] if isinstance(mode, str) and mode.startswith(SIGMA_PREFIX) else None
     try:
         sigma = float(text) if text is not None else math.nan
     except ValueError:
         sigma = math.nan
     if not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"mode: threat {SMOOTHING} needs mode '{SIGMA_PREFIX}<sigma > 0>' (e.g. "
-                         f"{smoothing_mode(0.25)!r}), got {mode!r}")
+        raise ValueError(
+            f"mode: threat {SMOOTHING} needs mode '{SIGMA_PREFIX}<sigma > 0>' (e.g. "
+            f"{smoothing_mode(0.25)!r}), got {mode!r}"
+        )
     return sigma
 
 
@@ -100,6 +104,7 @@ def _none(column: str) -> Callable[[str, Any], None]:
     def check(threat: str, value: Any) -> None:
         if value is not None:
             raise ValueError(f"{column}: must be None for threat {threat}, got {value!r}")
+
     return check
 
 
@@ -117,8 +122,10 @@ def _positive_eps(threat: str, eps: Any) -> float:
 
 def _radius_or_none(threat: str, eps: Any) -> float | None:
     if eps is not None and check_real("eps", eps) < 0:
-        raise ValueError(f"eps: threat {threat} needs eps = the certified radius >= 0 (or None for the "
-                         f"smoothed accuracy), got {eps!r}")
+        raise ValueError(
+            f"eps: threat {threat} needs eps = the certified radius >= 0 (or None for the "
+            f"smoothed accuracy), got {eps!r}"
+        )
     return None if eps is None else float(eps)
 
 
@@ -141,8 +148,11 @@ POSITIVE_EPS = Domain("eps > 0", _positive_eps)
 RADIUS_OR_NONE = Domain(f"eps >= 0 OR eps = {NONE_EPS}", _radius_or_none)
 NO_MODE_DOMAIN = Domain(f"mode = '{NO_MODE}'", _no_mode)
 ATTACK_MODES = Domain(f"mode IN {MODES}", _attack_mode)
-SIGMA_MODE = Domain(f"mode LIKE '{SIGMA_PREFIX}%'\nAND {_SIGMA_VALUE} > 0",
-                    lambda threat, mode: smoothing_mode(smoothing_sigma(mode)), order=_SIGMA_VALUE)
+SIGMA_MODE = Domain(
+    f"mode LIKE '{SIGMA_PREFIX}%'\nAND {_SIGMA_VALUE} > 0",
+    lambda threat, mode: smoothing_mode(smoothing_sigma(mode)),
+    order=_SIGMA_VALUE,
+)
 NO_CORRUPTION = Domain(f"corruption = '{NONE_CORRUPTION}'", _none("corruption"))
 NAMED = Domain(f"corruption != '{NONE_CORRUPTION}'", lambda threat, value: check_text("corruption", value))
 NO_SEVERITY = Domain(f"severity = {NONE_SEVERITY}", _none("severity"))
@@ -250,8 +260,10 @@ def smoothing_params(versions: Mapping[str, Any], mode: str) -> None:
     """A smoothing row's versions must record CERTIFY's parameters, sigma matching the mode."""
     params = versions.get("smoothing")
     if not isinstance(params, Mapping):
-        raise ValueError(f"versions: threat {SMOOTHING} needs versions['smoothing'] = {{'sigma', 'n0', 'n', "
-                         f"'alpha', ...}} (the CERTIFY parameters), got {params!r}")
+        raise ValueError(
+            f"versions: threat {SMOOTHING} needs versions['smoothing'] = {{'sigma', 'n0', 'n', "
+            f"'alpha', ...}} (the CERTIFY parameters), got {params!r}"
+        )
     missing = [k for k in ("sigma", "n0", "n", "alpha") if k not in params]
     if missing:
         raise ValueError(f"versions: versions['smoothing'] lacks {missing}")
@@ -270,19 +282,39 @@ def smoothing_params(versions: Mapping[str, Any], mode: str) -> None:
 _RUNS = "rft_fast.eval.runs:"
 register_threat(ThreatSpec("clean", _RUNS + "clean", lambda settings: [RowKey()]))
 for _norm in ATTACKS:
-    register_threat(ThreatSpec(
-        _norm, _RUNS + "attack", lambda settings, norm=_norm: [RowKey(eps=float(attack_eps(settings, norm)),
-                                                                     mode=settings.mode)],
-        KeyRule(eps=POSITIVE_EPS, mode=ATTACK_MODES)))
-register_threat(ThreatSpec(
-    "corruptions", _RUNS + "common_corruptions",
-    lambda settings: ([RowKey(corruption=STUDY_CORRUPTION, severity=settings.severity)]
-                      if settings.corruption_setting == "study"
-                      else [RowKey(corruption="full", severity=s) for s in range(1, 6)]),
-    KeyRule(corruption=NAMED, severity=LEVEL), stored="corruption"))
-register_threat(ThreatSpec(
-    SMOOTHING, _RUNS + "smoothing",
-    lambda settings: [RowKey(eps=r, mode=smoothing_mode(s)) for s in settings.smoothing_sigmas
-                      for r in (None, *settings.smoothing_radii)],
-    KeyRule(eps=RADIUS_OR_NONE, mode=SIGMA_MODE), default=False, check_row=smoothing_params))
+    register_threat(
+        ThreatSpec(
+            _norm,
+            _RUNS + "attack",
+            lambda settings, norm=_norm: [RowKey(eps=float(attack_eps(settings, norm)), mode=settings.mode)],
+            KeyRule(eps=POSITIVE_EPS, mode=ATTACK_MODES),
+        )
+    )
+register_threat(
+    ThreatSpec(
+        "corruptions",
+        _RUNS + "common_corruptions",
+        lambda settings: (
+            [RowKey(corruption=STUDY_CORRUPTION, severity=settings.severity)]
+            if settings.corruption_setting == "study"
+            else [RowKey(corruption="full", severity=s) for s in range(1, 6)]
+        ),
+        KeyRule(corruption=NAMED, severity=LEVEL),
+        stored="corruption",
+    )
+)
+register_threat(
+    ThreatSpec(
+        SMOOTHING,
+        _RUNS + "smoothing",
+        lambda settings: [
+            RowKey(eps=r, mode=smoothing_mode(s))
+            for s in settings.smoothing_sigmas
+            for r in (None, *settings.smoothing_radii)
+        ],
+        KeyRule(eps=RADIUS_OR_NONE, mode=SIGMA_MODE),
+        default=False,
+        check_row=smoothing_params,
+    )
+)
 del _norm

@@ -8,6 +8,7 @@ APGD on TRADES' KL, which is not the original TRADES attack). "trades-pgd": the 
 attack_eps and attack_steps, its step the official ratio 0.007 / 0.031 of the radius; attack_eps=0.031 and
 attack_steps=10 give the official attack. Linf only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -49,16 +50,28 @@ ATTACK_REGISTRY: Registry[AttackSpec] = Registry("training attack")
 
 
 def _apgd(config: TrainConfig) -> APGD:
-    return APGD(norm=config.attack_norm, eps=config.attack_eps, steps=config.attack_steps, loss=config.attack_loss,
-                random_start=False)
+    return APGD(
+        norm=config.attack_norm,
+        eps=config.attack_eps,
+        steps=config.attack_steps,
+        loss=config.attack_loss,
+        random_start=False,
+    )
 
 
 def _trades_pgd(config: TrainConfig) -> TradesPGD:
     return TradesPGD(eps=config.attack_eps, step_size=config.attack_eps * TRADES_STEP_RATIO, steps=config.attack_steps)
 
 
-ATTACK_REGISTRY.register("apgd", AttackSpec(
-    _apgd, description="APGD, attack_steps steps, no random start, loss attack_loss (the study: APGD-CE)"))
-ATTACK_REGISTRY.register("trades-pgd", AttackSpec(
-    _trades_pgd, norms=("Linf",),
-    description="the original TRADES attack: KL sign steps from x + 0.001 N(0, 1) (official: eps 0.031, 10 steps)"))
+ATTACK_REGISTRY.register(
+    "apgd",
+    AttackSpec(_apgd, description="APGD, attack_steps steps, no random start, loss attack_loss (the study: APGD-CE)"),
+)
+ATTACK_REGISTRY.register(
+    "trades-pgd",
+    AttackSpec(
+        _trades_pgd,
+        norms=("Linf",),
+        description="the original TRADES attack: KL sign steps from x + 0.001 N(0, 1) (official: eps 0.031, 10 steps)",
+    ),
+)

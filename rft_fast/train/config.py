@@ -4,6 +4,7 @@ Defaults are the study's setting (docs/study.md): AdamW betas (0.9, 0.95), separ
 backbone and head, no decay on biases and norms, effective batch 1024 by gradient accumulation, training
 attack APGD-10 Linf 4/255 without random start, TRADES beta 1, per-epoch validation with PGD-10.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -219,7 +220,9 @@ class TrainConfig:
         """Fields without effect on this run, left out so that adding them kept every other run's id: a protocol's
         own fields (TORA's) outside it, a loss's own fields (GRACE's) outside it, consistency_weight when 0, the
         schedule's when it is constant, and attack when it is the default."""
-        unused = (protocol_only_fields() - set(self.protocol_spec.recipe.fields)) | (loss_only_fields() - set(loss_spec(self.loss).fields))
+        unused = (protocol_only_fields() - set(self.protocol_spec.recipe.fields)) | (
+            loss_only_fields() - set(loss_spec(self.loss).fields)
+        )
         if self.consistency_weight == 0:
             unused.add("consistency_weight")
         if self.eps_schedule == "constant":
@@ -255,4 +258,3 @@ _IDENTITY = {"backbone", "dataset", "protocol", "loss"}
 _RUNTIME = {"data_root", "pretrained_path", "device", "workers", "out_dir"}
 _SCHEDULE_FIELDS = ("eps_schedule", "eps_start", "eps_warmup")
 _DEFAULT_ATTACK = "apgd"
-

@@ -8,6 +8,7 @@ attack behind a ScheduledAttack whose radius `at_step` sets from the EpsSchedule
 Every criterion the loop holds answers state_dict / load_state_dict / set_eps / at_step (LoopCriterion: no-ops
 for a plain one).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -141,8 +142,10 @@ class TrainingCriterion(LoopCriterion):
         return self.objective(model, self.batch(model, x, y))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"grace_shift": None if self.grace is None else self.grace.state_dict(),
-                "augment": None if self.augment is None else self.augment.state_dict()}
+        return {
+            "grace_shift": None if self.grace is None else self.grace.state_dict(),
+            "augment": None if self.augment is None else self.augment.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if self.grace is not None:
@@ -157,8 +160,11 @@ def make_criterion(config: TrainConfig) -> Criterion:
     docstring). The shifted views are seeded from config.seed (GRACE's shift: stream 2 seed, consistency:
     2 seed + 1)."""
     spec = loss_spec(config.loss)
-    schedule = (EpsSchedule(config.eps_schedule, config.attack_eps, config.eps_start, config.eps_warmup)
-                if config.eps_schedule != "constant" else None)
+    schedule = (
+        EpsSchedule(config.eps_schedule, config.attack_eps, config.eps_start, config.eps_warmup)
+        if config.eps_schedule != "constant"
+        else None
+    )
     scheduled = ScheduledAttack(training_attack(config)) if schedule is not None else None
     attack = (scheduled or training_attack(config)) if spec.uses_attack else None
     loss = spec.build(config, attack)

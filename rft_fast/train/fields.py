@@ -1,6 +1,7 @@
 """TrainConfig's fields as data: each field's rule (type and range, rft_fast.checks.Rule), its help text (the CLI's
 `rft-fast train --help` reads FIELD_HELP) and the choices, the loss and training-attack choices read from their
 registries at each check (an entry registered at run time is accepted)."""
+
 from __future__ import annotations
 
 from rft_fast.checks import LiveChoices, Rule
@@ -32,24 +33,27 @@ _HELP: dict[str, str] = {
     "dataset": "dataset name (`rft-fast datasets` lists them; 'digits' is built in)",
     "protocol": "FFT-50 | FFT-5 | LP-50 | TORA-<epochs> (robust adapters on a frozen ViT, e.g. TORA-50)",
     "loss": "ce (standard) | classic_at (CE on APGD examples) | trades (CE + beta KL) | classic_at+grace | "
-            "trades+grace (GRACE: + Gram feature alignment, curvature-scaled sharpness-aware steps)",
+    "trades+grace (GRACE: + Gram feature alignment, curvature-scaled sharpness-aware steps)",
     "data_root": "the dataset's local root folder (not needed for digits)",
     "split_seed": "seed of the train/val/test split (the study: 42)",
     "pretrained_path": "the backbone's weights file (safetensors / .pth; see `rft-fast models convert`)",
     "random_init": "train from random initialization (tests, smoke runs)",
     "image_size": "input resolution (the study: 224 for every backbone)",
     "optimizer": "adamw (betas 0.9, 0.95) | sgd (momentum)",
-    "lr_backbone": "backbone learning rate", "lr_head": "head learning rate",
-    "wd_backbone": "backbone weight decay (none on biases and norms)", "wd_head": "head weight decay",
+    "lr_backbone": "backbone learning rate",
+    "lr_head": "head learning rate",
+    "wd_backbone": "backbone weight decay (none on biases and norms)",
+    "wd_head": "head weight decay",
     "momentum": "SGD momentum",
     "cosine": "cosine annealing of the learning rates to 0 over the epochs",
     "batch_size": "micro-batch per forward/backward",
     "effective_batch": "samples per optimizer step (gradient accumulation; a multiple of batch_size)",
     "epochs": "epochs (default: the protocol's)",
-    "attack_norm": "training attack norm", "attack_eps": "training attack radius (the study: 4/255; at most 1 under Linf)",
+    "attack_norm": "training attack norm",
+    "attack_eps": "training attack radius (the study: 4/255; at most 1 under Linf)",
     "attack_steps": "training attack steps K (APGD)",
     "attack_loss": "APGD's loss: ce (the study: APGD-CE for both losses) | kl (APGD-KL on TRADES' KL; not the original "
-                   "TRADES attack, which is --attack trades-pgd)",
+    "TRADES attack, which is --attack trades-pgd)",
     "beta": "TRADES weight of the KL term",
     "memory_saving": "TRADES recomputes the clean forward pass instead of keeping both graphs",
     "val_steps": "PGD steps of the per-epoch robust validation",
@@ -73,8 +77,8 @@ _HELP: dict[str, str] = {
     "eps_start": "radius at the first step of a linear/cosine eps_schedule, at most attack_eps (0: clean)",
     "eps_warmup": "fraction of the run's optimizer steps the eps ramp lasts",
     "attack": "training attack: apgd (the study's: APGD, attack_steps, attack_loss) | trades-pgd (the original TRADES "
-              "attack, Linf: KL sign steps of 0.007/0.031 attack_eps from x + 0.001 N(0, 1); official: attack_eps "
-              "0.031, 10 steps)",
+    "attack, Linf: KL sign steps of 0.007/0.031 attack_eps from x + 0.001 N(0, 1); official: attack_eps "
+    "0.031, 10 steps)",
 }
 
 
@@ -132,4 +136,3 @@ FIELD_RULES: dict[str, Rule] = {
 }
 # Each field's help with its range (`rft-fast train --help`).
 FIELD_HELP: dict[str, str] = {name: FIELD_RULES[name].help(text) for name, text in _HELP.items()}
-

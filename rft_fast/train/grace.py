@@ -27,6 +27,7 @@ Driving it with gradient accumulation (the loop's micro-batches of one optimizer
     optimizer.step(closure)                       # first_step, zero_grad, closure, second_step
     optimizer.zero_grad(set_to_none=True)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -147,8 +148,10 @@ class CurvatureSAM(Optimizer):
         """first_step(), zero_grad, closure() (the backward pass(es) at w + e), second_step(); returns
         closure()'s value. The gradient at w must already be in .grad."""
         if closure is None:
-            raise ValueError("CurvatureSAM.step needs closure: a function that runs the backward pass at the "
-                             "perturbed weights (the gradient at the current weights must already be in .grad)")
+            raise ValueError(
+                "CurvatureSAM.step needs closure: a function that runs the backward pass at the "
+                "perturbed weights (the gradient at the current weights must already be in .grad)"
+            )
         self.first_step()
         self.zero_grad(set_to_none=True)
         with torch.enable_grad():

@@ -15,6 +15,7 @@ step and reports it as the epoch's "attack_eps_now". The checkpoint carries the 
 (CurvatureSAM's curvature estimates included), scheduler, the criterion's draw counters ("criterion") and
 TORA's "tora_phase".
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,7 +87,7 @@ def _group_sizes(sizes: list[int], accumulation: int) -> list[int]:
     each micro-batch's loss is weighted by its share of its own group: the gradient is the group's mean."""
     out = []
     for start in range(0, len(sizes), accumulation):
-        group = sizes[start:start + accumulation]
+        group = sizes[start : start + accumulation]
         out += [sum(group)] * len(group)
     return out
 
@@ -100,21 +101,30 @@ class _Run:
         self.channels_last = config.channels_last if config.channels_last is not None else self.device.type == "cuda"
         models.get(config.backbone)  # an unknown name fails here, before any data is read
         self.splits = data.build(
-            config.dataset, config.data_root, image_size=config.image_size, seed=config.split_seed,
+            config.dataset,
+            config.data_root,
+            image_size=config.image_size,
+            seed=config.split_seed,
             augment_seed=config.seed,
         )
         self.val_set = (
             data.stratified_subset(self.splits.val, config.val_samples, seed=config.split_seed)
-            if config.val_samples is not None else self.splits.val
+            if config.val_samples is not None
+            else self.splits.val
         )
         _seed_everything(config.seed)
         model = models.create(
-            config.backbone, self.splits.num_classes, pretrained_path=config.pretrained_path,
-            random_init=config.random_init, image_size=config.image_size,
+            config.backbone,
+            self.splits.num_classes,
+            pretrained_path=config.pretrained_path,
+            random_init=config.random_init,
+            image_size=config.image_size,
         )
         self.recipe = config.protocol_spec.recipe
         model = self.recipe.build(model, config)
-        self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.model = model.to(
+            self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
+        )
         self.enter(self.recipe.phase(config, 0))
         sizes = _micro_batch_sizes(len(self.splits.train), config.batch_size, config.max_batches)
         self.steps_per_epoch = math.ceil(len(sizes) / config.accumulation)
@@ -180,9 +190,13 @@ class _Run:
             return
         if epoch_done is not None:
             payload = {
-                "epoch": epoch_done, "config": self.config.to_dict(), "num_classes": self.splits.num_classes,
-                "model": self.model.state_dict(), **self.stage.state_dict(),
-                "rng": checkpoint.rng_state(), "metrics": self.metrics,
+                "epoch": epoch_done,
+                "config": self.config.to_dict(),
+                "num_classes": self.splits.num_classes,
+                "model": self.model.state_dict(),
+                **self.stage.state_dict(),
+                "rng": checkpoint.rng_state(),
+                "metrics": self.metrics,
             }
             checkpoint.save(self.out / CHECKPOINT, payload)
         with open(self.out / METRICS, "a") as f:
@@ -197,7 +211,12 @@ class _Run:
         stage, model = self.stage, self.model
         stage.train_mode(model)
         loader = data.loader(
-            self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
+            self.splits.train,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            epoch=epoch,
+            workers=cfg.workers,
             device=self.device,
         )
         sizes = _micro_batch_sizes(len(self.splits.train), cfg.batch_size, cfg.max_batches)
@@ -238,9 +257,16 @@ class _Run:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
         bar.close()
         seconds = time.perf_counter() - t0
-        return {"train_loss": loss_sum.item() / max(seen, 1), "train_samples": seen, "optimizer_steps": steps,
-                "train_seconds": seconds, "images_per_s": seen / seconds, **group_lrs(stage.stepper.optimizer),
-                **stage.labels, **at_step}, ""
+        return {
+            "train_loss": loss_sum.item() / max(seen, 1),
+            "train_samples": seen,
+            "optimizer_steps": steps,
+            "train_seconds": seconds,
+            "images_per_s": seen / seconds,
+            **group_lrs(stage.stepper.optimizer),
+            **stage.labels,
+            **at_step,
+        }, ""
 
     def validate(self) -> dict[str, float]:
         cfg = self.config
@@ -254,11 +280,17 @@ class _Run:
             for k, v in sums.items():
                 totals[k] += v.item()
             n += x.shape[0]
-        return {"val_clean_acc": totals["clean_correct"] / n, "val_pgd_acc": totals["pgd_correct"] / n,
-                "val_loss": totals["loss_sum"] / n, "val_samples": n}
+        return {
+            "val_clean_acc": totals["clean_correct"] / n,
+            "val_pgd_acc": totals["pgd_correct"] / n,
+            "val_loss": totals["loss_sum"] / n,
+            "val_samples": n,
+        }
 
 
-def fit(config: TrainConfig, *, callback: Callback | None = None, resume: bool = True, progress: bool = False) -> TrainResult:
+def fit(
+    config: TrainConfig, *, callback: Callback | None = None, resume: bool = True, progress: bool = False
+) -> TrainResult:
     """Trains `config` to its last epoch (or until the callback returns True, or the loss diverges).
 
     With config.out_dir set, each epoch appends a line to out_dir/metrics.jsonl and atomically rewrites

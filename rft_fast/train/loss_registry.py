@@ -6,6 +6,7 @@ The study's five: "ce" (standard training), "classic_at" (CE on the training att
 beta KL, memory-saving unless memory_saving=False), and "classic_at+grace" / "trades+grace" (GraceLoss around
 the base loss, trained with the sharpness-aware stepper; their TRADES keeps both graphs).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -88,23 +89,52 @@ def _trades(config: TrainConfig, attack: Attack | None) -> TRADESLoss:
     return TRADESLoss(attack, beta=config.beta, memory_saving=config.memory_saving)
 
 
-def _grace(base: Callable[[TrainConfig, Attack | None], Criterion]) -> Callable[[TrainConfig, Attack | None], GraceLoss]:
+def _grace(
+    base: Callable[[TrainConfig, Attack | None], Criterion],
+) -> Callable[[TrainConfig, Attack | None], GraceLoss]:
     """GraceLoss around the base loss; its shifted view seeded from config.seed (stream 2 seed)."""
+
     def build(config: TrainConfig, attack: Attack | None) -> GraceLoss:
         return GraceLoss(base(config, attack), config.grace_gram_weight, Shift(seed=(2 * config.seed) % 2**62))
+
     return build
 
 
 _GRACE_TEXT = " + GRACE (Gram feature alignment, curvature-scaled sharpness-aware steps)"
 for _name, _spec in (
-    ("ce", LossSpec(lambda config, attack: _standard, _ce_sum, uses_attack=False,
-                    description="standard training: cross-entropy on the clean batch")),
-    ("classic_at", LossSpec(lambda config, attack: ClassicATLoss(attack), _classic_at_sum,
-                            description="Classic AT: cross-entropy on the training attack's examples")),
+    (
+        "ce",
+        LossSpec(
+            lambda config, attack: _standard,
+            _ce_sum,
+            uses_attack=False,
+            description="standard training: cross-entropy on the clean batch",
+        ),
+    ),
+    (
+        "classic_at",
+        LossSpec(
+            lambda config, attack: ClassicATLoss(attack),
+            _classic_at_sum,
+            description="Classic AT: cross-entropy on the training attack's examples",
+        ),
+    ),
     ("trades", LossSpec(_trades, _trades_sum, description="TRADES: CE(clean) + beta KL(clean || adversarial)")),
-    ("classic_at+grace", LossSpec(_grace(lambda config, attack: ClassicATLoss(attack)), _classic_at_sum,
-                                  sharpness_aware=True, fields=GRACE_FIELDS, description="Classic AT" + _GRACE_TEXT)),
-    ("trades+grace", LossSpec(_grace(_trades), _trades_sum, sharpness_aware=True, fields=GRACE_FIELDS,
-                              description="TRADES" + _GRACE_TEXT)),
+    (
+        "classic_at+grace",
+        LossSpec(
+            _grace(lambda config, attack: ClassicATLoss(attack)),
+            _classic_at_sum,
+            sharpness_aware=True,
+            fields=GRACE_FIELDS,
+            description="Classic AT" + _GRACE_TEXT,
+        ),
+    ),
+    (
+        "trades+grace",
+        LossSpec(
+            _grace(_trades), _trades_sum, sharpness_aware=True, fields=GRACE_FIELDS, description="TRADES" + _GRACE_TEXT
+        ),
+    ),
 ):
     LOSS_REGISTRY.register(_name, _spec)

@@ -1,5 +1,6 @@
 """Optimizer and schedule of the study: separate lr / weight decay for backbone and head, none on biases and
 norm parameters (every parameter with ndim <= 1), AdamW betas (0.9, 0.95) or SGD, optional cosine to 0."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -37,7 +38,9 @@ def make_optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optim
     return torch.optim.SGD(groups, momentum=config.momentum)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Cosine annealing to 0 over the run's epochs, stepped once per epoch; None without `cosine`."""
     if not config.cosine:
         return None

@@ -8,6 +8,7 @@ architecture (TORA's adapters; used by the loop and by load_trained), `phase` sa
 and `stage` hands the loop a phase's Stage: which parameters train (LP's freezing), in which mode, with which
 optimizer, scheduler, criterion and stepper.
 """
+
 from __future__ import annotations
 
 import re
@@ -54,8 +55,11 @@ class Stage:
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's "optimizer", "scheduler", the labels, and "criterion" when the criterion has state."""
-        state = {"optimizer": self.stepper.optimizer.state_dict(),
-                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(), **self.labels}
+        state = {
+            "optimizer": self.stepper.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            **self.labels,
+        }
         criterion = self.criterion.state_dict()
         return state if criterion is None else {**state, "criterion": criterion}
 
@@ -134,9 +138,11 @@ class ToraRecipe(Recipe):
                 f"{config.protocol} with {config.num_epochs} epochs needs 1 <= tora_phase1_epochs < epochs (phase 2 "
                 f"trains the fusion in the remaining epochs), got tora_phase1_epochs={config.tora_phase1_epochs!r}"
             )
-        for name, used in (("loss", loss_spec(config.loss).sharpness_aware),
-                           ("consistency_weight", config.consistency_weight > 0),
-                           ("eps_schedule", config.eps_schedule != "constant")):
+        for name, used in (
+            ("loss", loss_spec(config.loss).sharpness_aware),
+            ("consistency_weight", config.consistency_weight > 0),
+            ("eps_schedule", config.eps_schedule != "constant"),
+        ):
             if used:
                 raise ValueError(
                     f"protocol {config.protocol!r} (TORA) does not combine with {name}={getattr(config, name)!r}: "
@@ -190,8 +196,14 @@ PROTOCOL_FAMILIES: Registry[ProtocolFamily] = Registry("protocol family")
 
 def tora_protocol(epochs: int) -> Protocol:
     """TORA-<epochs>: frozen ViT, phase 1 trains the accuracy/robustness adapters, phase 2 their fusion."""
-    return Protocol(f"TORA-{epochs}", epochs, False, f"TORA robust adapters on a frozen ViT, two phases, {epochs} epochs",
-                    tora=True, recipe=TORA)
+    return Protocol(
+        f"TORA-{epochs}",
+        epochs,
+        False,
+        f"TORA robust adapters on a frozen ViT, two phases, {epochs} epochs",
+        tora=True,
+        recipe=TORA,
+    )
 
 
 for _p in (
@@ -214,10 +226,14 @@ def get_protocol(name: str) -> Protocol:
         if match and int(match.group(1)) >= family.min_epochs:
             return family.make(int(match.group(1)))
     families = " or ".join(f"{p}-<epochs>, epochs >= {f.min_epochs}" for p, f in PROTOCOL_FAMILIES.items())
-    raise ValueError(f"unknown protocol {name!r}; expected one of {list(PROTOCOLS)}" + (f" or {families}" if families else ""))
+    raise ValueError(
+        f"unknown protocol {name!r}; expected one of {list(PROTOCOLS)}" + (f" or {families}" if families else "")
+    )
 
 
 def protocol_only_fields() -> set[str]:
     """Every field some protocol's recipe lists as its own (left out of hparams for the others)."""
-    recipes = [p.recipe for _, p in PROTOCOLS.items()] + [f.make(f.min_epochs).recipe for _, f in PROTOCOL_FAMILIES.items()]
+    recipes = [p.recipe for _, p in PROTOCOLS.items()] + [
+        f.make(f.min_epochs).recipe for _, f in PROTOCOL_FAMILIES.items()
+    ]
     return {name for r in recipes for name in r.fields}

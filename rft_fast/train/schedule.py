@@ -12,6 +12,7 @@ The attack's step size follows the radius: step_size(s) = step_size * alpha_scal
 eps (APGD derives its step from the radius, so passing eps(s) is enough there; PGD's fixed step needs the scale).
 A radius of 0 (eps_start = 0 at step 0) means no perturbation: the caller trains on the clean batch.
 """
+
 from __future__ import annotations
 
 import math

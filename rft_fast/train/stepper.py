@@ -6,6 +6,7 @@ step. SharpnessAwareStepper (losses with LossSpec.sharpness_aware, GRACE's): the
 each micro-batch's attack and shifted view are drawn once (criterion.batch) and kept for the group, whose
 gradient is then recomputed at the perturbed weights (BatchNorm statistics preserved) before the base step.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -11,6 +11,7 @@ at the switch and the checkpoint records the phase.
 Learning rates: adapters, tokens and fusion use lr_backbone / wd_backbone (they sit in the body), the two
 heads lr_head / wd_head; no weight decay on biases, norms and tokens.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,9 @@ def phase_epochs(config: TrainConfig, phase: int) -> int:
 def set_phase(model: ToraViT, phase: int) -> None:
     """requires_grad on the phase's parameters only (phase 1: both adapter paths; phase 2: the fusion)."""
     _check_phase(phase)
-    trainable = {id(p) for p in (model.acc_parameters() + model.rob_parameters() if phase == 1 else model.fusion_parameters())}
+    trainable = {
+        id(p) for p in (model.acc_parameters() + model.rob_parameters() if phase == 1 else model.fusion_parameters())
+    }
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
 
@@ -63,8 +66,10 @@ def param_groups(model: ToraViT, config: TrainConfig, phase: int) -> list[dict]:
     tokens = {id(model.acc_token), id(model.rob_token)}
     if phase == 1:
         params = model.acc_parameters() + model.rob_parameters()
-        parts = (("adapters", [p for p in params if id(p) not in heads], config.lr_backbone, config.wd_backbone),
-                 ("heads", [p for p in params if id(p) in heads], config.lr_head, config.wd_head))
+        parts = (
+            ("adapters", [p for p in params if id(p) not in heads], config.lr_backbone, config.wd_backbone),
+            ("heads", [p for p in params if id(p) in heads], config.lr_head, config.wd_head),
+        )
     else:
         parts = (("fusion", model.fusion_parameters(), config.lr_backbone, config.wd_backbone),)
     groups = []
@@ -84,7 +89,9 @@ def phase_optimizer(
     optimizer = make_optimizer(param_groups(model, config, phase), config)
     if not config.cosine:
         return optimizer, None
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=phase_epochs(config, phase), eta_min=0.0)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=phase_epochs(config, phase), eta_min=0.0
+    )
 
 
 def _clean_ce(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

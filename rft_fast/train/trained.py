@@ -1,4 +1,5 @@
 """Loading what `fit` produced: the model of a checkpoint, with the configuration that trained it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,11 +21,13 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     state = checkpoint.load(path)
     if not {"config", "model", "num_classes"} <= set(state):
         raise checkpoint.CheckpointError(
-            f"{path} is not a checkpoint written by `rft-fast train` (keys: {sorted(map(str, state))[:8]})")
+            f"{path} is not a checkpoint written by `rft-fast train` (keys: {sorted(map(str, state))[:8]})"
+        )
     try:
         config = TrainConfig.from_dict(state["config"])
-        model: nn.Module = models.create(config.backbone, state["num_classes"], random_init=True,
-                                         image_size=config.image_size)
+        model: nn.Module = models.create(
+            config.backbone, state["num_classes"], random_init=True, image_size=config.image_size
+        )
         model = config.protocol_spec.recipe.build(model, config)  # the protocol's architecture (TORA's adapters)
         model.load_state_dict(state["model"])
     except (ValueError, TypeError, KeyError, RuntimeError) as error:

@@ -1,5 +1,6 @@
 """Attacks: argument errors, feasibility (properties), determinism, mode/grad hygiene, strength on a trained
 digits CNN, and agreement with AutoAttack's APGD (pyautoattack) and with the plain reference APGD."""
+
 from __future__ import annotations
 
 import functools
@@ -23,15 +24,16 @@ class TinyNet(nn.Module):
 
     def __init__(self, classes: int = 5) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Dropout(0.5),
-                                  nn.AdaptiveAvgPool2d(2))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(2)
+        )
         self.head = nn.Linear(24, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x).flatten(1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_net(classes: int = 5) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -65,20 +67,35 @@ def robust_acc(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> float:
 @pytest.mark.parametrize("name", ATTACKS)
 @pytest.mark.parametrize(
     "kwargs, arg",
-    [({"eps": 0.0}, "eps"), ({"eps": -1.0}, "eps"), ({"eps": float("nan")}, "eps"), ({"norm": "L3"}, "norm"),
-     ({"loss": "hinge"}, "loss"), ({"amp_dtype": torch.int8}, "amp_dtype"), ({"backend": "cuda"}, "backend"),
-     ({"seed": 1.5}, "seed")],
+    [
+        ({"eps": 0.0}, "eps"),
+        ({"eps": -1.0}, "eps"),
+        ({"eps": float("nan")}, "eps"),
+        ({"norm": "L3"}, "norm"),
+        ({"loss": "hinge"}, "loss"),
+        ({"amp_dtype": torch.int8}, "amp_dtype"),
+        ({"backend": "cuda"}, "backend"),
+        ({"seed": 1.5}, "seed"),
+    ],
 )
 def test_bad_arguments_at_construction(name, kwargs, arg):
     with pytest.raises(ValueError, match=arg):
         ATTACKS[name](**kwargs)
 
 
-@pytest.mark.parametrize("cls, kwargs, arg", [
-    (APGD, {"steps": 0}, "steps"), (APGD, {"restarts": 0}, "restarts"), (APGD, {"select": "adv"}, "select"),
-    (APGD, {"rho": 1.5}, "rho"), (PGD, {"steps": 0}, "steps"), (PGD, {"step_size": 0.0}, "step_size"),
-    (FGSMRS, {"step_size": -1.0}, "step_size"), (PGD, {"l1_sparsity": 0.0}, "l1_sparsity"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, arg",
+    [
+        (APGD, {"steps": 0}, "steps"),
+        (APGD, {"restarts": 0}, "restarts"),
+        (APGD, {"select": "adv"}, "select"),
+        (APGD, {"rho": 1.5}, "rho"),
+        (PGD, {"steps": 0}, "steps"),
+        (PGD, {"step_size": 0.0}, "step_size"),
+        (FGSMRS, {"step_size": -1.0}, "step_size"),
+        (PGD, {"l1_sparsity": 0.0}, "l1_sparsity"),
+    ],
+)
 def test_bad_arguments_specific(cls, kwargs, arg):
     with pytest.raises(ValueError, match=arg):
         cls(**kwargs)
@@ -115,14 +132,23 @@ EPS = {"Linf": (1 / 255, 16 / 255), "L2": (0.05, 2.0), "L1": (0.5, 20.0)}
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    name=st.sampled_from(sorted(ATTACKS)), norm=st.sampled_from(["Linf", "L2", "L1"]),
-    loss=st.sampled_from(["ce", "dlr", "kl"]), n=st.integers(1, 5), size=st.integers(3, 9),
-    frac=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5), per_sample=st.booleans(),
-    random_start=st.booleans(), channels_last=st.booleans(), select=st.sampled_from(["loss", "misclassified"]),
-    steps=st.integers(1, 6), seed=st.integers(0, 2**31 - 1), saturate=st.booleans(),
+    name=st.sampled_from(sorted(ATTACKS)),
+    norm=st.sampled_from(["Linf", "L2", "L1"]),
+    loss=st.sampled_from(["ce", "dlr", "kl"]),
+    n=st.integers(1, 5),
+    size=st.integers(3, 9),
+    frac=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
+    per_sample=st.booleans(),
+    random_start=st.booleans(),
+    channels_last=st.booleans(),
+    select=st.sampled_from(["loss", "misclassified"]),
+    steps=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    saturate=st.booleans(),
 )
-def test_output_inside_ball_and_box(name, norm, loss, n, size, frac, per_sample, random_start, channels_last,
-                                    select, steps, seed, saturate):
+def test_output_inside_ball_and_box(
+    name, norm, loss, n, size, frac, per_sample, random_start, channels_last, select, steps, seed, saturate
+):
     lo, hi = EPS[norm]
     eps_list = [lo + f * (hi - lo) for f in frac[:n]]
     eps = torch.tensor(eps_list) if per_sample else eps_list[0]
@@ -251,9 +277,11 @@ def test_highest_loss_point_beats_the_start(norm, eps, loss):
     x_adv = APGD(norm=norm, eps=eps, steps=10, loss=loss, random_start=False)(model, x, y)
     with torch.no_grad():
         clean = model(x)
-        fn = {"ce": lambda z: nn.functional.cross_entropy(z, y, reduction="none"),
-              "dlr": lambda z: reference.attack_loss(z, y, "dlr", None),
-              "kl": lambda z: reference.trades_kl(z, clean, reduction="none")}[loss]
+        fn = {
+            "ce": lambda z: nn.functional.cross_entropy(z, y, reduction="none"),
+            "dlr": lambda z: reference.attack_loss(z, y, "dlr", None),
+            "kl": lambda z: reference.trades_kl(z, clean, reduction="none"),
+        }[loss]
         before, after = fn(clean), fn(model(x_adv))
         assert (after >= before - 1e-6).all()
         room = before < 1 - 1e-6 if loss == "dlr" else torch.ones_like(before, dtype=torch.bool)  # DLR <= 1
@@ -302,8 +330,10 @@ def test_apgd_at_least_as_strong_as_pgd_and_fgsm(digits):
 @pytest.mark.parametrize("norm", ["Linf", "L2", "L1"])
 def test_robust_accuracy_decreases_with_eps(digits, norm):
     model, x, y, clean = digits
-    accs = [robust_acc(model, APGD(norm=norm, eps=EVAL_EPS[norm] * f, steps=10, select="misclassified")(model, x, y), y)
-            for f in (0.25, 0.5, 1.0, 1.5)]
+    accs = [
+        robust_acc(model, APGD(norm=norm, eps=EVAL_EPS[norm] * f, steps=10, select="misclassified")(model, x, y), y)
+        for f in (0.25, 0.5, 1.0, 1.5)
+    ]
     assert clean >= accs[0] and all(a > b for a, b in zip(accs, accs[1:])), accs
 
 
@@ -339,10 +369,17 @@ def test_agrees_with_autoattack_apgd_on_independent_draws(digits, norm):
     model, x, y, _ = digits
     eps = EVAL_EPS[norm]
     for loss in ("ce", "dlr"):
-        theirs = robust_acc(model, aa.APGDAttack(model, n_iter=10, norm=norm, eps=eps, seed=0, loss=loss,
-                                                 n_restarts=2).perturb(x, y), y)
-        ours = [robust_acc(model, APGD(norm=norm, eps=eps, steps=10, loss=loss, restarts=2, seed=s,
-                                       select="misclassified")(model, x, y), y) for s in (1, 2, 3)]
+        theirs = robust_acc(
+            model, aa.APGDAttack(model, n_iter=10, norm=norm, eps=eps, seed=0, loss=loss, n_restarts=2).perturb(x, y), y
+        )
+        ours = [
+            robust_acc(
+                model,
+                APGD(norm=norm, eps=eps, steps=10, loss=loss, restarts=2, seed=s, select="misclassified")(model, x, y),
+                y,
+            )
+            for s in (1, 2, 3)
+        ]
         print(f"APGD-{loss.upper()} {norm}: rft-fast seeds 1-3 {ours} pyautoattack {theirs:.3f}")
         assert abs(sum(ours) / 3 - theirs) <= 0.01
 
@@ -385,8 +422,24 @@ def test_bench_attack_rows(tmp_path):
     from rft_fast.bench import attack_bench
 
     out = tmp_path / "attack.json"
-    args = ["bench", "attack", "--device", "cpu", "--models", "resnet10t", "--batch", "2", "--image-size", "32",
-            "--steps", "2", "--min-reps", "1", "--json", str(out)]
+    args = [
+        "bench",
+        "attack",
+        "--device",
+        "cpu",
+        "--models",
+        "resnet10t",
+        "--batch",
+        "2",
+        "--image-size",
+        "32",
+        "--steps",
+        "2",
+        "--min-reps",
+        "1",
+        "--json",
+        str(out),
+    ]
     assert cli.main(args) == 0
     result = json.loads(out.read_text())
     rows = result["rows"]

@@ -1,4 +1,5 @@
 """`rft-fast bench regularizers`: the table, the JSON record's rows and argument errors (tiny settings)."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,37 @@ from rft_fast import cli
 
 def test_bench_regularizers_rows(tmp_path, capsys):
     out = tmp_path / "reg.json"
-    assert cli.main(["bench", "regularizers", "--device", "cpu", "--model", "test_resnet", "--batch", "2",
-                     "--image-size", "32", "--attack-steps", "1", "--losses", "classic_at", "--variants", "gram",
-                     "grace", "consistency", "--min-reps", "1", "--min-seconds", "0", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "regularizers",
+                "--device",
+                "cpu",
+                "--model",
+                "test_resnet",
+                "--batch",
+                "2",
+                "--image-size",
+                "32",
+                "--attack-steps",
+                "1",
+                "--losses",
+                "classic_at",
+                "--variants",
+                "gram",
+                "grace",
+                "consistency",
+                "--min-reps",
+                "1",
+                "--min-seconds",
+                "0",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "x plain" in text and "consistency" in text and f"wrote {out}" in text
     record = json.loads(out.read_text())
@@ -26,8 +55,31 @@ def test_bench_regularizers_rows(tmp_path, capsys):
 
 def test_bench_regularizers_plain_is_the_unit(tmp_path, capsys):
     out = tmp_path / "reg.json"
-    assert cli.main(["bench", "regularizers", "--device", "cpu", "--batch", "2", "--attack-steps", "1", "--losses",
-                     "trades", "--variants", "plain", "--min-reps", "1", "--min-seconds", "0", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "regularizers",
+                "--device",
+                "cpu",
+                "--batch",
+                "2",
+                "--attack-steps",
+                "1",
+                "--losses",
+                "trades",
+                "--variants",
+                "plain",
+                "--min-reps",
+                "1",
+                "--min-seconds",
+                "0",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())["rows"]
     assert (row["loss"], row["variant"], row["overhead"]) == ("trades", "plain", 1.0)
 

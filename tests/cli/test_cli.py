@@ -1,4 +1,5 @@
 """`rft-fast bench ops`: the table, the JSON record and argument errors."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,9 @@ from rft_fast import cli, ops
 
 def test_bench_ops_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "ops.json"
-    code = cli.main(["bench", "ops", "--device", "cpu", "--shapes", "2x3x8x8", "--min-seconds", "0", "--json", str(out)])
+    code = cli.main(
+        ["bench", "ops", "--device", "cpu", "--shapes", "2x3x8x8", "--min-seconds", "0", "--json", str(out)]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     meta, rows = result["meta"], result["rows"]
@@ -40,7 +43,9 @@ def test_bench_ops_rejects_bad_arguments(capsys):
 
 
 def test_help_runs_as_module():
-    proc = subprocess.run([sys.executable, "-m", "rft_fast.cli", "bench", "ops", "--help"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rft_fast.cli", "bench", "ops", "--help"], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and "--json" in proc.stdout
 
 
@@ -57,7 +62,26 @@ def test_console_script_is_declared():
 
 def test_bench_kl_rows(tmp_path):
     out = tmp_path / "kl.json"
-    assert cli.main(["bench", "kl", "--device", "cpu", "--classes", "3", "37", "--batches", "2", "--min-seconds", "0", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "kl",
+                "--device",
+                "cpu",
+                "--classes",
+                "3",
+                "37",
+                "--batches",
+                "2",
+                "--min-seconds",
+                "0",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     timed = [b for b in ops.backends("cpu", "trades_kl") if b != "triton"]
     assert {(r["backend"], r["c"]) for r in rows} == {(b, c) for b in timed for c in (3, 37)}
@@ -67,8 +91,24 @@ def test_bench_kl_rows(tmp_path):
 def test_bench_trades_memory_saving_halves_saved_activations(tmp_path):
     pytest.importorskip("timm")
     out = tmp_path / "trades.json"
-    args = ["bench", "trades", "--device", "cpu", "--models", "resnet10t", "--batch", "2", "--image-size", "64",
-            "--attack-steps", "1", "--max-memory-gb", "0.1", "--json", str(out)]
+    args = [
+        "bench",
+        "trades",
+        "--device",
+        "cpu",
+        "--models",
+        "resnet10t",
+        "--batch",
+        "2",
+        "--image-size",
+        "64",
+        "--attack-steps",
+        "1",
+        "--max-memory-gb",
+        "0.1",
+        "--json",
+        str(out),
+    ]
     assert cli.main(args) == 0
     result = json.loads(out.read_text())
     assert result["meta"]["memory_measure"].startswith("saved-activation")
@@ -80,29 +120,73 @@ def test_bench_trades_memory_saving_halves_saved_activations(tmp_path):
 
 def test_train_command_writes_metrics_and_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--backbone", "deit_tiny_patch16_224.fb_in1k", "--dataset", "digits", "--random-init",
-            "--protocol", "FFT-5", "--epochs", "1", "--max-batches", "2", "--batch-size", "4", "--effective-batch", "8",
-            "--image-size", "32", "--val-samples", "12", "--attack-steps", "2", "--val-steps", "2", "--loss", "trades",
-            "--attack-eps", "4/255", "--no-progress", "--device", "cpu", "--out-dir", str(out)]
+    args = [
+        "train",
+        "--backbone",
+        "deit_tiny_patch16_224.fb_in1k",
+        "--dataset",
+        "digits",
+        "--random-init",
+        "--protocol",
+        "FFT-5",
+        "--epochs",
+        "1",
+        "--max-batches",
+        "2",
+        "--batch-size",
+        "4",
+        "--effective-batch",
+        "8",
+        "--image-size",
+        "32",
+        "--val-samples",
+        "12",
+        "--attack-steps",
+        "2",
+        "--val-steps",
+        "2",
+        "--loss",
+        "trades",
+        "--attack-eps",
+        "4/255",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(out),
+    ]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     row = json.loads(printed.splitlines()[0])
     assert row["epoch"] == 1 and row["train_samples"] == 8 and row["optimizer_steps"] == 1 and row["val_samples"] == 12
     assert "status: completed" in printed
     saved = json.loads((out / "config.json").read_text())
-    assert saved["attack_eps"] == pytest.approx(4 / 255) and saved["loss"] == "trades" and saved["memory_saving"] is True
+    assert (
+        saved["attack_eps"] == pytest.approx(4 / 255) and saved["loss"] == "trades" and saved["memory_saving"] is True
+    )
     assert [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] == [row]
     assert (out / "checkpoint.pt").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--loss", "mart"], "invalid choice|loss must be one of"),
-    (["--effective-batch", "6"], "multiple of batch_size"),
-    (["--attack-eps", "4/0"], "expected a number"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss", "mart"], "invalid choice|loss must be one of"),
+        (["--effective-batch", "6"], "multiple of batch_size"),
+        (["--attack-eps", "4/0"], "expected a number"),
+    ],
+)
 def test_train_command_rejects_bad_arguments(args, message, capsys):
-    base = ["train", "--backbone", "deit_tiny_patch16_224.fb_in1k", "--dataset", "digits", "--random-init",
-            "--batch-size", "4"]
+    base = [
+        "train",
+        "--backbone",
+        "deit_tiny_patch16_224.fb_in1k",
+        "--dataset",
+        "digits",
+        "--random-init",
+        "--batch-size",
+        "4",
+    ]
     with pytest.raises(SystemExit) as exc:
         cli.main(base + args)
     text = str(exc.value) + capsys.readouterr().err
@@ -153,10 +237,35 @@ def test_datasets_command_shows_layouts(capsys):
 
 def test_bench_train_rows(tmp_path):
     out = tmp_path / "train.json"
-    assert cli.main(["bench", "train", "--device", "cpu", "--models", "test_resnet", "--batch", "2", "--image-size", "32",
-                     "--attack-steps", "2", "--dtypes", "float32", "--min-reps", "1", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "train",
+                "--device",
+                "cpu",
+                "--models",
+                "test_resnet",
+                "--batch",
+                "2",
+                "--image-size",
+                "32",
+                "--attack-steps",
+                "2",
+                "--dtypes",
+                "float32",
+                "--min-reps",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
-    assert {(r["loss"], r["impl"]) for r in rows} == {(l, i) for l in ("classic_at", "trades") for i in ("rft-fast", "reference")}
+    assert {(r["loss"], r["impl"]) for r in rows} == {
+        (l, i) for l in ("classic_at", "trades") for i in ("rft-fast", "reference")
+    }
     for r in rows:
         assert r["images_per_s"] > 0 and r["saved_gb"] > 0
         if r["impl"] == "reference":
@@ -167,8 +276,33 @@ def test_bench_train_rows(tmp_path):
 
 def test_bench_eval_rows(tmp_path):
     out = tmp_path / "eval.json"
-    assert cli.main(["bench", "eval", "--device", "cpu", "--model", "test_resnet", "--n", "2", "--image-size", "32",
-                     "--mode", "fast", "--norms", "L2", "--cache-size", "32", "--workers", "1", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "eval",
+                "--device",
+                "cpu",
+                "--model",
+                "test_resnet",
+                "--n",
+                "2",
+                "--image-size",
+                "32",
+                "--mode",
+                "fast",
+                "--norms",
+                "L2",
+                "--cache-size",
+                "32",
+                "--workers",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     assert [r["what"] for r in rows] == ["clean", "L2 fast", "corruptions", "digits"]
     assert rows[0]["accuracy"] == 1.0  # labels are the model's own predictions
@@ -200,13 +334,33 @@ def test_results_import_and_report_commands(tmp_path, capsys):
 def test_grid_dry_run_text_and_json(tmp_path, capsys):
     bench = tmp_path / "bench"
     bench.mkdir()
-    (bench / "train-x.json").write_text(json.dumps({
-        "meta": {"device_type": "cuda", "device": "NVIDIA H100"},
-        "rows": [{"impl": "rft-fast", "model": "deit_tiny_patch16_224", "loss": "classic_at", "dtype": "float32",
-                  "batch": 64, "size": 32, "median_s": 0.64},
-                 {"impl": "rft-fast", "model": "deit_tiny_patch16_224", "loss": "trades", "dtype": "float32",
-                  "batch": 64, "size": 32, "median_s": 0.64}],
-    }))
+    (bench / "train-x.json").write_text(
+        json.dumps(
+            {
+                "meta": {"device_type": "cuda", "device": "NVIDIA H100"},
+                "rows": [
+                    {
+                        "impl": "rft-fast",
+                        "model": "deit_tiny_patch16_224",
+                        "loss": "classic_at",
+                        "dtype": "float32",
+                        "batch": 64,
+                        "size": 32,
+                        "median_s": 0.64,
+                    },
+                    {
+                        "impl": "rft-fast",
+                        "model": "deit_tiny_patch16_224",
+                        "loss": "trades",
+                        "dtype": "float32",
+                        "batch": 64,
+                        "size": 32,
+                        "median_s": 0.64,
+                    },
+                ],
+            }
+        )
+    )
     assert cli.main(["grid", "examples/quick.yaml", "--dry-run", "--bench-results", str(bench), "--gpus", "2"]) == 0
     text = capsys.readouterr().out
     assert "grid 'quick': 4 configurations (2 backbones x 2 losses x 1 protocols x 1 datasets)" in text
@@ -225,16 +379,37 @@ def test_grid_dry_run_text_and_json(tmp_path, capsys):
 
 def test_grid_rejects_a_bad_spec(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
-    spec.write_text("backbones: [resnet50.a1_in1kk]\nlosses: [trades]\nprotocols: [FFT-5]\ndatasets: [digits]\n"
-                    "search: {}\nbudget_minutes: 1\nstore: r.sqlite\nout_dir: runs\nrandom_init: true\n")
+    spec.write_text(
+        "backbones: [resnet50.a1_in1kk]\nlosses: [trades]\nprotocols: [FFT-5]\ndatasets: [digits]\n"
+        "search: {}\nbudget_minutes: 1\nstore: r.sqlite\nout_dir: runs\nrandom_init: true\n"
+    )
     with pytest.raises(SystemExit, match="backbones: unknown backbone 'resnet50.a1_in1kk'"):
         cli.main(["grid", str(spec), "--dry-run"])
 
 
 def test_bench_tora_rows(tmp_path):
     out = tmp_path / "tora.json"
-    assert cli.main(["bench", "tora", "--device", "cpu", "--models", "deit_tiny_patch16_224.fb_in1k", "--batch", "2",
-                     "--image-size", "32", "--attack-steps", "1", "--json", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "bench",
+                "tora",
+                "--device",
+                "cpu",
+                "--models",
+                "deit_tiny_patch16_224.fb_in1k",
+                "--batch",
+                "2",
+                "--image-size",
+                "32",
+                "--attack-steps",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"FFT", "LP", "TORA-phase1", "TORA-phase2"}
     assert rows["FFT"]["trainable_m"] == rows["FFT"]["total_m"]  # everything trains

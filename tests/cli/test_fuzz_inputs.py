@@ -2,6 +2,7 @@
 (derandomized: the same cases on every machine). Every run ends either in success with exactly what was given,
 or in one `error:` line and a non-zero exit: never a traceback, a silent coercion, a stored non-finite or
 foreign number, or a different model from a damaged checkpoint."""
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,12 @@ from rft_fast.grid import expand, load_spec
 from rft_fast.results import Store
 from rft_fast.train import CheckpointError, checkpoint
 
-FUZZ = settings(max_examples=40, derandomize=True, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 BASE = yaml.safe_load("""
 name: fuzz
 backbones: [deit_tiny_patch16_224.fb_in1k]
@@ -34,12 +39,27 @@ budget_minutes: 2
 num_samples: 2
 asha: {metric: val_loss, mode: min, grace_period: 1, reduction_factor: 2}
 """)
-FIELDS = ("cosine", "memory_saving", "channels_last", "epochs", "image_size", "batch_size", "lr_backbone",
-          "attack_steps", "seed", "workers", "beta")
+FIELDS = (
+    "cosine",
+    "memory_saving",
+    "channels_last",
+    "epochs",
+    "image_size",
+    "batch_size",
+    "lr_backbone",
+    "attack_steps",
+    "seed",
+    "workers",
+    "beta",
+)
 ODD = st.one_of(
     st.sampled_from(["false", "no", "off", "yes", "true", "0", "1", "", "1e15", "nan", "-inf", "abc"]),
-    st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
 )
 
 
@@ -77,10 +97,17 @@ def test_a_spec_is_taken_exactly_as_given_or_refused(tmp_path, capsys, field, va
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode),
-                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                              lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-                              max_leaves=20).map(lambda v: yaml.safe_dump(v).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(str.encode),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+            max_leaves=20,
+        ).map(lambda v: yaml.safe_dump(v).encode()),
+    )
+)
 def test_any_spec_file_gives_a_plan_or_one_error_line(tmp_path, capsys, content):
     path = tmp_path / "spec.yaml"
     path.write_bytes(content)
@@ -88,16 +115,26 @@ def test_any_spec_file_gives_a_plan_or_one_error_line(tmp_path, capsys, content)
     assert code != 0 and _refused(code, err), err  # none of these is a whole spec
 
 
-CELL = st.one_of(st.sampled_from(["0.5", "85", "1e400", "nan", "-", "", "-0.1", "101", "1/3", "TRADES", "x" * 70000]),
-                 st.text(string.printable, max_size=8), st.floats(allow_nan=True, allow_infinity=True).map(str))
+CELL = st.one_of(
+    st.sampled_from(["0.5", "85", "1e400", "nan", "-", "", "-0.1", "101", "1/3", "TRADES", "x" * 70000]),
+    st.text(string.printable, max_size=8),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+)
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(["trades", "TRADES", "classic", "nonsense"]),
-                          st.lists(CELL, min_size=4, max_size=6)), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["trades", "TRADES", "classic", "nonsense"]), st.lists(CELL, min_size=4, max_size=6)),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_an_imported_table_stores_only_finite_fractions_or_nothing(tmp_path, capsys, rows):
     header = "backbone,dataset,loss,protocol,clean,Linf,L2,L1,common"
-    body = "\n".join(",".join(["resnet18", f"digits{i}", loss, "FFT-5", *cells]) for i, (loss, cells) in enumerate(rows))
+    body = "\n".join(
+        ",".join(["resnet18", f"digits{i}", loss, "FFT-5", *cells]) for i, (loss, cells) in enumerate(rows)
+    )
     path, store = tmp_path / "t.csv", tmp_path / "s.sqlite"
     path.write_text(header + "\n" + body + "\n")
     code, _, err = _cli(capsys, "results", "import", str(path), "--store", str(store))
@@ -129,8 +166,10 @@ def saved(tmp_path_factory):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=3),
-       st.sampled_from(["flip", "truncate"]))
+@given(
+    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=3),
+    st.sampled_from(["flip", "truncate"]),
+)
 def test_a_damaged_checkpoint_is_refused_or_loads_the_same_model(saved, tmp_path, edits, how):
     data = bytearray(saved.read_bytes())
     if how == "truncate":

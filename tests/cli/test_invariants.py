@@ -1,5 +1,6 @@
 """What a refactor must not change: run ids and hparams of existing configurations (hard-coded as computed
 before the registries existed) and the CLI's flags, subcommands, choices and defaults (tests/data snapshot)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,11 +18,32 @@ _DIGITS = {"backbone": "resnet18", "dataset": "digits", "random_init": True}
 RUN_IDS = [
     ({**_DIGITS}, "703aaef47e16", 25),
     ({**_DIGITS, "loss": "trades", "protocol": "LP-50", "lr_head": 0.01}, "fcc01b7561af", 25),
-    ({"backbone": "vit_small_patch16_224", "dataset": "cifar10", "pretrained_path": "/w.safetensors",
-      "protocol": "TORA-10", "loss": "trades", "tora_lambda": 0.3}, "aa0ace58169a", 29),
+    (
+        {
+            "backbone": "vit_small_patch16_224",
+            "dataset": "cifar10",
+            "pretrained_path": "/w.safetensors",
+            "protocol": "TORA-10",
+            "loss": "trades",
+            "tora_lambda": 0.3,
+        },
+        "aa0ace58169a",
+        29,
+    ),
     ({**_DIGITS, "loss": "trades+grace", "grace_rho": 0.1}, "7968603e31e5", 28),
-    ({**_DIGITS, "loss": "classic_at", "eps_schedule": "cosine", "consistency_weight": 0.5, "attack_loss": "kl",
-      "attack_norm": "L2", "attack_eps": 0.5}, "29149dd5d614", 29),
+    (
+        {
+            **_DIGITS,
+            "loss": "classic_at",
+            "eps_schedule": "cosine",
+            "consistency_weight": 0.5,
+            "attack_loss": "kl",
+            "attack_norm": "L2",
+            "attack_eps": 0.5,
+        },
+        "29149dd5d614",
+        29,
+    ),
     ({**_DIGITS, "loss": "ce", "protocol": "FFT-5", "epochs": 3, "optimizer": "sgd"}, "e93d6f75184b", 25),
 ]
 # sha1 of the default configuration's hparams as sorted JSON (the store keys rows by them).

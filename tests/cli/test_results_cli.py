@@ -1,5 +1,6 @@
 """`rft-fast results` and `rft-fast report` on a store: --wide shows the attack mode(s) the store holds, --hparams,
 failed grid stages after the table and with --failures, and the report's mode, header and Failed section."""
+
 from __future__ import annotations
 
 import csv
@@ -17,15 +18,27 @@ EPS = {"Linf": 4 / 255, "L2": 2.0, "L1": 75.0}
 HPARAMS = {"lr_head": 0.001, "random_init": True}
 
 
-def measure(run_id: str, threat: str, accuracy: float, mode: str = "fast", backbone: str = RESNET,
-            n: int = 64) -> Measurement:
+def measure(
+    run_id: str, threat: str, accuracy: float, mode: str = "fast", backbone: str = RESNET, n: int = 64
+) -> Measurement:
     key = dict(eps=None, corruption=None, severity=None, mode="-")
     if threat in EPS:
         key.update(eps=EPS[threat], mode=mode)
     elif threat == "corruption":
         key.update(corruption="study", severity=3)
-    return Measurement(run_id=run_id, dataset="digits", backbone=backbone, loss="trades", protocol="FFT-5",
-                       hparams=HPARAMS, threat=threat, accuracy=accuracy, n=n, seconds=1.0, **key)
+    return Measurement(
+        run_id=run_id,
+        dataset="digits",
+        backbone=backbone,
+        loss="trades",
+        protocol="FFT-5",
+        hparams=HPARAMS,
+        threat=threat,
+        accuracy=accuracy,
+        n=n,
+        seconds=1.0,
+        **key,
+    )
 
 
 def run(capsys, *argv: str) -> str:
@@ -38,8 +51,12 @@ def fast_store(tmp_path: Path) -> str:
     """What the quick demo leaves: fast attack rows only, random init, one failed threat and one failed tuning."""
     path = tmp_path / "s.sqlite"
     with Store(path) as store:
-        store.put_many([measure("r1", t, a) for t, a in
-                        (("clean", 0.625), ("Linf", 0.25), ("L2", 0.3), ("L1", 0.1), ("corruption", 0.5))])
+        store.put_many(
+            [
+                measure("r1", t, a)
+                for t, a in (("clean", 0.625), ("Linf", 0.25), ("L2", 0.3), ("L1", 0.1), ("corruption", 0.5))
+            ]
+        )
         store.put_many([measure("r2", "clean", 0.5, backbone=DEIT_T), measure("r2", "Linf", 0.2, backbone=DEIT_T)])
         store.set_stage(f"{DEIT_T}|trades|FFT-5|digits", "L1", "failed", "RuntimeError: CUDA out of\nmemory")
         store.set_stage("convnext_tiny.fb_in1k|trades|FFT-5|digits", "tune", "failed", "no finite metric")
@@ -55,29 +72,45 @@ def test_wide_shows_the_only_mode_in_the_store(fast_store: str, capsys):
     assert wide[0]["L1"] == 0.1 and wide[0]["L1_eps"] == 75.0 and wide[1]["L2"] is None
     assert all("hparams" not in r for r in wide)  # hidden without --hparams
     # --mode still restricts: no standard rows, so no robust numbers (clean and common are mode-free)
-    standard = json.loads(run(capsys, "results", "--store", fast_store, "--wide", "--mode", "standard", "--format", "json"))
+    standard = json.loads(
+        run(capsys, "results", "--store", fast_store, "--wide", "--mode", "standard", "--format", "json")
+    )
     assert [(r["mode"], r["clean"], r["Linf"], r["L2"], r["L1"]) for r in standard] == [
-        ("standard", 0.625, None, None, None), ("standard", 0.5, None, None, None)]
+        ("standard", 0.625, None, None, None),
+        ("standard", 0.5, None, None, None),
+    ]
 
 
 def test_wide_shows_both_modes_labelled(tmp_path: Path, capsys):
     path = str(tmp_path / "s.sqlite")
     with Store(path) as store:
-        store.put_many([measure("a", "clean", 0.9), measure("a", "Linf", 0.4, "standard"), measure("a", "Linf", 0.5),
-                        measure("a", "L2", 0.6, "standard"),
-                        measure("b", "clean", 0.8), measure("b", "Linf", 0.3, "standard"),  # standard only
-                        measure("c", "clean", 0.7)])  # no attack row in either mode
+        store.put_many(
+            [
+                measure("a", "clean", 0.9),
+                measure("a", "Linf", 0.4, "standard"),
+                measure("a", "Linf", 0.5),
+                measure("a", "L2", 0.6, "standard"),
+                measure("b", "clean", 0.8),
+                measure("b", "Linf", 0.3, "standard"),  # standard only
+                measure("c", "clean", 0.7),
+            ]
+        )  # no attack row in either mode
     wide = json.loads(run(capsys, "results", "--store", path, "--wide", "--format", "json"))
     assert [(r["run_id"], r["mode"], r["clean"], r["Linf"], r["L2"]) for r in wide] == [
-        ("a", "standard", 0.9, 0.4, 0.6), ("a", "fast", 0.9, 0.5, None),  # one row per mode, never mixed
+        ("a", "standard", 0.9, 0.4, 0.6),
+        ("a", "fast", 0.9, 0.5, None),  # one row per mode, never mixed
         ("b", "standard", 0.8, 0.3, None),  # no empty fast row
-        ("c", "-", 0.7, None, None)]  # once, no attack mode to show
+        ("c", "-", 0.7, None, None),
+    ]  # once, no attack mode to show
     table = run(capsys, "results", "--store", path, "--wide").splitlines()
     assert table[0].split()[:8] == ["run_id", "dataset", "backbone", "loss", "protocol", "n", "mode", "clean"]
     assert [line.split()[6] for line in table[2:]] == ["standard", "fast", "standard", "-"]
     fast = json.loads(run(capsys, "results", "--store", path, "--wide", "--mode", "fast", "--format", "json"))
-    assert [(r["run_id"], r["mode"], r["Linf"]) for r in fast] == [("a", "fast", 0.5), ("b", "fast", None),
-                                                                 ("c", "fast", None)]
+    assert [(r["run_id"], r["mode"], r["Linf"]) for r in fast] == [
+        ("a", "fast", 0.5),
+        ("b", "fast", None),
+        ("c", "fast", None),
+    ]
     only_b = json.loads(run(capsys, "results", "--store", path, "--wide", "--run-id", "b", "--format", "json"))
     assert [(r["mode"], r["Linf"]) for r in only_b] == [("standard", 0.3)]  # the matching models' mode only
 
@@ -88,10 +121,15 @@ def test_hparams_only_with_the_flag(fast_store: str, capsys):
     assert "hparams" not in table.splitlines()[0] and "random_init" not in table
     assert "hparams" in run(capsys, "results", "--store", fast_store, "--threat", "clean", "--hparams").splitlines()[0]
     for extra in ((), ("--wide",)):
-        rows = list(csv.DictReader(io.StringIO(run(capsys, "results", "--store", fast_store, *extra, "--format", "csv"))))
+        rows = list(
+            csv.DictReader(io.StringIO(run(capsys, "results", "--store", fast_store, *extra, "--format", "csv")))
+        )
         assert rows and "hparams" not in rows[0]
-        rows = list(csv.DictReader(io.StringIO(
-            run(capsys, "results", "--store", fast_store, *extra, "--format", "csv", "--hparams"))))
+        rows = list(
+            csv.DictReader(
+                io.StringIO(run(capsys, "results", "--store", fast_store, *extra, "--format", "csv", "--hparams"))
+            )
+        )
         assert json.loads(rows[0]["hparams"]) == HPARAMS
         listed = json.loads(run(capsys, "results", "--store", fast_store, *extra, "--format", "json", "--hparams"))
         assert listed[0]["hparams"] == HPARAMS
@@ -125,16 +163,24 @@ def test_failures_flag_lists_only_failed_stages(fast_store: str, capsys):
     listed = json.loads(run(capsys, "results", "--store", fast_store, "--failures", "--format", "json"))
     assert [(r["config"], r["stage"], r["reason"]) for r in listed] == [
         ("convnext_tiny.fb_in1k|trades|FFT-5|digits", "tune", "no finite metric"),
-        (f"{DEIT_T}|trades|FFT-5|digits", "L1", "RuntimeError: CUDA out of memory")]
+        (f"{DEIT_T}|trades|FFT-5|digits", "L1", "RuntimeError: CUDA out of memory"),
+    ]
     assert all(r["timestamp"] for r in listed)
-    rows = list(csv.DictReader(io.StringIO(
-        run(capsys, "results", "--store", fast_store, "--failures", "--format", "csv", "--backbone", DEIT_T))))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                run(capsys, "results", "--store", fast_store, "--failures", "--format", "csv", "--backbone", DEIT_T)
+            )
+        )
+    )
     assert [(r["stage"], r["reason"]) for r in rows] == [("L1", "RuntimeError: CUDA out of memory")]
     # nothing matches: a header-only CSV, an empty JSON list, a plain message in the table
     none = run(capsys, "results", "--store", fast_store, "--failures", "--format", "csv", "--backbone", RESNET)
     assert none == "config,stage,reason,timestamp\n"
-    assert json.loads(run(capsys, "results", "--store", fast_store, "--failures", "--format", "json",
-                          "--dataset", "pets")) == []
+    assert (
+        json.loads(run(capsys, "results", "--store", fast_store, "--failures", "--format", "json", "--dataset", "pets"))
+        == []
+    )
     assert run(capsys, "results", "--store", fast_store, "--failures", "--loss", "ce") == "(no failed stages)\n"
     with pytest.raises(SystemExit):
         cli.main(["results", "--store", fast_store, "--failures", "--wide"])

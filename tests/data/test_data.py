@@ -2,6 +2,7 @@
 
 Runs offline: the built-in digits set and small fake dataset folders written to tmp_path.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,6 +44,7 @@ def stack(dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
 
 # --- digits and splits -------------------------------------------------------------------------------------
 
+
 def test_digits_splits_partition_and_stratify(digits: data.Splits) -> None:
     train, val, test = positions(digits)
     assert (len(train), len(val), len(test)) == (1222, 216, 359)  # round(.2 * 1797), round(.15 * 1438)
@@ -76,6 +78,7 @@ def test_split_depends_on_seed_only(digits: data.Splits) -> None:
 
 
 # --- augmentation ------------------------------------------------------------------------------------------
+
 
 def test_study_transform_is_literal() -> None:
     flip, jitter, rotate = study_transform().transforms
@@ -126,6 +129,7 @@ def test_val_and_test_unaugmented() -> None:
 
 # --- loader and to_device ----------------------------------------------------------------------------------
 
+
 def test_loader_order_is_a_function_of_seed_and_epoch(digits: data.Splits) -> None:
     def labels(**kw) -> torch.Tensor:
         return torch.cat([y for _, y in data.loader(digits.test, 64, shuffle=True, **kw)])
@@ -161,6 +165,7 @@ def test_to_device(channels_last: bool) -> None:
 
 
 # --- datasets on disk (fake layouts) -----------------------------------------------------------------------
+
 
 def write_images(folder: Path, names: list[str]) -> None:
     """Small images of varied sizes and modes (RGB, grayscale and, except in JPEGs, RGBA), as real sets have."""
@@ -215,6 +220,7 @@ def test_caltech101_without_background_folder(tmp_path: Path) -> None:
 
 # --- errors and the registry -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", [n for n, info in data.DATASETS.items() if not info.builtin])
 def test_missing_root_shows_layout(tmp_path: Path, name: str) -> None:
     info = data.DATASETS[name]
@@ -228,8 +234,16 @@ def test_missing_root_shows_layout(tmp_path: Path, name: str) -> None:
 
 
 def test_registry() -> None:
-    assert set(data.DATASETS) == {"caltech101", "fgvc_aircraft", "flowers102", "oxford_pets", "stanford_cars",
-                                  "uc_merced", "digits", "digits3"}
+    assert set(data.DATASETS) == {
+        "caltech101",
+        "fgvc_aircraft",
+        "flowers102",
+        "oxford_pets",
+        "stanford_cars",
+        "uc_merced",
+        "digits",
+        "digits3",
+    }
     table = data.format_table()
     for info in data.DATASETS.values():
         assert info.name in table and info.split_rule in table and info.layout[0] in table
@@ -263,6 +277,7 @@ def test_argument_errors(digits: data.Splits) -> None:
 
 
 # --- stratified_subset -------------------------------------------------------------------------------------
+
 
 def test_stratified_subset(digits: data.Splits) -> None:
     test = digits.test

@@ -1,5 +1,6 @@
 """AutoAttack's rules around the attack itself: the few-class plan (targets <= C - 1, no targeted DLR below 4
 classes, no DLR at all with 2), the ball / box check with its rounding slack, and chunked progress."""
+
 from __future__ import annotations
 
 import digits
@@ -28,17 +29,20 @@ def cnn():
     return model, x, y
 
 
-@pytest.mark.parametrize("norm, mode, c, attacks, apgd_t, fab_t", [
-    ("Linf", "standard", 10, ("apgd-ce", "apgd-t", "fab-t", "square"), 9, 9),
-    ("L1", "standard", 10, ("apgd-ce", "apgd-t", "fab-t", "square"), 5, 9),
-    ("L2", "standard", 101, ("apgd-ce", "apgd-t", "fab-t", "square"), 9, 9),
-    ("Linf", "standard", 5, ("apgd-ce", "apgd-t", "fab-t", "square"), 4, 4),
-    ("L1", "fast", 4, ("apgd-ce", "apgd-t"), 3, 3),
-    ("Linf", "standard", 3, ("apgd-ce", "apgd-dlr", "fab-t", "square"), 2, 2),
-    ("L2", "fast", 3, ("apgd-ce", "apgd-dlr"), 2, 2),
-    ("Linf", "standard", 2, ("apgd-ce", "fab-t", "square"), 1, 1),
-    ("L1", "fast", 2, ("apgd-ce",), 1, 1),
-])
+@pytest.mark.parametrize(
+    "norm, mode, c, attacks, apgd_t, fab_t",
+    [
+        ("Linf", "standard", 10, ("apgd-ce", "apgd-t", "fab-t", "square"), 9, 9),
+        ("L1", "standard", 10, ("apgd-ce", "apgd-t", "fab-t", "square"), 5, 9),
+        ("L2", "standard", 101, ("apgd-ce", "apgd-t", "fab-t", "square"), 9, 9),
+        ("Linf", "standard", 5, ("apgd-ce", "apgd-t", "fab-t", "square"), 4, 4),
+        ("L1", "fast", 4, ("apgd-ce", "apgd-t"), 3, 3),
+        ("Linf", "standard", 3, ("apgd-ce", "apgd-dlr", "fab-t", "square"), 2, 2),
+        ("L2", "fast", 3, ("apgd-ce", "apgd-dlr"), 2, 2),
+        ("Linf", "standard", 2, ("apgd-ce", "fab-t", "square"), 1, 1),
+        ("L1", "fast", 2, ("apgd-ce",), 1, 1),
+    ],
+)
 def test_attack_plan_for_few_classes(norm, mode, c, attacks, apgd_t, fab_t):
     plan = attack_plan(norm, mode, c)
     assert (plan.attacks, plan.apgd_targets, plan.fab_targets, plan.n_classes) == (attacks, apgd_t, fab_t, c)
@@ -91,8 +95,11 @@ def test_rounding_excess_is_projected_and_counted(norm, eps):
     x = torch.rand(5, 3, 7, 9, generator=gen)
     x[0, 0, 0, 0], x[1, 0, 0, 0] = 1.0, 0.0
     delta = torch.randn(x.shape, generator=gen)
-    scale = {"Linf": delta.flatten(1).abs().amax(1), "L2": delta.flatten(1).norm(dim=1),
-             "L1": delta.flatten(1).abs().sum(1)}[norm]
+    scale = {
+        "Linf": delta.flatten(1).abs().amax(1),
+        "L2": delta.flatten(1).norm(dim=1),
+        "L1": delta.flatten(1).abs().sum(1),
+    }[norm]
     x_adv = x + delta * (eps / scale).view(-1, 1, 1, 1) * (1 + BALL_RTOL / 2)  # just over the ball
     x_adv = x_adv.clamp(0, 1)
     x_adv[0, 0, 0, 0], x_adv[1, 0, 0, 0] = 1.0 + ATOL / 2, -ATOL / 2  # just outside the box
@@ -139,6 +146,14 @@ def test_autoattack_projects_rounding_from_pyautoattack(cnn, monkeypatch):
 def test_chunks_report_progress_in_order(cnn):
     model, x, y = cnn
     seen = []
-    r = autoattack(model, x[:10], y[:10], norm="L2", eps=0.5, mode="fast", batch_size=4,
-                   on_batch=lambda done, n: seen.append((done, n)))
+    r = autoattack(
+        model,
+        x[:10],
+        y[:10],
+        norm="L2",
+        eps=0.5,
+        mode="fast",
+        batch_size=4,
+        on_batch=lambda done, n: seen.append((done, n)),
+    )
     assert seen == [(4, 10), (8, 10), (10, 10)] and r.n == 10 and r.batch_size == 4

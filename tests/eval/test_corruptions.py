@@ -1,5 +1,6 @@
 """Common corruptions: the study's assignment, the library's outputs reproduced exactly, determinism across
 worker counts, the cache (hits skip all corruption work, bad files are rebuilt) and argument errors."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Evaluation on a small model trained here on the built-in digits: AutoAttack through pyautoattack, the
 corruption accuracy, the store rows, crash-and-rerun, and the errors of `rft-fast eval`."""
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,8 @@ from rft_fast.train import TrainConfig, fit, load_trained
 def _tiny_backbones():
     with tiny.registered():
         yield
+
+
 FAST = dict(mode="fast", n=12)
 
 
@@ -42,10 +45,28 @@ def cnn():
 def trained(tmp_path_factory):
     """(run folder, model, test split): tiny_resnet trained (standard CE, 3 epochs, 32 px) by `fit`."""
     out = tmp_path_factory.mktemp("run")
-    fit(TrainConfig(backbone="tiny_resnet", dataset="digits", random_init=True, protocol="FFT-5", loss="ce",
-                    epochs=3, image_size=32, batch_size=64, effective_batch=64, lr_backbone=3e-3, lr_head=3e-3,
-                    attack_eps=8 / 255, attack_steps=5, val_samples=32, val_steps=2, device="cpu", workers=0,
-                    out_dir=str(out)))
+    fit(
+        TrainConfig(
+            backbone="tiny_resnet",
+            dataset="digits",
+            random_init=True,
+            protocol="FFT-5",
+            loss="ce",
+            epochs=3,
+            image_size=32,
+            batch_size=64,
+            effective_batch=64,
+            lr_backbone=3e-3,
+            lr_head=3e-3,
+            attack_eps=8 / 255,
+            attack_steps=5,
+            val_samples=32,
+            val_steps=2,
+            device="cpu",
+            workers=0,
+            out_dir=str(out),
+        )
+    )
     model, config = load_trained(out)
     return out, model, data.build("digits", image_size=config.image_size).test
 
@@ -82,7 +103,13 @@ def test_standard_and_fast_modes_configure_autoattack(trained, monkeypatch):
     autoattack(model, x, y, norm="L2", mode="fast")
     assert seen == [
         (["apgd-ce", "apgd-t", "fab-t", "square"], "Linf", 4 / 255, 1, False),
-        (["apgd-ce", "apgd-t", "fab-t", "square"], "L1", 75.0, 5, True),  # the study's L1: large-eps schedule, 5 restarts
+        (
+            ["apgd-ce", "apgd-t", "fab-t", "square"],
+            "L1",
+            75.0,
+            5,
+            True,
+        ),  # the study's L1: large-eps schedule, 5 restarts
         (["apgd-ce", "apgd-t"], "L2", 2.0, 1, False),
     ]
 
@@ -113,8 +140,13 @@ def test_evaluate_stores_one_row_per_measurement_and_reruns_replace(trained, tmp
     out, model, test_set = trained
     config = TrainConfig.from_dict(__import__("json").loads((out / "config.json").read_text()))
     run = RunInfo(config.run_id(), "digits", "tiny_resnet", "classic_at", "FFT-5", config.hparams())
-    settings = EvalSettings(threats=("clean", "Linf", "corruptions"), cache_dir=str(tmp_path / "cache"), workers=0,
-                            eps={"Linf": 32 / 255}, **FAST)
+    settings = EvalSettings(
+        threats=("clean", "Linf", "corruptions"),
+        cache_dir=str(tmp_path / "cache"),
+        workers=0,
+        eps={"Linf": 32 / 255},
+        **FAST,
+    )
     with Store(tmp_path / "r.sqlite") as store:
         first = evaluate(model, test_set, run, settings, store=store)
         evaluate(model, test_set, run, settings, store=store)
@@ -132,10 +164,32 @@ def test_evaluate_stores_one_row_per_measurement_and_reruns_replace(trained, tmp
 
 
 def _eval_cmd(run_dir: Path, store: Path, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "rft_fast.cli", "eval", str(run_dir), "--threats", "clean,Linf,L2,corruptions",
-            "--mode", "fast", "--n", "12", "--eps-linf", "32/255", "--eps-l2", "3", "--store", str(store),
-            "--cache-dir", str(cache), "--workers", "0",
-            "--device", "cpu", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "rft_fast.cli",
+        "eval",
+        str(run_dir),
+        "--threats",
+        "clean,Linf,L2,corruptions",
+        "--mode",
+        "fast",
+        "--n",
+        "12",
+        "--eps-linf",
+        "32/255",
+        "--eps-l2",
+        "3",
+        "--store",
+        str(store),
+        "--cache-dir",
+        str(cache),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
 
 
 def _rows(store: Path) -> int:
@@ -153,8 +207,10 @@ def test_kill_and_rerun_leaves_exactly_one_row_per_measurement(trained, tmp_path
     store, cache = tmp_path / "r.sqlite", tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     # Each stored measurement is followed by a pause, so that the kill lands between measurements or in one.
-    code = ("import sys, time, tiny; tiny.register(); from rft_fast import cli; from rft_fast.results import Store; "
-            "put = Store.put; Store.put = lambda self, m: (put(self, m), time.sleep(0.5))[0]; sys.exit(cli.main(sys.argv[1:]))")
+    code = (
+        "import sys, time, tiny; tiny.register(); from rft_fast import cli; from rft_fast.results import Store; "
+        "put = Store.put; Store.put = lambda self, m: (put(self, m), time.sleep(0.5))[0]; sys.exit(cli.main(sys.argv[1:]))"
+    )
     cmd = [sys.executable, "-c", code] + _eval_cmd(out, store, cache)[3:]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -183,8 +239,25 @@ def test_eval_command_from_weights_matches_checkpoint(trained, tmp_path, capsys)
     store = tmp_path / "r.sqlite"
     common = ["--threats", "clean", "--n", "12", "--store", str(store), "--device", "cpu", "--no-progress"]
     assert cli.main(["eval", str(out)] + common) == 0
-    assert cli.main(["eval", "--backbone", "tiny_resnet", "--weights", str(weights), "--dataset", "digits",
-                     "--image-size", "32", "--run-id", "from-weights"] + common) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--backbone",
+                "tiny_resnet",
+                "--weights",
+                str(weights),
+                "--dataset",
+                "digits",
+                "--image-size",
+                "32",
+                "--run-id",
+                "from-weights",
+            ]
+            + common
+        )
+        == 0
+    )
     with Store(store) as s:
         accs = {m.run_id: m.accuracy for m in s.query(threat="clean")}
     assert len(accs) == 2 and len(set(accs.values())) == 1
@@ -192,13 +265,27 @@ def test_eval_command_from_weights_matches_checkpoint(trained, tmp_path, capsys)
     assert "from-weights" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["/nonexistent/run"], "no checkpoint"),
-    (["--threats", "clean,Linf,L5"], "threats must be"),
-    (["--backbone", "tiny_resnet", "--weights", "/nonexistent/w.safetensors", "--dataset", "caltech101",
-      "--data-root", "/nonexistent/data"], "101_ObjectCategories"),
-    (["--backbone", "tiny_resnet", "--dataset", "digits"], "--weights"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["/nonexistent/run"], "no checkpoint"),
+        (["--threats", "clean,Linf,L5"], "threats must be"),
+        (
+            [
+                "--backbone",
+                "tiny_resnet",
+                "--weights",
+                "/nonexistent/w.safetensors",
+                "--dataset",
+                "caltech101",
+                "--data-root",
+                "/nonexistent/data",
+            ],
+            "101_ObjectCategories",
+        ),
+        (["--backbone", "tiny_resnet", "--dataset", "digits"], "--weights"),
+    ],
+)
 def test_eval_command_errors_are_clear(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["eval"] + args + ["--store", str(tmp_path / "r.sqlite")])
@@ -218,14 +305,23 @@ def test_settings_reject_bad_values():
 
 # randomized smoothing (smoothing-L2; settings and CLI errors in test_eval_smoothing.py) ----------------------------
 
+
 def test_evaluate_stores_smoothed_and_certified_accuracy_per_sigma(trained, tmp_path):
     _, model, test_set = trained
     from rft_fast.eval.smoothing import certified_accuracy, certify, smoothed_accuracy
 
     sigmas, radii = (0.12, 0.5), (0.0, 0.1, 0.25, 0.5)
-    settings = EvalSettings(threats=("clean", "smoothing-L2"), n=24, seed=3, smoothing_sigmas=sigmas,
-                            smoothing_radii=radii, smoothing_n0=20, smoothing_n=200, smoothing_alpha=0.01,
-                            smoothing_batch_size=500)
+    settings = EvalSettings(
+        threats=("clean", "smoothing-L2"),
+        n=24,
+        seed=3,
+        smoothing_sigmas=sigmas,
+        smoothing_radii=radii,
+        smoothing_n0=20,
+        smoothing_n=200,
+        smoothing_alpha=0.01,
+        smoothing_batch_size=500,
+    )
     run = RunInfo("smooth-run", "digits", "tiny_resnet", "ce", "FFT-5", {"lr": 3e-3})
     with Store(tmp_path / "r.sqlite") as store:
         returned = evaluate(model, test_set, run, settings, store=store)
@@ -234,7 +330,8 @@ def test_evaluate_stores_smoothed_and_certified_accuracy_per_sigma(trained, tmp_
         summary = store.summary()
     assert len(rows) == len(returned) == 1 + len(sigmas) * (1 + len(radii))
     assert sorted((m.threat, m.mode, m.eps or 0.0, m.eps is None) for m in returned) == sorted(
-        (m.threat, m.mode, m.eps or 0.0, m.eps is None) for m in rows)
+        (m.threat, m.mode, m.eps or 0.0, m.eps is None) for m in rows
+    )
     clean = rows[0]
     assert clean.threat == "clean" and clean.accuracy > 0.5
     assert [r["clean"] for r in summary] == [clean.accuracy]  # the wide summary is unaffected by smoothing rows
@@ -248,8 +345,10 @@ def test_evaluate_stores_smoothed_and_certified_accuracy_per_sigma(trained, tmp_
         assert all(a >= b for a, b in zip(certified, certified[1:]))  # non-increasing in the radius
         assert certified[0] <= smoothed
         assert mine[0].seconds > 0 and all(m.seconds == 0 for m in mine[1:])  # the certification's time, once
-        assert all(m.versions["smoothing"] == {"sigma": sigma, "n0": 20, "n": 200, "alpha": 0.01, "batch_size": 500,
-                                               "seed": 3} for m in mine)
+        assert all(
+            m.versions["smoothing"] == {"sigma": sigma, "n0": 20, "n": 200, "alpha": 0.01, "batch_size": 500, "seed": 3}
+            for m in mine
+        )
         assert all(m.versions["torch"] == torch.__version__ for m in mine)
         # the same numbers as certify() itself on the same subset and seed
         cert = certify(model, x, sigma, n0=20, n=200, alpha=0.01, batch_size=500, seed=3)
@@ -262,9 +361,34 @@ def test_evaluate_stores_smoothed_and_certified_accuracy_per_sigma(trained, tmp_
 def test_eval_command_with_smoothing(trained, tmp_path, capsys):
     out, _, _ = trained
     store = tmp_path / "r.sqlite"
-    assert cli.main(["eval", str(out), "--threats", "clean,smoothing-L2", "--n", "12", "--sigma", "1/4,0.5",
-                     "--radii", "0,0.25", "--smoothing-n0", "10", "--smoothing-n", "100", "--smoothing-alpha", "0.05",
-                     "--store", str(store), "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                str(out),
+                "--threats",
+                "clean,smoothing-L2",
+                "--n",
+                "12",
+                "--sigma",
+                "1/4,0.5",
+                "--radii",
+                "0,0.25",
+                "--smoothing-n0",
+                "10",
+                "--smoothing-n",
+                "100",
+                "--smoothing-alpha",
+                "0.05",
+                "--store",
+                str(store),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "sigma=0.25 smoothed" in text and "sigma=0.5 r=0.25" in text and "stored 7 measurements" in text
     with Store(store) as s:
@@ -273,6 +397,7 @@ def test_eval_command_with_smoothing(trained, tmp_path, capsys):
     assert [(m.mode, m.eps) for m in rows] == [(f"sigma={s}", r) for s in (0.25, 0.5) for r in (None, 0.0, 0.25)]
     assert {json.dumps(m.versions["smoothing"], sort_keys=True) for m in rows} == {
         json.dumps({"sigma": s, "n0": 10, "n": 100, "alpha": 0.05, "batch_size": 1000, "seed": 0}, sort_keys=True)
-        for s in (0.25, 0.5)}
+        for s in (0.25, 0.5)
+    }
     assert cli.main(["results", "--store", str(store), "--threat", "smoothing-L2", "--format", "csv"]) == 0
     assert capsys.readouterr().out.count("smoothing-L2") == 6

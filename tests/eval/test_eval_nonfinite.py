@@ -1,5 +1,6 @@
 """No non-finite number is stored: a model whose logits are NaN or Inf (on clean, corrupted, adversarial or
 noisy inputs) fails the measurement with its reason, and nothing is written for it."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,8 +43,14 @@ def test_set():
 def _failures(model, test_set, threats, tmp_path):
     failed: dict[str, Exception] = {}
     with Store(tmp_path / "r.sqlite") as store:
-        rows = evaluate(model, test_set, RUN, EvalSettings(threats=threats, n=6, mode="fast", workers=0), store=store,
-                        on_failure=lambda t, e: failed.setdefault(t, e))
+        rows = evaluate(
+            model,
+            test_set,
+            RUN,
+            EvalSettings(threats=threats, n=6, mode="fast", workers=0),
+            store=store,
+            on_failure=lambda t, e: failed.setdefault(t, e),
+        )
         stored = store.query()
     return rows, stored, failed
 
@@ -58,7 +65,10 @@ def test_a_model_with_non_finite_logits_stores_nothing(test_set, tmp_path, poiso
 
 
 def test_non_finite_only_on_adversarial_points_fails_the_attack(test_set):
-    x, y = torch.stack([test_set[i][0] for i in range(6)]).float() / 255, torch.tensor([test_set[i][1] for i in range(6)])
+    x, y = (
+        torch.stack([test_set[i][0] for i in range(6)]).float() / 255,
+        torch.tensor([test_set[i][1] for i in range(6)]),
+    )
     with pytest.raises(NonFiniteError, match="adversarial points|not finite"):
         autoattack(Poisoned("nan", when="off-grid"), x, y, norm="Linf", eps=8 / 255, mode="fast")
 

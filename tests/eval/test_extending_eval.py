@@ -1,5 +1,6 @@
 """docs/extending.md, checked: a threat and a dataset registered from outside the package (here, the test)
 run through evaluate() into a store, are stored under their key rule, and count for the grid's done check."""
+
 from __future__ import annotations
 
 import re
@@ -14,7 +15,7 @@ from torch import nn
 
 from rft_fast import data
 from rft_fast.eval import EvalSettings, RunInfo, evaluate
-from rft_fast.grid.runner import missing_threats
+from rft_fast.grid.status import missing_threats
 from rft_fast.results import (
     NO_MODE,
     POSITIVE_EPS,
@@ -57,10 +58,24 @@ def open_squares(root, size):
 
 @pytest.fixture
 def toy():
-    register_threat(ThreatSpec("brightness", brightness, lambda settings: [RowKey(eps=SHIFT)],
-                               KeyRule(eps=POSITIVE_EPS), default=False))
-    data.register_dataset(data.DatasetInfo("squares", "toy squares (built in)", 3, ("(nothing)",), "built in",
-                                           0.5, 0.25, builtin=True, open=open_squares))
+    register_threat(
+        ThreatSpec(
+            "brightness", brightness, lambda settings: [RowKey(eps=SHIFT)], KeyRule(eps=POSITIVE_EPS), default=False
+        )
+    )
+    data.register_dataset(
+        data.DatasetInfo(
+            "squares",
+            "toy squares (built in)",
+            3,
+            ("(nothing)",),
+            "built in",
+            0.5,
+            0.25,
+            builtin=True,
+            open=open_squares,
+        )
+    )
     try:
         yield
     finally:
@@ -79,8 +94,9 @@ def test_a_registered_threat_and_dataset_run_store_and_count_as_done(toy, tmp_pa
         assert missing_threats(store, run, settings) == ["clean", "brightness"]
         rows = evaluate(model, splits.test, run, settings, store=store)
         stored = store.query(threat="brightness")
-        assert [(m.threat, m.eps, m.corruption, m.severity, m.mode) for m in stored] == \
-            [("brightness", SHIFT, None, None, NO_MODE)]
+        assert [(m.threat, m.eps, m.corruption, m.severity, m.mode) for m in stored] == [
+            ("brightness", SHIFT, None, None, NO_MODE)
+        ]
         assert stored[0] == rows[1] and rows[0].threat == "clean"
         assert missing_threats(store, run, settings) == []
         with pytest.raises(ValueError, match="eps"):  # its key rule holds: eps > 0
@@ -96,14 +112,20 @@ def test_a_store_made_before_the_threat_was_registered_is_widened_on_open(tmp_pa
     with sqlite3.connect(path) as db:
         before = db.execute("SELECT sql FROM sqlite_master WHERE name = 'measurements'").fetchone()[0]
     assert "brightness" not in before
-    register_threat(ThreatSpec("brightness", brightness, lambda settings: [RowKey(eps=SHIFT)],
-                               KeyRule(eps=POSITIVE_EPS), default=False))
+    register_threat(
+        ThreatSpec(
+            "brightness", brightness, lambda settings: [RowKey(eps=SHIFT)], KeyRule(eps=POSITIVE_EPS), default=False
+        )
+    )
     try:
         with Store(path) as store:  # the table now accepts the new threat's rows
             from rft_fast.results import Measurement
 
-            store.put(Measurement("r", "digits", "b", "ce", "FFT-5", {}, "brightness", SHIFT, None, None, NO_MODE,
-                                  0.5, 4, 0.0))
+            store.put(
+                Measurement(
+                    "r", "digits", "b", "ce", "FFT-5", {}, "brightness", SHIFT, None, None, NO_MODE, 0.5, 4, 0.0
+                )
+            )
             assert len(store.query(threat="brightness")) == 1
     finally:
         unregister_threat("brightness")

@@ -1,6 +1,7 @@
 """Randomized smoothing CERTIFY: exact radii for a constant classifier, abstention, the certified radius of a
 linear classifier against its exact distance to the decision boundary, certified <= smoothed accuracy,
 reproducibility, and input validation."""
+
 from __future__ import annotations
 
 import statistics
@@ -121,15 +122,18 @@ def test_reproducible_with_a_seed_and_counts_are_vectorized_correctly():
     assert torch.equal(counts, expected)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(sigma=0.0), "sigma must be a finite number > 0"),
-    (dict(n0=0), "n0 must be an int >= 1"),
-    (dict(n=10.0), "n must be an int >= 1"),
-    (dict(alpha=1.0), "alpha must be a number in \\(0, 1\\)"),
-    (dict(batch_size=-1), "batch_size must be an int >= 1"),
-    (dict(x=torch.full((1, 3, 4, 4), 1.5)), "x must lie in \\[0, 1\\]"),
-    (dict(x=torch.zeros(3)), "x must be a non-empty float image batch"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sigma=0.0), "sigma must be a finite number > 0"),
+        (dict(n0=0), "n0 must be an int >= 1"),
+        (dict(n=10.0), "n must be an int >= 1"),
+        (dict(alpha=1.0), "alpha must be a number in \\(0, 1\\)"),
+        (dict(batch_size=-1), "batch_size must be an int >= 1"),
+        (dict(x=torch.full((1, 3, 4, 4), 1.5)), "x must lie in \\[0, 1\\]"),
+        (dict(x=torch.zeros(3)), "x must be a non-empty float image batch"),
+    ],
+)
 def test_invalid_arguments_are_named(kwargs, message):
     args = {"x": images(1), "sigma": SIGMA, **kwargs}
     x, sigma = args.pop("x"), args.pop("sigma")

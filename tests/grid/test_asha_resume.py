@@ -1,6 +1,7 @@
 """ResumableASHA: Ray Tune restores trials but not ASHA's rungs (ray-project/ray#30838); the rungs are rebuilt
 from the trials' result.json, in the order the results were reported, so a restarted grid promotes and stops
 exactly as the killed one would have."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ def trial(tmp_path: Path, trial_id: str, history: list[tuple[int, float, int]]) 
     folder = tmp_path / trial_id
     folder.mkdir()
     lines = [json.dumps({"training_iteration": t, "val_loss": v, "timestamp": ts}) for t, v, ts in history]
-    (folder / "result.json").write_text("\n".join(lines) + ("\n{\"training_it" if history else ""))  # a torn line
+    (folder / "result.json").write_text("\n".join(lines) + ('\n{"training_it' if history else ""))  # a torn line
     return SimpleNamespace(trial_id=trial_id, path=str(folder), storage=SimpleNamespace(trial_dir_name=trial_id))
 
 

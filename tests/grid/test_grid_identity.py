@@ -1,6 +1,7 @@
 """'Done' means exactly done: a configuration's threat counts as measured only for rows of its run id, measured
 under the spec's eval settings (eps, mode, severity, requested n, subset seed, seed); imported rows never count;
 a spec change is reported by the dry run as stale and then rerun, never skipped."""
+
 from __future__ import annotations
 
 import copy
@@ -10,8 +11,8 @@ import yaml
 from rft_fast import cli
 from rft_fast.eval import EvalSettings, RunInfo
 from rft_fast.grid import expand, load_spec
-from rft_fast.grid.runner import TUNE_STAGE, config_status, eval_settings, missing_threats, run_info
 from rft_fast.grid.spec import _Loader
+from rft_fast.grid.status import TUNE_STAGE, config_status, eval_settings, missing_threats, run_info
 from rft_fast.results import Measurement, Store, smoothing_mode
 from rft_fast.results.importing import import_csv
 
@@ -28,19 +29,34 @@ def _spec(tmp_path, **changes):
 
 def _rows(run: RunInfo, settings: EvalSettings, accuracy: float = 0.5, **versions) -> list[Measurement]:
     """One row per threat of `settings` for `run`, as evaluate() stores them."""
-    base = dict(run_id=run.run_id, dataset=run.dataset, backbone=run.backbone, loss=run.loss, protocol=run.protocol,
-                hparams=run.hparams, accuracy=accuracy, n=16, seconds=1.0,
-                versions={"eval": settings.identity(), **versions})
+    base = dict(
+        run_id=run.run_id,
+        dataset=run.dataset,
+        backbone=run.backbone,
+        loss=run.loss,
+        protocol=run.protocol,
+        hparams=run.hparams,
+        accuracy=accuracy,
+        n=16,
+        seconds=1.0,
+        versions={"eval": settings.identity(), **versions},
+    )
     out = []
     for t in settings.threats:
         if t == "clean":
             out.append(Measurement(**base, threat="clean", eps=None, corruption=None, severity=None, mode="-"))
         elif t == "corruptions":
-            out.append(Measurement(**base, threat="corruption", eps=None, corruption="study",
-                                   severity=settings.severity, mode="-"))
+            out.append(
+                Measurement(
+                    **base, threat="corruption", eps=None, corruption="study", severity=settings.severity, mode="-"
+                )
+            )
         else:
-            out.append(Measurement(**base, threat=t, eps=float(settings.eps[t]), corruption=None, severity=None,
-                                   mode=settings.mode))
+            out.append(
+                Measurement(
+                    **base, threat=t, eps=float(settings.eps[t]), corruption=None, severity=None, mode=settings.mode
+                )
+            )
     return out
 
 
@@ -58,30 +74,51 @@ def _tuned(spec, store, config, tmp_path, hparams=None):
 def test_missing_threats_knows_every_threat_the_spec_asks_for(tmp_path):
     config = expand(_spec(tmp_path))[0]
     run = RunInfo("r", "digits", config.backbone, config.loss, config.protocol_label, {})
-    settings = EvalSettings(threats=("clean", "Linf", "corruptions", "smoothing-L2"), mode="fast",
-                            smoothing_radii=(0.5,))
+    settings = EvalSettings(
+        threats=("clean", "Linf", "corruptions", "smoothing-L2"), mode="fast", smoothing_radii=(0.5,)
+    )
     ident = {"eval": settings.identity()}
-    model = dict(run_id="r", dataset="digits", backbone=config.backbone, loss=config.loss,
-                 protocol=config.protocol_label, hparams={}, accuracy=0.5, seconds=1.0)
+    model = dict(
+        run_id="r",
+        dataset="digits",
+        backbone=config.backbone,
+        loss=config.loss,
+        protocol=config.protocol_label,
+        hparams={},
+        accuracy=0.5,
+        seconds=1.0,
+    )
     smoothing = {"smoothing": {"sigma": 0.25, "n0": 10, "n": 100, "alpha": 0.001, "batch_size": 10, "seed": 0}, **ident}
     none = dict(corruption=None, severity=None)
     with Store(tmp_path / "r.sqlite") as store:
         assert missing_threats(store, run, settings, 10) == ["clean", "Linf", "corruptions", "smoothing-L2"]
         store.put(Measurement(**model, **none, n=10, threat="clean", eps=None, mode="-", versions=ident))
         store.put(Measurement(**model, **none, n=10, threat="Linf", eps=4 / 255, mode="standard", versions=ident))
-        store.put(Measurement(**model, n=10, threat="corruption", eps=None, mode="-", corruption="fog", severity=3,
-                              versions=ident))
-        store.put(Measurement(**model, **none, n=10, threat="smoothing-L2", eps=0.5, mode=smoothing_mode(0.25),
-                              versions=smoothing))
+        store.put(
+            Measurement(
+                **model, n=10, threat="corruption", eps=None, mode="-", corruption="fog", severity=3, versions=ident
+            )
+        )
+        store.put(
+            Measurement(
+                **model, **none, n=10, threat="smoothing-L2", eps=0.5, mode=smoothing_mode(0.25), versions=smoothing
+            )
+        )
         # Linf only in standard mode (the settings want fast), one corruption type but not the aggregate, the
         # certified accuracy but not the smoothed one
         assert missing_threats(store, run, settings, 10) == ["Linf", "corruptions", "smoothing-L2"]
         assert missing_threats(store, run, settings, 20) == ["clean", "Linf", "corruptions", "smoothing-L2"]  # other n
         store.put(Measurement(**model, **none, n=10, threat="Linf", eps=4 / 255, mode="fast", versions=ident))
-        store.put(Measurement(**model, n=10, threat="corruption", eps=None, mode="-", corruption="study", severity=3,
-                              versions=ident))
-        store.put(Measurement(**model, **none, n=10, threat="smoothing-L2", eps=None, mode=smoothing_mode(0.25),
-                              versions=smoothing))
+        store.put(
+            Measurement(
+                **model, n=10, threat="corruption", eps=None, mode="-", corruption="study", severity=3, versions=ident
+            )
+        )
+        store.put(
+            Measurement(
+                **model, **none, n=10, threat="smoothing-L2", eps=None, mode=smoothing_mode(0.25), versions=smoothing
+            )
+        )
         assert missing_threats(store, run, settings, 10) == []
         assert missing_threats(store, run, settings) == []
         other = RunInfo("other-run", *list(run.__dict__.values())[1:])
@@ -107,8 +144,12 @@ def test_status_done_partial_stale_failed_new(tmp_path):
     with Store(spec.store) as store:
         settings = eval_settings(spec, spec.eval.threats)
         store.put_many(_rows(_tuned(spec, store, done, tmp_path), settings))
-        store.put_many(_rows(_tuned(spec, store, partial, tmp_path), EvalSettings(
-            threats=("clean", "Linf"), n=spec.eval.n, mode=spec.eval.mode, seed=spec.seed)))
+        store.put_many(
+            _rows(
+                _tuned(spec, store, partial, tmp_path),
+                EvalSettings(threats=("clean", "Linf"), n=spec.eval.n, mode=spec.eval.mode, seed=spec.seed),
+            )
+        )
         run = _tuned(spec, store, stale, tmp_path)
         store.put_many(_rows(run, EvalSettings(threats=spec.eval.threats, n=999, mode=spec.eval.mode)))
         store.set_stage(failed.key, TUNE_STAGE, "failed", "no trial reported a finite metric")
@@ -121,7 +162,9 @@ def test_status_done_partial_stale_failed_new(tmp_path):
     longer = _spec(tmp_path, fixed={"epochs": 3})
     with Store(spec.store) as store:
         assert config_status(longer, store, done) == (
-            "stale", "the spec now trains another configuration (other run id): re-tuned")
+            "stale",
+            "the spec now trains another configuration (other run id): re-tuned",
+        )
         eval_n = _spec(tmp_path, eval={"n": 32})
         assert config_status(eval_n, store, done)[0] == "stale"
 
@@ -131,9 +174,11 @@ def test_imported_rows_never_make_a_configuration_done(tmp_path):
     spec = _spec(tmp_path)
     config = expand(spec)[0]
     csv_path = tmp_path / "published.csv"
-    csv_path.write_text("backbone,dataset,loss,protocol,clean,Linf,L2,L1,common\n"
-                        f"{config.backbone},{config.dataset},{config.loss},{config.protocol_label},"
-                        "0.9,0.5,0.6,0.4,0.7\n")
+    csv_path.write_text(
+        "backbone,dataset,loss,protocol,clean,Linf,L2,L1,common\n"
+        f"{config.backbone},{config.dataset},{config.loss},{config.protocol_label},"
+        "0.9,0.5,0.6,0.4,0.7\n"
+    )
     with Store(spec.store) as store:
         import_csv(csv_path, store)
         assert config_status(spec, store, config)[0] == "new"

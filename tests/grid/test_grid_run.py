@@ -1,6 +1,7 @@
 """The grid end to end on Ray Tune (CPU, the built-in digits dataset): ASHA trials -> best checkpoint ->
 AutoAttack + corruptions -> store -> report, and a grid killed with SIGKILL mid-run, rerun: nothing lost,
 nothing duplicated, finished configurations not redone, the interrupted one resumed from Tune's state."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,16 @@ THREATS = ("clean", "Linf")  # L2 / L1 AutoAttack cost minutes on CPU; tests/tes
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-def small_spec(tmp_path: Path, backbones: list[str] | None = None, epochs: int = 2,
-               threats: tuple[str, ...] = THREATS) -> Path:
+def small_spec(
+    tmp_path: Path, backbones: list[str] | None = None, epochs: int = 2, threats: tuple[str, ...] = THREATS
+) -> Path:
     """examples/quick.yaml, shrunk to fit CI: fewer batches, a 2-step attack, 16 evaluation images."""
     spec = yaml.safe_load(QUICK.read_text())
     if backbones is not None:
         spec["backbones"] = backbones
-    spec["fixed"].update(epochs=epochs, batch_size=32, effective_batch=32, max_batches=2, attack_steps=2,
-                         val_steps=2, val_samples=32)
+    spec["fixed"].update(
+        epochs=epochs, batch_size=32, effective_batch=32, max_batches=2, attack_steps=2, val_steps=2, val_samples=32
+    )
     spec["budget_minutes"] = 10
     spec["eval"].update(n=16, threats=[*threats, "corruptions"])
     spec["store"], spec["out_dir"] = "runs/results.sqlite", "runs"
@@ -81,8 +84,9 @@ def test_quick_grid_end_to_end_then_report(tmp_path: Path) -> None:
     done = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[2/2]" in done.stdout and done.stdout.rstrip().splitlines()[-2] == "2/2 done, 0 failed"
-    assert re.fullmatch(r"disk: runs holds \d+ MiB \(Tune logs and checkpoints \d+ MiB\)",
-                        done.stdout.rstrip().splitlines()[-1])
+    assert re.fullmatch(
+        r"disk: runs holds \d+ MiB \(Tune logs and checkpoints \d+ MiB\)", done.stdout.rstrip().splitlines()[-1]
+    )
     assert "ETA" in done.stdout and "best so far" in done.stdout
     assert "results -> runs/results.sqlite, Tune logs -> runs/tune" in done.stdout
     # honest trial counts: num_samples 2, each either finished both epochs or was stopped by ASHA at the rung
@@ -110,12 +114,20 @@ def test_quick_grid_end_to_end_then_report(tmp_path: Path) -> None:
         stored = next(r["hparams"] for r in found if (r["backbone"], r["loss"]) == (backbone, loss))
         assert {k: stored[k] for k in best} == best
 
-    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
+    rerun = subprocess.run(
+        cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800
+    )
     assert rerun.returncode == 0 and rerun.stdout.count(": skipped") == 2, rerun.stdout[-2000:]
     assert rows(tmp_path / "runs" / "results.sqlite") == found
 
-    report = subprocess.run(cli("report", "--store", "runs/results.sqlite", "--out", "report", "--mode", "fast"),
-                            cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        cli("report", "--store", "runs/results.sqlite", "--out", "report", "--mode", "fast"),
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Borda count" in text and "deit_tiny_patch16_224.fb_in1k" in text
@@ -146,16 +158,29 @@ def test_grid_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) 
     spec = small_spec(tmp_path, backbones=["deit_tiny_patch16_224.fb_in1k"], epochs=3)
     store = tmp_path / "runs" / "results.sqlite"
     second = tmp_path / "runs" / "tune" / "deit_tiny_patch16_224.fb_in1k_trades_FFT-5_digits"
-    proc = subprocess.Popen(cli("grid", str(spec)), cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cli("grid", str(spec)),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # the first configuration is stored whole (the last measurement is the corruption summary) ...
         _wait(lambda: _config_rows(store, "classic_at") > 0 and second.is_dir(), proc, "the first configuration")
         # ... and Tune has saved the second's experiment state and a trial of it has reported an epoch with its
         # checkpoint: kill everything, Ray's processes too.
-        _wait(lambda: any(second.glob("experiment_state-*.json")) and any(second.glob("*/checkpoint_*"))
-              and any(p.stat().st_size for p in second.glob("*/result.json")), proc,
-              "a checkpoint of the second configuration")
+        _wait(
+            lambda: (
+                any(second.glob("experiment_state-*.json"))
+                and any(second.glob("*/checkpoint_*"))
+                and any(p.stat().st_size for p in second.glob("*/result.json"))
+            ),
+            proc,
+            "a checkpoint of the second configuration",
+        )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -164,7 +189,9 @@ def test_grid_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path: Path) 
     trials_before = {d.name for d in second.iterdir() if d.is_dir()}  # Tune may not have written results yet
     assert len(trials_before) >= 1
 
-    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800)
+    rerun = subprocess.run(
+        cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800
+    )
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "classic_at|FFT-5|digits: skipped" in rerun.stdout and "trades|FFT-5|digits: done" in rerun.stdout
     found = rows(store)
@@ -186,8 +213,9 @@ def test_an_absurd_learning_rate_is_refused_before_ray_starts(tmp_path: Path) ->
     spec = yaml.safe_load(spec_path.read_text())
     spec["search"] = {"lr_backbone": {"choice": [1e30]}, "lr_head": 1e30}
     spec_path.write_text(yaml.safe_dump(spec))
-    done = subprocess.run(cli("grid", str(spec_path)), cwd=tmp_path, env=env(), capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        cli("grid", str(spec_path)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "error:" in done.stderr and "lr_backbone" in done.stderr and "1e+30" in done.stderr, done.stderr
     assert not (tmp_path / "runs" / "tune").exists() and not (tmp_path / "runs" / "results.sqlite").exists()
@@ -207,8 +235,15 @@ def _threat_rows(store: Path) -> dict[str, int]:
 
 def _run_until(spec: Path, cwd: Path, predicate, what: str) -> None:
     """Starts the grid and SIGKILLs it (Ray's processes too) once predicate() holds."""
-    proc = subprocess.Popen(cli("grid", str(spec)), cwd=cwd, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cli("grid", str(spec)),
+        cwd=cwd,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait(predicate, proc, what)
     finally:
@@ -234,8 +269,9 @@ def test_grid_killed_inside_and_between_threats_resumes_from_the_first_missing_t
     _run_until(spec, tmp_path, lambda: _threat_rows(store).get("Linf") == 1, "the Linf row")
     second = rows(store)
     assert [r for r in second if r["threat"] == "clean"] == [r for r in first if r["threat"] == "clean"]
-    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True,
-                           timeout=1800)
+    rerun = subprocess.run(
+        cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800
+    )
     assert rerun.returncode == 0 and "classic_at|FFT-5|digits: done" in rerun.stdout, rerun.stdout[-3000:]
     found = rows(store)
     check_config_rows(found, {("deit_tiny_patch16_224.fb_in1k", "classic_at")}, threats)
@@ -258,13 +294,18 @@ def test_a_killed_tuning_spends_only_the_budget_that_was_left(tmp_path: Path) ->
         return any(r["timestamp"] >= t0 for rs in trial_results(experiment).values() for r in rs)
 
     start = time.time()
-    _run_until(spec, tmp_path, lambda: reported_after(start) and time.time() - start > budget * 2 / 3,
-               "two thirds of the budget, with a reported epoch")
+    _run_until(
+        spec,
+        tmp_path,
+        lambda: reported_after(start) and time.time() - start > budget * 2 / 3,
+        "two thirds of the budget, with a reported epoch",
+    )
     restart = time.time()
     left = json.loads((experiment / "budget.json").read_text())["left_s"]  # what the kill left
     assert left <= budget - (restart - start) / 2, left  # the tuning time before the kill was charged
-    rerun = subprocess.run(cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True,
-                           timeout=1800)
+    rerun = subprocess.run(
+        cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800
+    )
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     last = max(r["timestamp"] for rs in trial_results(experiment).values() for r in rs)
     # The budget counts tuning time, not Ray's start-up (Tune's TimeoutStopper starts at its first check); what
@@ -281,13 +322,18 @@ def test_the_same_seed_gives_the_same_trials_and_numbers(tmp_path: Path) -> None
         raw.update(losses=["classic_at"], seed=seed)
         raw["eval"]["threats"] = ["clean"]
         spec.write_text(yaml.safe_dump(raw))
-        done = subprocess.run(cli("grid", str(spec)), cwd=tmp_path / folder, env=env(), capture_output=True,
-                              text=True, timeout=1800)
+        done = subprocess.run(
+            cli("grid", str(spec)), cwd=tmp_path / folder, env=env(), capture_output=True, text=True, timeout=1800
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        trials = trial_results(tmp_path / folder / "runs" / "tune" / "deit_tiny_patch16_224.fb_in1k_classic_at_FFT-5_digits")
+        trials = trial_results(
+            tmp_path / folder / "runs" / "tune" / "deit_tiny_patch16_224.fb_in1k_classic_at_FFT-5_digits"
+        )
         hparams = sorted((r[-1]["config"]["hparams"] for r in trials.values()), key=json.dumps)
-        stored = [{k: r[k] for k in ("run_id", "hparams", "threat", "accuracy", "n")}
-                  for r in rows(tmp_path / folder / "runs" / "results.sqlite")]
+        stored = [
+            {k: r[k] for k in ("run_id", "hparams", "threat", "accuracy", "n")}
+            for r in rows(tmp_path / folder / "runs" / "results.sqlite")
+        ]
         return hparams, stored
 
     first, again = run("a", 7), run("b", 7)

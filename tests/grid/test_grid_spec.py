@@ -1,5 +1,6 @@
 """The grid spec: loading and validation (every error names its key), expansion, search spaces, the files a
 grid needs, and the dry-run arithmetic of plan() / estimate(), checked by hand."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,16 +10,7 @@ import pytest
 from helpers import ROOT, spec_from
 
 from rft_fast.data.registry import DATASETS
-from rft_fast.grid import (
-    Config,
-    check_paths,
-    estimate,
-    expand,
-    load_spec,
-    plan,
-    read_bench,
-    search_space,
-)
+from rft_fast.grid import Config, check_paths, estimate, expand, load_spec, plan, read_bench, search_space
 from rft_fast.grid.plan import SPLIT_SIZES, asha_expected_epochs
 from rft_fast.models import REGISTRY
 from rft_fast.train import TrainConfig
@@ -55,7 +47,12 @@ def test_study_example_is_the_papers_grid():
     assert len(configs) == 40 * 2 * 3 * 6 == 1440
     assert len({c.key for c in configs}) == 1440
     assert spec.budget_minutes == 140 and spec.num_samples is None
-    assert (spec.asha.metric, spec.asha.mode, spec.asha.grace_period, spec.asha.reduction_factor) == ("val_loss", "min", 1, 2)
+    assert (spec.asha.metric, spec.asha.mode, spec.asha.grace_period, spec.asha.reduction_factor) == (
+        "val_loss",
+        "min",
+        1,
+        2,
+    )
     lr = next(d for d in spec.search if d.name == "lr_backbone")
     assert (lr.kind, lr.low, lr.high) == ("loguniform", 1e-6, 1e-1)  # YAML's 1e-6 read as a float
     assert spec.fixed == {"batch_size": 64, "effective_batch": 1024, "image_size": 224}
@@ -100,7 +97,9 @@ def test_expand_order_and_linear_probe_drops_backbone_dims():
 
 def test_aliases_resolve_and_weights_paths():
     spec = spec_with(
-        backbones=["mobilevit-small", "resnet50.a1_in1k"], random_init=None, weights_dir="/w",
+        backbones=["mobilevit-small", "resnet50.a1_in1k"],
+        random_init=None,
+        weights_dir="/w",
         pretrained={"resnet50.a1_in1k": "/elsewhere/r50.pth"},
     )
     assert spec.backbones == ("mobilevit_s.cvnets_in1k", "resnet50.a1_in1k")
@@ -112,8 +111,10 @@ def test_check_paths(tmp_path):
     (tmp_path / "pets").mkdir()
     (tmp_path / "resnet50.a1_in1k.safetensors").write_bytes(b"")
     spec = spec_with(
-        backbones=["resnet50.a1_in1k", "deit_tiny_patch16_224.fb_in1k"], random_init=None,
-        weights_dir=str(tmp_path), datasets=["oxford_pets", "uc_merced", "digits"],
+        backbones=["resnet50.a1_in1k", "deit_tiny_patch16_224.fb_in1k"],
+        random_init=None,
+        weights_dir=str(tmp_path),
+        datasets=["oxford_pets", "uc_merced", "digits"],
         data_roots={"oxford_pets": str(tmp_path / "pets")},
     )
     problems = check_paths(spec)
@@ -127,7 +128,10 @@ def test_check_paths(tmp_path):
     [
         ({"backbone": ["x"]}, "unknown key(s) 'backbone' (did you mean 'backbones'?); allowed: ['name', 'backbones'"),
         ({"store": None}, "missing key(s) ['store']"),
-        ({"backbones": ["resnet50.a1_in1kk"]}, "backbones: unknown backbone 'resnet50.a1_in1kk'; did you mean: resnet50.a1_in1k"),
+        (
+            {"backbones": ["resnet50.a1_in1kk"]},
+            "backbones: unknown backbone 'resnet50.a1_in1kk'; did you mean: resnet50.a1_in1k",
+        ),
         ({"backbones": []}, "backbones must be a non-empty list"),
         ({"backbones": ["resnet50.a1_in1k", "resnet50.a1_in1k"]}, "backbones: listed more than once"),
         ({"losses": ["pgd"]}, "losses: unknown loss 'pgd'"),
@@ -137,11 +141,17 @@ def test_check_paths(tmp_path):
         ({"random_init": None}, "pretrained: no weights for"),
         ({"pretrained": {"vit_base_patch16_224.mae": "/x"}}, "pretrained: backbone(s) ['vit_base_patch16_224.mae']"),
         ({"search": {"lr_head": {"loguniform": [1e-1, 1e-6]}}}, "search.lr_head: low (0.1) must be < high (1e-06)"),
-        ({"search": {"lr_head": {"loguniform": [0, 1e-1]}}}, "search.lr_head.loguniform[0] must be a number in (0, 10], got 0"),
+        (
+            {"search": {"lr_head": {"loguniform": [0, 1e-1]}}},
+            "search.lr_head.loguniform[0] must be a number in (0, 10], got 0",
+        ),
         ({"search": {"lr_heads": {"uniform": [0, 1]}}}, "search.lr_heads: not a searchable TrainConfig field"),
         ({"search": {"backbone": {"choice": ["a"]}}}, "search.backbone: not a searchable TrainConfig field"),
         ({"search": {"lr_head": {"normal": [0, 1]}}}, "search.lr_head: expected one of"),
-        ({"search": {"optimizer": {"choice": ["adamw", "lion"]}}}, "search.optimizer.choice[1] must be one of ['adamw', 'sgd'], got 'lion'"),
+        (
+            {"search": {"optimizer": {"choice": ["adamw", "lion"]}}},
+            "search.optimizer.choice[1] must be one of ['adamw', 'sgd'], got 'lion'",
+        ),
         ({"search": {"lr_head": 0.1}, "fixed": {"lr_head": 0.2}}, "search.lr_head: also in fixed"),
         ({"fixed": {"batchsize": 64}}, "fixed.batchsize: not a TrainConfig field"),
         ({"fixed": {"out_dir": "x"}}, "fixed.out_dir: not a TrainConfig field; the grid sets it itself"),
@@ -176,7 +186,9 @@ def test_yaml_errors(tmp_path):
     with pytest.raises(ValueError, match="expected a mapping of grid keys"):
         load_spec(path)
     path.write_text(json.dumps({**BASE, "search": {"lr_head": {"loguniform": ["1e-6", "1e-1"]}}}))
-    with pytest.raises(ValueError, match=r"search.lr_head.loguniform\[0\] must be a number in \(0, 10\], got '1e-6' \(str\)"):
+    with pytest.raises(
+        ValueError, match=r"search.lr_head.loguniform\[0\] must be a number in \(0, 10\], got '1e-6' \(str\)"
+    ):
         load_spec(path)  # quoted numbers stay strings
     path.write_text(json.dumps(BASE))
     assert load_spec(path).name == "g"
@@ -196,7 +208,10 @@ def test_plan_by_hand():
     out = plan(spec)
     assert out["n_configs"] == 4
     assert out["axes"] == {"backbones": 2, "losses": 1, "protocols": 2, "datasets": 1}
-    assert out["search"] == {"FFT-5": ["lr_backbone", "lr_head", "wd_backbone", "cosine"], "LP-50": ["lr_head", "cosine"]}
+    assert out["search"] == {
+        "FFT-5": ["lr_backbone", "lr_head", "wd_backbone", "cosine"],
+        "LP-50": ["lr_head", "cosine"],
+    }
     assert out["trials_per_config"] == 8
     assert out["concurrent_trials"] == 2  # two half-GPU trials on the one GPU
     assert out["budget_bound_hours"] == 4 * 30 / 60 == 2.0
@@ -218,7 +233,9 @@ def test_estimate_by_hand(monkeypatch):
         {**row, "dtype": "bfloat16", "batch": 8, "median_s": 9.9, "loss": "trades"},
     ]
     spec = spec_with(
-        protocols=["FFT-5"], num_samples=2, budget_minutes=10,
+        protocols=["FFT-5"],
+        num_samples=2,
+        budget_minutes=10,
         fixed={"image_size": 32, "epochs": 2, "val_samples": 100, "batch_size": 8, "effective_batch": 8},
     )
     out = estimate(spec, bench)
@@ -243,9 +260,18 @@ def test_estimate_by_hand(monkeypatch):
 
     # pixels (64 / 32)^2, attack passes (3 + 1) / (10 + 1), float32 without AMP; unlimited trials: the budget
     spec = spec_with(
-        backbones=["resnet50.a1_in1k"], protocols=["FFT-5"], budget_minutes=10,
-        fixed={"image_size": 64, "attack_steps": 3, "val_steps": 3, "amp": "none", "max_batches": 10,
-               "batch_size": 8, "effective_batch": 8},
+        backbones=["resnet50.a1_in1k"],
+        protocols=["FFT-5"],
+        budget_minutes=10,
+        fixed={
+            "image_size": 64,
+            "attack_steps": 3,
+            "val_steps": 3,
+            "amp": "none",
+            "max_batches": 10,
+            "batch_size": 8,
+            "effective_batch": 8,
+        },
     )
     (config,) = estimate(spec, bench)["configs"]
     sec = 1.6 / 8 * 4 * 4 / 11
@@ -277,14 +303,21 @@ def test_extra_axes_expand_label_the_protocol_and_reach_the_trials():
     assert len({c.key for c in configs}) == len(configs)
     fields = configs[-1].train_fields(spec)
     assert fields["protocol"] == "FFT-5" and fields["beta"] == 6.0 and fields["attack_steps"] == 10
-    assert plan(spec)["axes"] == {"backbones": 2, "losses": 1, "protocols": 1, "datasets": 1, "beta": 2,
-                                  "attack_steps": 2}
+    assert plan(spec)["axes"] == {
+        "backbones": 2,
+        "losses": 1,
+        "protocols": 1,
+        "datasets": 1,
+        "beta": 2,
+        "attack_steps": 2,
+    }
     assert expand(spec_with())[0].protocol_label == "FFT-5"  # no axes: the plain protocol
 
 
 def test_tora_axes_only_multiply_tora_protocols():
-    spec = spec_with(axes={"tora_lambda": [0.1, 0.9]}, protocols=["FFT-5", "TORA-4"],
-                     backbones=["deit_tiny_patch16_224.fb_in1k"])
+    spec = spec_with(
+        axes={"tora_lambda": [0.1, 0.9]}, protocols=["FFT-5", "TORA-4"], backbones=["deit_tiny_patch16_224.fb_in1k"]
+    )
     assert [c.protocol_label for c in expand(spec)] == ["FFT-5", "TORA-4[tora_lambda=0.1]", "TORA-4[tora_lambda=0.9]"]
     assert expand(spec)[-1].train_fields(spec)["tora_lambda"] == 0.9
 

@@ -1,5 +1,6 @@
 """The dry run stays readable at the edges of the spec's ranges: hour counts formatted for people (never a
 300-digit number), and ASHA's expectation refusing settings with no rungs to stop at."""
+
 from __future__ import annotations
 
 import re
@@ -13,29 +14,42 @@ from rft_fast.models import REGISTRY
 from rft_fast.train.config import LOSSES
 
 
-@pytest.mark.parametrize("hours, text", [
-    (0.0, "0.0 h"),
-    (2.5, "2.5 h"),
-    (3360.0, "3,360.0 h"),  # docs/grid.md's study figure
-    (8766.0, "8,766.0 h (~1.0 years)"),
-    (123_456.0, "123,456 h (~14.1 years)"),
-    (42_048_000.0, "42,048,000 h (~4,796.7 years)"),
-    (1.26e12, "1.26e+12 h (~1.44e+08 years)"),
-    (1e300, "1e+300 h (~1.14e+296 years)"),
-    (float("inf"), "inf h"),
-])
+@pytest.mark.parametrize(
+    "hours, text",
+    [
+        (0.0, "0.0 h"),
+        (2.5, "2.5 h"),
+        (3360.0, "3,360.0 h"),  # docs/grid.md's study figure
+        (8766.0, "8,766.0 h (~1.0 years)"),
+        (123_456.0, "123,456 h (~14.1 years)"),
+        (42_048_000.0, "42,048,000 h (~4,796.7 years)"),
+        (1.26e12, "1.26e+12 h (~1.44e+08 years)"),
+        (1e300, "1e+300 h (~1.14e+296 years)"),
+        (float("inf"), "inf h"),
+    ],
+)
 def test_format_hours(hours, text):
     assert format_hours(hours) == text
 
 
 def test_the_largest_grid_the_ranges_allow_prints_short_numbers():
     """Every backbone, loss, protocol and dataset at the longest budget (a year per configuration)."""
-    spec = load_spec({
-        "backbones": list(REGISTRY), "losses": list(LOSSES), "protocols": ["FFT-50", "FFT-5", "LP-50"],
-        "datasets": list(DATASETS), "random_init": True, "search": {"lr_head": {"loguniform": [1e-6, 10]}},
-        "budget_minutes": 525_600, "num_samples": 100_000, "store": "s.sqlite", "out_dir": "o",
-        "asha": {"grace_period": 10_000, "reduction_factor": 1.1}, "fixed": {"epochs": 10_000},
-    })
+    spec = load_spec(
+        {
+            "backbones": list(REGISTRY),
+            "losses": list(LOSSES),
+            "protocols": ["FFT-50", "FFT-5", "LP-50"],
+            "datasets": list(DATASETS),
+            "random_init": True,
+            "search": {"lr_head": {"loguniform": [1e-6, 10]}},
+            "budget_minutes": 525_600,
+            "num_samples": 100_000,
+            "store": "s.sqlite",
+            "out_dir": "o",
+            "asha": {"grace_period": 10_000, "reduction_factor": 1.1},
+            "fixed": {"epochs": 10_000},
+        }
+    )
     summary = plan(spec, gpus=8)
     n = len(REGISTRY) * len(LOSSES) * 3 * len(DATASETS)
     assert summary["n_configs"] == n and summary["budget_bound_hours"] == pytest.approx(n * 8760)

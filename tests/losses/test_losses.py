@@ -1,4 +1,5 @@
 """ClassicATLoss and TRADESLoss: semantics, and memory-saving TRADES == standard TRADES."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,14 @@ class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.3),
-            nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
         )
         self.head = nn.Linear(8, NUM_CLASSES)
 
@@ -45,8 +52,14 @@ def _vit() -> nn.Module:  # LayerNorm + stochastic depth + dropout
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
-        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=NUM_CLASSES,
-        drop_path_rate=0.3, drop_rate=0.1,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_classes=NUM_CLASSES,
+        drop_path_rate=0.3,
+        drop_rate=0.1,
     )
 
 
@@ -129,6 +142,7 @@ def test_memory_saving_under_bf16_autocast():
         def call(model, x, y):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return criterion(model, x, y)
+
         return call
 
     std = _run(std_model, autocast(TRADESLoss(KL_PGD, memory_saving=False)), batches)
@@ -231,8 +245,14 @@ def test_bad_inputs():
         ClassicATLoss(CE_PGD)(model, (x * 255).byte(), y)
 
 
-def _official_trades_attack(model: nn.Module, x: torch.Tensor, noise: torch.Tensor, eps: float = 0.031,
-                            step_size: float = 0.007, steps: int = 10) -> torch.Tensor:
+def _official_trades_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    eps: float = 0.031,
+    step_size: float = 0.007,
+    steps: int = 10,
+) -> torch.Tensor:
     """The attack of the official TRADES code (yaodongyu/TRADES, trades.py), line for line: eval mode, an
     unprojected x + 0.001 N(0, 1) start, sign steps on the summed KL, projection to the ball, clamp to [0, 1]."""
     model.eval()
@@ -273,8 +293,12 @@ def test_trades_pgd_eps_override_scales_the_step_and_bad_values_are_refused():
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     got = TradesPGD(eps=0.031, step_size=0.007, steps=2)(model, x, y, eps=0.0155)
     torch.testing.assert_close(got, _official_trades_attack(model, x, noise, 0.0155, 0.0035, 2), atol=1e-6, rtol=0)
-    for kw, match in ((dict(eps=0.0), "eps"), (dict(steps=0), "steps"), (dict(step_size=True), "step_size"),
-                      (dict(seed=-1), "seed")):
+    for kw, match in (
+        (dict(eps=0.0), "eps"),
+        (dict(steps=0), "steps"),
+        (dict(step_size=True), "step_size"),
+        (dict(seed=-1), "seed"),
+    ):
         with pytest.raises(ValueError, match=match):
             TradesPGD(**kw)
     broken = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, NUM_CLASSES))

@@ -5,6 +5,7 @@ docstring states (and one it does not have); each training option runs a few opt
 digits dataset with a tiny timm backbone and stays finite. Torch runs single-threaded here: the test machine's
 two cores are shared, and oversubscribed OpenMP threads made a tiny model's step ~50x slower.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,10 +55,12 @@ def batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def reference_gram_loss(clean: torch.Tensor, *views: torch.Tensor) -> float:
     """Float64, element by element: cosine similarity of every pair of samples, squared differences."""
+
     def gram(f):
         f = f.double()
         n = f.shape[0]
         return [[float(f[i] @ f[j] / (f[i].norm() * f[j].norm())) for j in range(n)] for i in range(n)]
+
     g, n = gram(clean), clean.shape[0]
     per_view = [sum((g[i][j] - gv[i][j]) ** 2 for i in range(n) for j in range(n)) / n**2 for gv in map(gram, views)]
     return sum(per_view) / len(per_view)
@@ -114,12 +117,15 @@ def test_gram_loss_gradients(shape):
         torch.testing.assert_close(g32.double(), g64, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("args, message", [
-    ((torch.zeros(4, 3),), "at least one view"),
-    ((torch.zeros(4, 3), torch.zeros(4, 2)), r"views\[0\] must have the clean features' shape"),
-    ((torch.zeros(4, 3, 1), torch.zeros(4, 3, 1)), "clean must be a float tensor of features"),
-    ((torch.zeros(4, 3), torch.zeros(4, 3, dtype=torch.int64)), r"views\[0\] must be a float tensor"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((torch.zeros(4, 3),), "at least one view"),
+        ((torch.zeros(4, 3), torch.zeros(4, 2)), r"views\[0\] must have the clean features' shape"),
+        ((torch.zeros(4, 3, 1), torch.zeros(4, 3, 1)), "clean must be a float tensor of features"),
+        ((torch.zeros(4, 3), torch.zeros(4, 3, dtype=torch.int64)), r"views\[0\] must be a float tensor"),
+    ],
+)
 def test_gram_loss_rejects_bad_features(args, message):
     with pytest.raises(ValueError, match=message):
         gram_alignment_loss(*args)
@@ -136,10 +142,10 @@ def test_consistency_loss_is_symmetric_kl_and_zero_for_identical_views():
     assert consistency_loss(b, a).item() == pytest.approx(expected, rel=1e-5)
     assert consistency_loss(a, a.clone()).item() == pytest.approx(0.0, abs=1e-7)
     a.requires_grad_()
-    grad, = torch.autograd.grad(consistency_loss(a, b), a)
+    (grad,) = torch.autograd.grad(consistency_loss(a, b), a)
     a64 = a.detach().double().requires_grad_()
     pa64 = F.softmax(a64, 1)
-    ref, = torch.autograd.grad((kl(pa64, pb) + kl(pb, pa64)) / 2, a64)
+    (ref,) = torch.autograd.grad((kl(pa64, pb) + kl(pb, pa64)) / 2, a64)
     torch.testing.assert_close(grad.double(), ref, atol=1e-6, rtol=1e-4)
 
 
@@ -181,10 +187,15 @@ def test_shift_formula():
     torch.testing.assert_close(shift(x), (c * (b * x - m) + m + 0.1 * z).clamp(0, 1))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(brightness=1.0), "brightness must be a number in"), (dict(contrast=-0.1), "contrast must be"),
-    (dict(noise=-1.0), "noise must be a finite number >= 0"), (dict(seed=-1), "seed must be an int >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(brightness=1.0), "brightness must be a number in"),
+        (dict(contrast=-0.1), "contrast must be"),
+        (dict(noise=-1.0), "noise must be a finite number >= 0"),
+        (dict(seed=-1), "seed must be an int >= 0"),
+    ],
+)
 def test_shift_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Shift(**kwargs)
@@ -279,6 +290,7 @@ def test_each_option_trains_on_digits_without_nan(option, digits_batches):
             def closure(b=b):
                 with preserved_buffers(model):
                     criterion.objective(model, b).backward()
+
             optimizer.step(closure)
         else:
             if option.startswith("curriculum"):

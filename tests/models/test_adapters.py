@@ -4,6 +4,7 @@ Behaviour: with zero adapters and the "acc" path forced the model is the backbon
 backbone's weights stay frozen and unchanged by training; phase 1's two losses reach only their own modules;
 the fusion gate is a softmax over the two adapters; unsupported backbones and bad arguments are clear errors.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,9 @@ def _tiny_backbones():
         yield
 
 
-def tiny_tora(name: str = "tiny_vit", dtype: torch.dtype = torch.float32, **kw) -> tuple[models.Normalized, models.ToraViT]:
+def tiny_tora(
+    name: str = "tiny_vit", dtype: torch.dtype = torch.float32, **kw
+) -> tuple[models.Normalized, models.ToraViT]:
     torch.manual_seed(0)
     base = models.create(name, 10, random_init=True, image_size=32).to(dtype).eval()
     return base, models.tora(base, **kw)
@@ -53,7 +56,9 @@ def test_backbone_is_frozen_and_training_leaves_it_unchanged():
     before = {k: v.clone() for k, v in base.state_dict().items()}
     assert model.base is base and not any(p.requires_grad for p in base.parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
-    assert {id(p) for p in trainable} == {id(p) for p in model.acc_parameters() + model.rob_parameters() + model.fusion_parameters()}
+    assert {id(p) for p in trainable} == {
+        id(p) for p in model.acc_parameters() + model.rob_parameters() + model.fusion_parameters()
+    }
     opt = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.1)
     x, y = images()
     model.train()
@@ -77,8 +82,11 @@ def test_phase1_gradients_reach_only_the_intended_modules():
 
     def touched() -> set[int]:
         ids = {id(p) for p in model.parameters() if p.grad is not None}
-        assert all(p.grad.abs().sum() > 0 for p in (model.adapters_acc[0].up.weight, model.adapters_rob[0].up.weight)
-                   if p.grad is not None)
+        assert all(
+            p.grad.abs().sum() > 0
+            for p in (model.adapters_acc[0].up.weight, model.adapters_rob[0].up.weight)
+            if p.grad is not None
+        )
         model.zero_grad(set_to_none=True)
         return ids
 
@@ -126,17 +134,22 @@ def test_parameter_counts():
     assert counts.total == counts.backbone + counts.phase1 + counts.phase2
 
 
-@pytest.mark.parametrize("build, match", [
-    (lambda: models.tora(models.create("tiny_resnet", 10, random_init=True)), "not supported"),
-    (lambda: models.tora(models.create("eva02_tiny_patch14_224.mim_in22k", 10, random_init=True, image_size=28)),
-     "not supported.*EVA-02"),
-    (lambda: models.tora(torch.nn.Linear(2, 2)), "Normalized"),
-    (lambda: tiny_tora(bottleneck=0), "bottleneck must be an int >= 1"),
-    (lambda: tiny_tora(fusion_dim=2.5), "fusion_dim must be an int >= 1"),
-    (lambda: tiny_tora()[1](images()[0], path="robust"), "path must be one of"),
-    (lambda: tiny_tora()[1].view("both"), "path must be one of"),
-    (lambda: tora_train.set_phase(tiny_tora()[1], 3), "phase must be one of"),
-])
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: models.tora(models.create("tiny_resnet", 10, random_init=True)), "not supported"),
+        (
+            lambda: models.tora(models.create("eva02_tiny_patch14_224.mim_in22k", 10, random_init=True, image_size=28)),
+            "not supported.*EVA-02",
+        ),
+        (lambda: models.tora(torch.nn.Linear(2, 2)), "Normalized"),
+        (lambda: tiny_tora(bottleneck=0), "bottleneck must be an int >= 1"),
+        (lambda: tiny_tora(fusion_dim=2.5), "fusion_dim must be an int >= 1"),
+        (lambda: tiny_tora()[1](images()[0], path="robust"), "path must be one of"),
+        (lambda: tiny_tora()[1].view("both"), "path must be one of"),
+        (lambda: tora_train.set_phase(tiny_tora()[1], 3), "phase must be one of"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(build, match):
     with pytest.raises(ValueError, match=match):
         build()

@@ -1,5 +1,6 @@
 """The backbone registry: every study entry against timm's own config, construction and forward of every entry,
 weights in every checkpoint layout loaded exactly, and the errors users hit."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,21 @@ from rft_fast.models.wrapper import head_prefix
 
 STUDY = list(models.REGISTRY)  # captured before any test registers its own backbones
 ARCH_COUNTS = {"convolutional": 16, "attention": 18, "hybrid": 6}
-SIZE_BOUNDS = {"small": (0, 20e6), "medium": (20e6, 50e6), "large": (50e6, float("inf"))}  # docs/study.md, "The 40 backbones"
+SIZE_BOUNDS = {
+    "small": (0, 20e6),
+    "medium": (20e6, 50e6),
+    "large": (50e6, float("inf")),
+}  # docs/study.md, "The 40 backbones"
 # The study's table says 24M for eva02_tiny; timm's model (what we build) has ~5.5M. Trust the model, keep the class.
 SIZE_EXCEPTIONS = {"eva02_tiny_patch14_224.mim_in22k"}
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-ROBUST = ["robust_resnet50", "robust_convnext_base", "robust_convnext_tiny",
-          "robust_vit_base_patch16_224", "robust_deit_small_patch16_224"]
+ROBUST = [
+    "robust_resnet50",
+    "robust_convnext_base",
+    "robust_convnext_tiny",
+    "robust_vit_base_patch16_224",
+    "robust_deit_small_patch16_224",
+]
 NUM_CLASSES = 7
 
 
@@ -35,8 +45,14 @@ def registry():
 
 
 def _tiny_spec(**changes) -> models.BackboneSpec:
-    spec = models.BackboneSpec(name="tiny_resnet", timm_name="test_resnet", arch="convolutional", size="small",
-                               pretraining="supervised", input_size=64)
+    spec = models.BackboneSpec(
+        name="tiny_resnet",
+        timm_name="test_resnet",
+        arch="convolutional",
+        size="small",
+        pretraining="supervised",
+        input_size=64,
+    )
     return dataclasses.replace(spec, **changes)
 
 
@@ -151,8 +167,14 @@ def _write_timm_safetensors(state, path):
 
 
 def _write_timm_nested(state, path):  # a training checkpoint: DDP prefix, optimizer state around it
-    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, path)
+    torch.save(
+        {
+            "state_dict": {f"module.{k}": v for k, v in state.items()},
+            "epoch": 3,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
+        },
+        path,
+    )
 
 
 def _write_madry(state, path):  # robustness's AttackerModel: model + attacker's copy + normalizer
@@ -220,8 +242,11 @@ def test_weights_roundtrip_every_layout(tmp_path, name, write, suffix, source):
 
 def test_checkpoint_without_batchnorm_step_counters_loads(tmp_path, registry):
     registry(_tiny_spec())
-    state = {k: v for k, v in _randomized(_timm_source("tiny_resnet", 10)).state_dict().items()
-             if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v
+        for k, v in _randomized(_timm_source("tiny_resnet", 10)).state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     _write_timm_safetensors(state, tmp_path / "w.safetensors")
     loaded = models.create("tiny_resnet", 2, pretrained_path=tmp_path / "w.safetensors").backbone.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("fc."))
@@ -229,8 +254,11 @@ def test_checkpoint_without_batchnorm_step_counters_loads(tmp_path, registry):
 
 # --------------------------------------------------------------------------------------------------------- errors
 def test_unknown_backbone_lists_close_matches():
-    with pytest.raises(ValueError, match=r"unknown backbone 'convnext_tiny.fb_in22'; did you mean: "
-                                         r"convnext_tiny\.fb_in22k.*`rft-fast models` lists all"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown backbone 'convnext_tiny.fb_in22'; did you mean: "
+        r"convnext_tiny\.fb_in22k.*`rft-fast models` lists all",
+    ):
         models.get("convnext_tiny.fb_in22")
     with pytest.raises(ValueError, match=r"unknown backbone 'zzz' \(`rft-fast models`"):
         models.create("zzz", 3, random_init=True)
@@ -331,9 +359,19 @@ def test_register_refuses_name_and_alias_clashes(registry):
     assert len(models.REGISTRY) == 40
 
 
-@pytest.mark.parametrize("field, value", [("arch", "cnn"), ("size", "xl"), ("pretraining", "clip"),
-                                          ("checkpoint_format", "onnx"), ("input_size", 0), ("mean", (0.5,)),
-                                          ("std", (1.0, 0.0, 1.0)), ("aliases", "single")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("arch", "cnn"),
+        ("size", "xl"),
+        ("pretraining", "clip"),
+        ("checkpoint_format", "onnx"),
+        ("input_size", 0),
+        ("mean", (0.5,)),
+        ("std", (1.0, 0.0, 1.0)),
+        ("aliases", "single"),
+    ],
+)
 def test_spec_validates_its_fields(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
         _tiny_spec(**{field: value})
@@ -361,7 +399,9 @@ def test_list_backbones_filters():
     assert len(models.list_backbones(arch="hybrid")) == 6
     assert [s.name for s in models.list_backbones(arch="attention", size="small")] == ["deit_tiny_patch16_224.fb_in1k"]
     assert {s.name for s in models.list_backbones(pretraining="fusion")} == {
-        "convnext_base.clip_laion2b_augreg_ft_in12k_in1k", "vit_base_patch16_clip_224.laion2b_ft_in1k"}
+        "convnext_base.clip_laion2b_augreg_ft_in12k_in1k",
+        "vit_base_patch16_clip_224.laion2b_ft_in1k",
+    }
     assert models.list_backbones("vit_small*", pretraining="self-supervised")[0].name == "vit_small_patch16_224.dino"
     assert models.list_backbones() == list(models.REGISTRY.values())
     assert models.list_backbones("no_such_*") == []

@@ -2,6 +2,7 @@
 step_size / l1_sparsity tensors with check=False (NaN exactly where the bad value feeds, rft_fast.reference's
 rule), and for an empty batch; the attacks raise NonFiniteError on a model whose logits or input gradients are
 not finite, and give the reference's points on a finite one."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,18 +19,38 @@ NAN, INF = float("nan"), float("inf")
 ATOL = {torch.float32: 2e-5, torch.bfloat16: 2**-7 + 1e-6}
 # Bad entries (input, value) per sample, each at its own random position: sample 0 stays good, sample 3's
 # x_prev reaches x_next only. (The Triton interpreter takes about a second per L1 row: few, busy rows.)
-BAD_ENTRIES = ((), (("grad", NAN), ("x_adv", -INF), ("x_adv", NAN)), (("x", NAN), ("grad", INF), ("grad", -INF)),
-               (("x_prev", NAN),))
+BAD_ENTRIES = (
+    (),
+    (("grad", NAN), ("x_adv", -INF), ("x_adv", NAN)),
+    (("x", NAN), ("grad", INF), ("grad", -INF)),
+    (("x_prev", NAN),),
+)
 # (shape, memory format, dtype): channels_last bf16 with sizes no block divides; batch 1, flat, odd length.
 DATA_CASES = (((4, 3, 5, 7), torch.channels_last, torch.bfloat16), ((1, 37), torch.contiguous_format, torch.float32))
 # One bad per-sample value per sample, with check=False: (which, value); sparsity matters to the L1 steps only.
-BAD_VALUES = ((None, None), ("eps", -0.1), ("eps", 0.0), ("eps", NAN), ("eps", INF), ("step", 0.0), ("step", NAN),
-              ("sparsity", NAN))
+BAD_VALUES = (
+    (None, None),
+    ("eps", -0.1),
+    ("eps", 0.0),
+    ("eps", NAN),
+    ("eps", INF),
+    ("step", 0.0),
+    ("step", NAN),
+    ("sparsity", NAN),
+)
 # Which inputs each output reads, and which per-sample values.
-READS = {"project": ("x_adv", "x"), "pgd_step": ("x_adv", "x", "grad"), "z": ("x_adv", "x", "grad"),
-         "x_next": ("x_adv", "x", "grad", "x_prev")}
-VALUES = {"project": ("eps",), "pgd_step": ("eps", "step", "sparsity"), "z": ("eps", "step", "sparsity"),
-          "x_next": ("eps", "step", "sparsity")}
+READS = {
+    "project": ("x_adv", "x"),
+    "pgd_step": ("x_adv", "x", "grad"),
+    "z": ("x_adv", "x", "grad"),
+    "x_next": ("x_adv", "x", "grad", "x_prev"),
+}
+VALUES = {
+    "project": ("eps",),
+    "pgd_step": ("eps", "step", "sparsity"),
+    "z": ("eps", "step", "sparsity"),
+    "x_next": ("eps", "step", "sparsity"),
+}
 
 
 @pytest.fixture(params=("triton", "cpp", "torch"))
@@ -44,22 +65,29 @@ def _cast(t: torch.Tensor, dtype: torch.dtype, fmt: torch.memory_format) -> torc
 
 def _reference(norm: str, t: dict, eps, step, sparsity) -> dict[str, torch.Tensor]:
     x_next, z = reference.apgd_step(t["x_adv"], t["x_prev"], t["x"], t["grad"], step, eps, norm, 0.75, sparsity)
-    return {"project": reference.project(t["x_adv"], t["x"], eps, norm),
-            "pgd_step": reference.pgd_step(t["x_adv"], t["x"], t["grad"], step, eps, norm, sparsity),
-            "x_next": x_next, "z": z}
+    return {
+        "project": reference.project(t["x_adv"], t["x"], eps, norm),
+        "pgd_step": reference.pgd_step(t["x_adv"], t["x"], t["grad"], step, eps, norm, sparsity),
+        "x_next": x_next,
+        "z": z,
+    }
 
 
 def _run(backend: str, norm: str, t: dict, eps, step, sparsity) -> dict[str, torch.Tensor]:
     """Every op's outputs on t, unchecked."""
     kw = dict(backend=backend, check=False)
     x_next, z = ops.apgd_step(t["x_adv"], t["x_prev"], t["x"], t["grad"], step, eps, norm, l1_sparsity=sparsity, **kw)
-    return {"project": ops.project(t["x_adv"], t["x"], eps, norm, **kw),
-            "pgd_step": ops.pgd_step(t["x_adv"], t["x"], t["grad"], step, eps, norm, l1_sparsity=sparsity, **kw),
-            "x_next": x_next, "z": z}
+    return {
+        "project": ops.project(t["x_adv"], t["x"], eps, norm, **kw),
+        "pgd_step": ops.pgd_step(t["x_adv"], t["x"], t["grad"], step, eps, norm, l1_sparsity=sparsity, **kw),
+        "x_next": x_next,
+        "z": z,
+    }
 
 
-def _expected_nan(norm: str, out: str, bad_entry: dict[str, torch.Tensor], bad_value: dict[str, torch.Tensor],
-                  like: torch.Tensor) -> torch.Tensor:
+def _expected_nan(
+    norm: str, out: str, bad_entry: dict[str, torch.Tensor], bad_value: dict[str, torch.Tensor], like: torch.Tensor
+) -> torch.Tensor:
     """The rule, stated independently of the code: NaN where a bad entry feeds (its position for Linf, its row
     for L2 / L1) and on the rows of a bad per-sample value the output reads (sparsity: L1 steps only)."""
     mask = torch.zeros(like.shape, dtype=torch.bool)
@@ -76,8 +104,9 @@ def _check(got: dict, want: dict, norm: str, bad_entry: dict, bad_value: dict, d
     for out in got:
         expected = _expected_nan(norm, out, bad_entry, bad_value, got[out])
         assert torch.equal(got[out].isnan().cpu(), expected), f"{out}: NaN at other places than the rule says"
-        torch.testing.assert_close(got[out].double(), want[out].to(dtype).double(), atol=ATOL[dtype], rtol=0,
-                                   equal_nan=True, msg=out)
+        torch.testing.assert_close(
+            got[out].double(), want[out].to(dtype).double(), atol=ATOL[dtype], rtol=0, equal_nan=True, msg=out
+        )
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -141,8 +170,11 @@ def test_cuda_backends_follow_the_rule(gpu_backend, norm, shape):
     eps = make_eps(norm, shape[0], raw["x"][0].numel(), raw["gen"])
     step = 0.5 * eps
     eps[0], step[1] = NAN, 0.0  # row 0's eps, row 1's step
-    bad_value = {"eps": torch.tensor([True, False, False, False]), "step": torch.tensor([False, True, False, False]),
-                 "sparsity": torch.zeros(4, dtype=torch.bool)}
+    bad_value = {
+        "eps": torch.tensor([True, False, False, False]),
+        "step": torch.tensor([False, True, False, False]),
+        "sparsity": torch.zeros(4, dtype=torch.bool),
+    }
     for fmt in (torch.contiguous_format, torch.channels_last):
         t = {k: raw[k].float().cuda().contiguous(memory_format=fmt) for k in bad_entry}
         got = {k: v.cpu() for k, v in _run(gpu_backend, norm, t, eps.float().cuda(), step.float().cuda(), 0.2).items()}
@@ -154,18 +186,25 @@ def test_cuda_backends_follow_the_rule(gpu_backend, norm, shape):
 
 
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("shape,fmt", (((0, 3, 4, 4), torch.channels_last), ((0, 7), torch.contiguous_format),
-                                       ((2, 0, 3), torch.contiguous_format)))
+@pytest.mark.parametrize(
+    "shape,fmt",
+    (((0, 3, 4, 4), torch.channels_last), ((0, 7), torch.contiguous_format), ((2, 0, 3), torch.contiguous_format)),
+)
 def test_empty_batch_gives_empty_outputs(backend, norm, shape, fmt):
     x = torch.rand(shape).contiguous(memory_format=fmt) if len(shape) == 4 else torch.rand(shape)
     for eps in (0.1, torch.full((shape[0],), 0.1)):
-        outs = [ops.project(x, x, eps, norm, backend=backend),
-                ops.pgd_step(x, x, x, eps, eps, norm, backend=backend, check=False),
-                *ops.apgd_step(x, x, x, x, eps, eps, norm, backend=backend)]
+        outs = [
+            ops.project(x, x, eps, norm, backend=backend),
+            ops.pgd_step(x, x, x, eps, eps, norm, backend=backend, check=False),
+            *ops.apgd_step(x, x, x, x, eps, eps, norm, backend=backend),
+        ]
         for out in outs:
             assert out.shape == x.shape and out.dtype == x.dtype and out.numel() == 0
-    ref = [reference.project(x, x, 0.1, norm), reference.pgd_step(x, x, x, 0.1, 0.1, norm),
-           *reference.apgd_step(x, x, x, x, 0.1, 0.1, norm)]
+    ref = [
+        reference.project(x, x, 0.1, norm),
+        reference.pgd_step(x, x, x, 0.1, 0.1, norm),
+        *reference.apgd_step(x, x, x, x, 0.1, 0.1, norm),
+    ]
     assert all(r.shape == x.shape for r in ref)
 
 
@@ -180,8 +219,10 @@ def test_trades_empty_batch_sums_to_zero_and_refuses_a_mean(kl_backend):
     assert total.shape == () and total.item() == 0.0
     total.backward()
     assert la.grad.shape == (0, 5) and lc.grad.shape == (0, 5)
-    for fn in (lambda: ops.trades_kl(la, lc, backend=kl_backend),
-               lambda: ops.trades_objective(lc, la, y, 1.0, backend=kl_backend)):
+    for fn in (
+        lambda: ops.trades_kl(la, lc, backend=kl_backend),
+        lambda: ops.trades_objective(lc, la, y, 1.0, backend=kl_backend),
+    ):
         with pytest.raises(ValueError, match=r"logits_adv is an empty batch \(N = 0\): its mean is undefined"):
             fn()
 
@@ -257,8 +298,11 @@ ATTACKS = (
 @pytest.mark.parametrize("name,norm,make", ATTACKS)
 def test_attacks_raise_on_nan_logits(name, norm, make):
     x, y = _batch()
-    with pytest.raises(NonFiniteError, match=rf"^{name} \({norm}, loss '\w+'\): NaN or Inf in the loss computed "
-                                             r"from the model's logits on 5 of 5 samples") as info:
+    with pytest.raises(
+        NonFiniteError,
+        match=rf"^{name} \({norm}, loss '\w+'\): NaN or Inf in the loss computed "
+        r"from the model's logits on 5 of 5 samples",
+    ) as info:
         make()(Net(nan_rows=tuple(range(5))), x, y)
     assert isinstance(info.value, ValueError) and info.value.samples == 5
 
@@ -272,8 +316,11 @@ def test_only_the_affected_samples_are_counted():
 
 def test_a_nan_gradient_behind_finite_logits_is_named():
     x, y = _batch()
-    with pytest.raises(NonFiniteError, match=r"^FGSM-RS \(Linf, loss 'ce'\): NaN or Inf in the gradient with "
-                                             r"respect to the input on 5 of 5 samples; no adversarial points"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^FGSM-RS \(Linf, loss 'ce'\): NaN or Inf in the gradient with "
+        r"respect to the input on 5 of 5 samples; no adversarial points",
+    ):
         FGSMRS(eps=8 / 255)(Net(nan_grad=True), x, y)
 
 
@@ -299,10 +346,16 @@ def test_long_rows_carry_a_bad_entry_across_chunks_and_blocks(backend):
         bad_entry[name][i].view(-1)[-3] = True
     t = {k: raw[k].float() for k in bad_entry}
     eps = make_eps("L2", 3, 8550, raw["gen"])
-    x_next, z = ops.apgd_step(t["x_adv"], t["x_prev"], t["x"], t["grad"], 0.5 * eps.float(), eps.float(), "L2",
-                              backend=backend, check=False)
-    got = {"pgd_step": ops.pgd_step(t["x_adv"], t["x"], t["grad"], 0.5 * eps.float(), eps.float(), "L2",
-                                    backend=backend, check=False), "x_next": x_next, "z": z}
+    x_next, z = ops.apgd_step(
+        t["x_adv"], t["x_prev"], t["x"], t["grad"], 0.5 * eps.float(), eps.float(), "L2", backend=backend, check=False
+    )
+    got = {
+        "pgd_step": ops.pgd_step(
+            t["x_adv"], t["x"], t["grad"], 0.5 * eps.float(), eps.float(), "L2", backend=backend, check=False
+        ),
+        "x_next": x_next,
+        "z": z,
+    }
     want = _reference("L2", {k: v.double() for k, v in t.items()}, eps, 0.5 * eps, 0.2)
     no_bad_value = {k: torch.zeros(3, dtype=torch.bool) for k in ("eps", "step", "sparsity")}
     _check(got, {k: want[k] for k in got}, "L2", bad_entry, no_bad_value, torch.float32)

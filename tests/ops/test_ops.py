@@ -1,4 +1,5 @@
 """Every backend of every op against rft_fast.reference (float64) on fresh random inputs."""
+
 from __future__ import annotations
 
 import pytest
@@ -70,7 +71,9 @@ NORM_SPARSITY = (("Linf", 0.2), ("L2", 0.2), ("L1", 0.2), ("L1", 1.0), ("L1", 1e
 def test_pgd_step_matches_reference(backend, norm, sparsity, shape, fmt, dtype, atol):
     t, r, eps = _case(shape, fmt, dtype, norm, seed=2)
     step = _step_sizes(norm, eps)
-    out = ops.pgd_step(t["x_adv"], t["x"], t["grad"], step.float(), eps.float(), norm, l1_sparsity=sparsity, backend=backend)
+    out = ops.pgd_step(
+        t["x_adv"], t["x"], t["grad"], step.float(), eps.float(), norm, l1_sparsity=sparsity, backend=backend
+    )
     expected = reference.pgd_step(r["x_adv"], r["x"], r["grad"], step, eps, norm, l1_sparsity=sparsity)
     _assert_close(out, expected, atol, t["x_adv"])
 
@@ -115,7 +118,9 @@ def test_steps_stay_feasible_and_move(backend, norm):
 def test_l1_apgd_without_momentum_is_the_pgd_step(backend):
     t, _, eps = _case((2, 3, 10, 10), torch.contiguous_format, torch.float32, "L1", seed=6)
     step = eps.float()
-    x_next, z = ops.apgd_step(t["x_adv"], t["x_prev"], t["x"], t["grad"], step, eps.float(), "L1", momentum=1.0, backend=backend)
+    x_next, z = ops.apgd_step(
+        t["x_adv"], t["x_prev"], t["x"], t["grad"], step, eps.float(), "L1", momentum=1.0, backend=backend
+    )
     pgd = ops.pgd_step(t["x_adv"], t["x"], t["grad"], step, eps.float(), "L1", backend=backend)
     torch.testing.assert_close(z, pgd, atol=2e-6, rtol=0)
     torch.testing.assert_close(x_next, z, atol=2e-6, rtol=0)

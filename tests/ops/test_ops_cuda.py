@@ -1,4 +1,5 @@
 """The GPU backends (Triton, CUDA extension) against the reference; skipped where no GPU is visible."""
+
 from __future__ import annotations
 
 import pytest

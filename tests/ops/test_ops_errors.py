@@ -1,4 +1,5 @@
 """Bad input gets a clear error naming the argument; the package works without its extension."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Projections are the exact nearest feasible point: independent solver, AutoAttack, and properties."""
+
 from __future__ import annotations
 
 import functools

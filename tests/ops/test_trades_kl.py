@@ -1,4 +1,5 @@
 """ops.trades_kl / ops.trades_objective: every backend against autograd of the reference."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,9 @@ def _reference_and_grads(la, lc, y, beta, reduction, upstream):
     return out, ga, gc
 
 
-@pytest.mark.parametrize("with_y,beta,reduction", ((False, 1.0, "mean"), (True, 6.0, "mean"), (True, 1.0, "none"), (False, 1.0, "sum")))
+@pytest.mark.parametrize(
+    "with_y,beta,reduction", ((False, 1.0, "mean"), (True, 6.0, "mean"), (True, 1.0, "none"), (False, 1.0, "sum"))
+)
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
 @pytest.mark.parametrize("n,c", SHAPES)
 def test_matches_reference_forward_and_backward(backend, n, c, dtype, atol, rtol, with_y, beta, reduction):
@@ -73,7 +76,9 @@ def test_extreme_logits_and_identical_rows(backend):
     la, lc, _ = _logits(4, 37, torch.float32, seed=5, scale=60.0)
     lc[1] = la[1]  # KL exactly 0 on this row
     rows = ops.trades_kl(la, lc, reduction="none", backend=backend)
-    torch.testing.assert_close(rows.double(), reference.trades_kl(la.double(), lc.double(), "none"), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        rows.double(), reference.trades_kl(la.double(), lc.double(), "none"), atol=1e-4, rtol=1e-5
+    )
     assert torch.isfinite(rows).all() and abs(rows[1].item()) < 1e-6
 
 
@@ -103,8 +108,16 @@ def test_gradcheck_float64_reference_path():
         (lambda la, lc, y: ops.trades_kl(la, lc.double()), TypeError, "logits_clean has dtype"),
         (lambda la, lc, y: ops.trades_kl(la.long(), lc), TypeError, "logits_adv must be a floating-point"),
         (lambda la, lc, y: ops.trades_kl(la[0], lc[0]), ValueError, r"must have shape \(N, C\)"),
-        (lambda la, lc, y: ops.trades_kl(la, lc.index_fill(0, torch.tensor([1]), float("nan"))), ValueError, "logits_clean contains NaN"),
-        (lambda la, lc, y: ops.trades_kl(la.index_fill(0, torch.tensor([0]), float("inf")), lc), ValueError, "logits_adv contains NaN or Inf"),
+        (
+            lambda la, lc, y: ops.trades_kl(la, lc.index_fill(0, torch.tensor([1]), float("nan"))),
+            ValueError,
+            "logits_clean contains NaN",
+        ),
+        (
+            lambda la, lc, y: ops.trades_kl(la.index_fill(0, torch.tensor([0]), float("inf")), lc),
+            ValueError,
+            "logits_adv contains NaN or Inf",
+        ),
         (lambda la, lc, y: ops.trades_objective(lc, la, y + 10, 1.0), ValueError, r"y holds labels outside \[0, 10\)"),
         (lambda la, lc, y: ops.trades_objective(lc, la, y.int(), 1.0), ValueError, "y must be an int64 tensor"),
         (lambda la, lc, y: ops.trades_objective(lc, la, None, 1.0), ValueError, "y must be an int64 tensor"),

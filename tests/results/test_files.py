@@ -1,5 +1,6 @@
 """Write-then-rename and orphan cleaning: a failed write leaves nothing; a killed write's temporary file is
 removed on the next start, unless it is young enough to belong to a write still in progress."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Round trip of every field; re-putting a key replaces it (also for keys whose eps
 None, the NULL-uniqueness trap); put_many is all or nothing; a writer SIGKILLed mid-grid and rerun leaves
 exactly one row per key and an intact file; two processes write concurrently; the wide summary; the exports.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,25 +27,60 @@ from helpers import ROOT
 
 from rft_fast.results import THREATS, Measurement, Store, format_table, to_csv, to_json
 
-MODEL = dict(run_id="r1", dataset="cifar10", backbone="vit_s", loss="trades", protocol="FFT-5",
-             hparams={"lr": 1e-4, "beta": 6.0, "aug": ["crop", "flip"]})
+MODEL = dict(
+    run_id="r1",
+    dataset="cifar10",
+    backbone="vit_s",
+    loss="trades",
+    protocol="FFT-5",
+    hparams={"lr": 1e-4, "beta": 6.0, "aug": ["crop", "flip"]},
+)
 NONE = dict(eps=None, corruption=None, severity=None, mode="-")
 STAMP = {"timestamp": "2026-01-01T12:00:00+00:00"}  # fixed, so measurements made a second apart compare equal
 
 
 def clean(accuracy: float = 0.9, **kw) -> Measurement:
-    return Measurement(**{**MODEL, **NONE, "threat": "clean", "accuracy": accuracy, "n": 1000, "seconds": 3.5,
-                          **STAMP, **kw})
+    return Measurement(
+        **{**MODEL, **NONE, "threat": "clean", "accuracy": accuracy, "n": 1000, "seconds": 3.5, **STAMP, **kw}
+    )
 
 
-def attack(threat: str = "Linf", eps: float = 8 / 255, mode: str = "standard", accuracy: float = 0.5, **kw) -> Measurement:
-    return Measurement(**{**MODEL, "threat": threat, "eps": eps, "corruption": None, "severity": None, "mode": mode,
-                          "accuracy": accuracy, "n": 1000, "seconds": 120.0, **STAMP, **kw})
+def attack(
+    threat: str = "Linf", eps: float = 8 / 255, mode: str = "standard", accuracy: float = 0.5, **kw
+) -> Measurement:
+    return Measurement(
+        **{
+            **MODEL,
+            "threat": threat,
+            "eps": eps,
+            "corruption": None,
+            "severity": None,
+            "mode": mode,
+            "accuracy": accuracy,
+            "n": 1000,
+            "seconds": 120.0,
+            **STAMP,
+            **kw,
+        }
+    )
 
 
 def corruption(name: str = "study", severity: int = 3, accuracy: float = 0.7, **kw) -> Measurement:
-    return Measurement(**{**MODEL, "threat": "corruption", "eps": None, "corruption": name, "severity": severity,
-                          "mode": "-", "accuracy": accuracy, "n": 1000, "seconds": 30.0, **STAMP, **kw})
+    return Measurement(
+        **{
+            **MODEL,
+            "threat": "corruption",
+            "eps": None,
+            "corruption": name,
+            "severity": severity,
+            "mode": "-",
+            "accuracy": accuracy,
+            "n": 1000,
+            "seconds": 30.0,
+            **STAMP,
+            **kw,
+        }
+    )
 
 
 @pytest.fixture
@@ -59,6 +95,7 @@ def integrity(path: Path) -> str:
 
 
 # 1. round trip -------------------------------------------------------------------------------------------------
+
 
 def test_roundtrip_every_field(store: Store) -> None:
     versions = {"torch": "2.11.0", "timm": "1.0.15", "pyautoattack": "0.2", "rft_fast": "0.1.0"}
@@ -82,8 +119,9 @@ def test_roundtrip_every_field(store: Store) -> None:
 
 def test_default_timestamp_is_utc_now_in_seconds() -> None:
     before = datetime.now(timezone.utc).replace(microsecond=0)
-    stamp = datetime.fromisoformat(Measurement(**{**MODEL, **NONE, "threat": "clean", "accuracy": 1.0, "n": 1,
-                                                  "seconds": 0.0}).timestamp)
+    stamp = datetime.fromisoformat(
+        Measurement(**{**MODEL, **NONE, "threat": "clean", "accuracy": 1.0, "n": 1, "seconds": 0.0}).timestamp
+    )
     assert stamp.utcoffset() == timedelta(0) and stamp.microsecond == 0
     assert before <= stamp <= datetime.now(timezone.utc)
 
@@ -97,9 +135,13 @@ def test_tuple_hparams_normalised_to_their_stored_form(store: Store) -> None:
 
 # 2. idempotence and key distinctness --------------------------------------------------------------------------
 
+
 def test_same_key_replaces(store: Store) -> None:
-    for m, later in [(clean(0.8), clean(0.81)), (attack(accuracy=0.4), attack(accuracy=0.42)),
-                     (corruption(accuracy=0.6), corruption(accuracy=0.65))]:
+    for m, later in [
+        (clean(0.8), clean(0.81)),
+        (attack(accuracy=0.4), attack(accuracy=0.42)),
+        (corruption(accuracy=0.6), corruption(accuracy=0.65)),
+    ]:
         store.put(m)
         store.put(later)
         same_key = store.query(**m.key())
@@ -122,8 +164,16 @@ def test_none_key_fields_really_dedupe(store: Store) -> None:
 
 def test_keys_differing_in_one_field_are_distinct(store: Store) -> None:
     variants = [
-        attack(), attack(eps=4 / 255), attack(mode="fast"), attack(threat="L2", eps=0.5), attack(hparams={"lr": 1e-3}),
-        attack(run_id="r2"), clean(), corruption(), corruption(severity=5), corruption(name="fog"),
+        attack(),
+        attack(eps=4 / 255),
+        attack(mode="fast"),
+        attack(threat="L2", eps=0.5),
+        attack(hparams={"lr": 1e-3}),
+        attack(run_id="r2"),
+        clean(),
+        corruption(),
+        corruption(severity=5),
+        corruption(name="fog"),
         corruption(hparams={"lr": 1e-3}),
     ]
     assert store.put_many(variants) == len(variants)
@@ -171,6 +221,7 @@ def test_query_rejects_unknown_filters(store: Store) -> None:
 
 
 # 3. atomic batches --------------------------------------------------------------------------------------------
+
 
 def test_put_many_is_all_or_nothing(store: Store) -> None:
     store.put(clean(0.5))
@@ -308,25 +359,58 @@ def test_writer_waits_for_the_lock_up_to_the_timeout(tmp_path: Path) -> None:
 
 # 5. summary ---------------------------------------------------------------------------------------------------
 
+
 def test_summary_is_wide_and_never_mixes_modes(store: Store) -> None:
     other = dict(run_id="r2", dataset="cifar100")
-    store.put_many([
-        clean(0.91), attack("Linf", accuracy=0.51), attack("Linf", mode="fast", accuracy=0.55),
-        attack("L2", eps=0.5, accuracy=0.61), corruption(accuracy=0.71), corruption(severity=5, accuracy=0.31),
-        corruption("fog", accuracy=0.11),
-        clean(0.81, **other), attack("L1", eps=12.0, mode="fast", accuracy=0.44, **other),
-    ])
+    store.put_many(
+        [
+            clean(0.91),
+            attack("Linf", accuracy=0.51),
+            attack("Linf", mode="fast", accuracy=0.55),
+            attack("L2", eps=0.5, accuracy=0.61),
+            corruption(accuracy=0.71),
+            corruption(severity=5, accuracy=0.31),
+            corruption("fog", accuracy=0.11),
+            clean(0.81, **other),
+            attack("L1", eps=12.0, mode="fast", accuracy=0.44, **other),
+        ]
+    )
     model = {k: v for k, v in MODEL.items()}
     standard = store.summary()
     assert standard == [
-        {**model, "n": 1000, "mode": "standard", "clean": 0.91, "Linf": 0.51, "Linf_eps": 8 / 255, "L2": 0.61,
-         "L2_eps": 0.5, "L1": None, "L1_eps": None, "common": 0.71},
-        {**model, **other, "n": 1000, "mode": "standard", "clean": 0.81, "Linf": None, "Linf_eps": None, "L2": None,
-         "L2_eps": None, "L1": None, "L1_eps": None, "common": None},
+        {
+            **model,
+            "n": 1000,
+            "mode": "standard",
+            "clean": 0.91,
+            "Linf": 0.51,
+            "Linf_eps": 8 / 255,
+            "L2": 0.61,
+            "L2_eps": 0.5,
+            "L1": None,
+            "L1_eps": None,
+            "common": 0.71,
+        },
+        {
+            **model,
+            **other,
+            "n": 1000,
+            "mode": "standard",
+            "clean": 0.81,
+            "Linf": None,
+            "Linf_eps": None,
+            "L2": None,
+            "L2_eps": None,
+            "L1": None,
+            "L1_eps": None,
+            "common": None,
+        },
     ]
     fast = store.summary("fast")
     assert [(r["clean"], r["Linf"], r["L2"], r["L1"], r["common"]) for r in fast] == [
-        (0.91, 0.55, None, None, 0.71), (0.81, None, None, 0.44, None)]
+        (0.91, 0.55, None, None, 0.71),
+        (0.81, None, None, 0.44, None),
+    ]
     assert store.summary(dataset="cifar100") == standard[1:]
 
 
@@ -349,6 +433,7 @@ def test_summary_refuses_ambiguous_eps(store: Store) -> None:
 
 
 # 6. exports ---------------------------------------------------------------------------------------------------
+
 
 def test_csv_roundtrip(store: Store, tmp_path: Path) -> None:
     rows = [clean(versions={"torch": "2.11"}), attack(), corruption()]
@@ -385,8 +470,22 @@ def test_format_table(store: Store) -> None:
     store.put_many([clean(0.9123), attack(accuracy=0.4567), corruption(accuracy=0.1234)])
     table = format_table(store.query())
     lines = table.splitlines()
-    assert lines[0].split() == ["run_id", "dataset", "backbone", "loss", "protocol", "hparams", "threat", "eps",
-                                "corruption", "severity", "mode", "accuracy", "n", "seconds"]
+    assert lines[0].split() == [
+        "run_id",
+        "dataset",
+        "backbone",
+        "loss",
+        "protocol",
+        "hparams",
+        "threat",
+        "eps",
+        "corruption",
+        "severity",
+        "mode",
+        "accuracy",
+        "n",
+        "seconds",
+    ]
     assert len(lines) == 2 + 3 and len({len(line) for line in lines[:2]}) == 1
     for value in ("0.9123", "0.4567", "0.1234", "0.03137", "standard", "study", "cifar10"):
         assert value in table
@@ -397,36 +496,40 @@ def test_format_table(store: Store) -> None:
 
 # 7. validation ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: clean(threat="linf"), "threat"),
-    (lambda: attack(eps=0.0), "eps"),
-    (lambda: attack(eps=-0.1), "eps"),
-    (lambda: attack(eps=None), "eps"),
-    (lambda: attack(eps=math.inf), "eps"),
-    (lambda: clean(eps=0.1), "eps"),
-    (lambda: clean(1.5), "accuracy"),
-    (lambda: clean(-0.01), "accuracy"),
-    (lambda: clean(math.nan), "accuracy"),
-    (lambda: clean(n=0), "n"),
-    (lambda: clean(n=10.0), "n"),
-    (lambda: corruption(name=None), "corruption"),
-    (lambda: corruption(name=""), "corruption"),
-    (lambda: corruption(severity=None), "severity"),
-    (lambda: corruption(severity=6), "severity"),
-    (lambda: clean(corruption="fog"), "corruption"),
-    (lambda: clean(severity=3), "severity"),
-    (lambda: clean(mode="standard"), "mode"),
-    (lambda: attack(mode="-"), "mode"),
-    (lambda: attack(mode="Fast"), "mode"),
-    (lambda: clean(run_id=""), "run_id"),
-    (lambda: clean(dataset=None), "dataset"),
-    (lambda: clean(hparams={"f": object()}), "hparams"),
-    (lambda: clean(hparams={"lr": math.nan}), "hparams"),
-    (lambda: clean(hparams="lr=1e-4"), "hparams"),
-    (lambda: clean(versions=["torch"]), "versions"),
-    (lambda: clean(seconds=-1.0), "seconds"),
-    (lambda: clean(timestamp="yesterday"), "timestamp"),
-])
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: clean(threat="linf"), "threat"),
+        (lambda: attack(eps=0.0), "eps"),
+        (lambda: attack(eps=-0.1), "eps"),
+        (lambda: attack(eps=None), "eps"),
+        (lambda: attack(eps=math.inf), "eps"),
+        (lambda: clean(eps=0.1), "eps"),
+        (lambda: clean(1.5), "accuracy"),
+        (lambda: clean(-0.01), "accuracy"),
+        (lambda: clean(math.nan), "accuracy"),
+        (lambda: clean(n=0), "n"),
+        (lambda: clean(n=10.0), "n"),
+        (lambda: corruption(name=None), "corruption"),
+        (lambda: corruption(name=""), "corruption"),
+        (lambda: corruption(severity=None), "severity"),
+        (lambda: corruption(severity=6), "severity"),
+        (lambda: clean(corruption="fog"), "corruption"),
+        (lambda: clean(severity=3), "severity"),
+        (lambda: clean(mode="standard"), "mode"),
+        (lambda: attack(mode="-"), "mode"),
+        (lambda: attack(mode="Fast"), "mode"),
+        (lambda: clean(run_id=""), "run_id"),
+        (lambda: clean(dataset=None), "dataset"),
+        (lambda: clean(hparams={"f": object()}), "hparams"),
+        (lambda: clean(hparams={"lr": math.nan}), "hparams"),
+        (lambda: clean(hparams="lr=1e-4"), "hparams"),
+        (lambda: clean(versions=["torch"]), "versions"),
+        (lambda: clean(seconds=-1.0), "seconds"),
+        (lambda: clean(timestamp="yesterday"), "timestamp"),
+    ],
+)
 def test_validation_names_the_field(make, field: str) -> None:
     with pytest.raises(ValueError, match=rf"^{field}:"):
         make()
@@ -438,6 +541,7 @@ def test_replace_revalidates() -> None:
 
 
 # schema ---------------------------------------------------------------------------------------------------------
+
 
 def test_refuses_newer_schema_and_foreign_databases(tmp_path: Path) -> None:
     path = tmp_path / "results.db"
@@ -464,9 +568,22 @@ CERTIFY = {"n0": 100, "n": 1000, "alpha": 0.001}
 def smooth(radius: float | None = 0.5, sigma: float = 0.25, accuracy: float = 0.4, **kw) -> Measurement:
     """A smoothing-L2 row: certified accuracy at `radius` (None: the smoothed classifier's accuracy)."""
     versions = {"torch": "2.x", "smoothing": {"sigma": sigma, **CERTIFY}}
-    return Measurement(**{**MODEL, "threat": "smoothing-L2", "eps": radius, "corruption": None, "severity": None,
-                          "mode": f"sigma={sigma}", "accuracy": accuracy, "n": 500, "seconds": 12.0,
-                          "versions": versions, **STAMP, **kw})
+    return Measurement(
+        **{
+            **MODEL,
+            "threat": "smoothing-L2",
+            "eps": radius,
+            "corruption": None,
+            "severity": None,
+            "mode": f"sigma={sigma}",
+            "accuracy": accuracy,
+            "n": 500,
+            "seconds": 12.0,
+            "versions": versions,
+            **STAMP,
+            **kw,
+        }
+    )
 
 
 def test_smoothing_rows_roundtrip_keyed_by_sigma_and_radius(store: Store) -> None:
@@ -506,23 +623,26 @@ def test_summary_ignores_smoothing_rows(store: Store) -> None:
     assert [r["run_id"] for r in store.summary()] == ["r1"]  # a model with smoothing rows only has no wide row
 
 
-@pytest.mark.parametrize("make, field, message", [
-    (lambda: smooth(-0.1), "eps", "radius >= 0"),
-    (lambda: smooth(math.nan), "eps", "finite"),
-    (lambda: smooth(mode="standard"), "mode", "sigma="),
-    (lambda: smooth(mode="-"), "mode", "sigma="),
-    (lambda: smooth(mode="sigma=0"), "mode", "sigma="),
-    (lambda: smooth(mode="sigma=abc"), "mode", "sigma="),
-    (lambda: smooth(corruption="fog"), "corruption", "None"),
-    (lambda: smooth(severity=3), "severity", "None"),
-    (lambda: smooth(versions={"torch": "2.x"}), "versions", "CERTIFY"),
-    (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 10}}), "versions", "alpha"),
-    (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 0, "alpha": 0.1}}), "versions", "'n'"),
-    (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 9, "alpha": 1.0}}), "versions", "alpha"),
-    (lambda: smooth(versions={"smoothing": {"sigma": 0.5, "n0": 1, "n": 9, "alpha": 0.1}}), "versions", "sigma"),
-    (lambda: attack(eps=0.0), "eps", "eps > 0"),
-    (lambda: clean(eps=0.0), "eps", "None"),
-])
+@pytest.mark.parametrize(
+    "make, field, message",
+    [
+        (lambda: smooth(-0.1), "eps", "radius >= 0"),
+        (lambda: smooth(math.nan), "eps", "finite"),
+        (lambda: smooth(mode="standard"), "mode", "sigma="),
+        (lambda: smooth(mode="-"), "mode", "sigma="),
+        (lambda: smooth(mode="sigma=0"), "mode", "sigma="),
+        (lambda: smooth(mode="sigma=abc"), "mode", "sigma="),
+        (lambda: smooth(corruption="fog"), "corruption", "None"),
+        (lambda: smooth(severity=3), "severity", "None"),
+        (lambda: smooth(versions={"torch": "2.x"}), "versions", "CERTIFY"),
+        (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 10}}), "versions", "alpha"),
+        (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 0, "alpha": 0.1}}), "versions", "'n'"),
+        (lambda: smooth(versions={"smoothing": {"sigma": 0.25, "n0": 1, "n": 9, "alpha": 1.0}}), "versions", "alpha"),
+        (lambda: smooth(versions={"smoothing": {"sigma": 0.5, "n0": 1, "n": 9, "alpha": 0.1}}), "versions", "sigma"),
+        (lambda: attack(eps=0.0), "eps", "eps > 0"),
+        (lambda: clean(eps=0.0), "eps", "None"),
+    ],
+)
 def test_smoothing_validation_names_the_field(make, field: str, message: str) -> None:
     with pytest.raises(ValueError, match=rf"^{field}:.*{message}"):
         make()
@@ -558,12 +678,60 @@ CREATE TABLE measurements (
 def v1_store(path: Path) -> list[tuple]:
     """A version-1 store at `path` holding a clean, an attack and a corruption row; returns its raw rows."""
     rows = [
-        ("r1", "cifar10", "vit_s", "trades", "FFT-5", '{"lr":0.0001}', "clean", -1.0, "", 0, "-", 0.9, 1000, 3.5,
-         '{"torch":"2.x"}', "2026-01-01T12:00:00+00:00"),
-        ("r1", "cifar10", "vit_s", "trades", "FFT-5", '{"lr":0.0001}', "Linf", 4 / 255, "", 0, "standard", 0.5, 1000,
-         120.0, '{"torch":"2.x"}', "2026-01-01T12:00:00+00:00"),
-        ("r1", "cifar10", "vit_s", "trades", "FFT-5", '{"lr":0.0001}', "corruption", -1.0, "study", 3, "-", 0.7, 1000,
-         30.0, '{"torch":"2.x"}', "2026-01-01T12:00:00+00:00"),
+        (
+            "r1",
+            "cifar10",
+            "vit_s",
+            "trades",
+            "FFT-5",
+            '{"lr":0.0001}',
+            "clean",
+            -1.0,
+            "",
+            0,
+            "-",
+            0.9,
+            1000,
+            3.5,
+            '{"torch":"2.x"}',
+            "2026-01-01T12:00:00+00:00",
+        ),
+        (
+            "r1",
+            "cifar10",
+            "vit_s",
+            "trades",
+            "FFT-5",
+            '{"lr":0.0001}',
+            "Linf",
+            4 / 255,
+            "",
+            0,
+            "standard",
+            0.5,
+            1000,
+            120.0,
+            '{"torch":"2.x"}',
+            "2026-01-01T12:00:00+00:00",
+        ),
+        (
+            "r1",
+            "cifar10",
+            "vit_s",
+            "trades",
+            "FFT-5",
+            '{"lr":0.0001}',
+            "corruption",
+            -1.0,
+            "study",
+            3,
+            "-",
+            0.7,
+            1000,
+            30.0,
+            '{"torch":"2.x"}',
+            "2026-01-01T12:00:00+00:00",
+        ),
     ]
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
@@ -578,12 +746,17 @@ def test_migrates_a_version_1_store_in_place(tmp_path: Path) -> None:
     raw = v1_store(path)
     with sqlite3.connect(path) as db:
         with pytest.raises(sqlite3.IntegrityError):  # the v1 CHECKs refuse smoothing rows
-            db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})",
-                       raw[0][:6] + ("smoothing-L2", 0.5, "", 0, "sigma=0.25") + raw[0][11:])
+            db.execute(
+                f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})",
+                raw[0][:6] + ("smoothing-L2", 0.5, "", 0, "sigma=0.25") + raw[0][11:],
+            )
     with Store(path) as store:
         before = store.query()
         assert [(m.threat, m.eps, m.mode, m.accuracy) for m in before] == [
-            ("clean", None, "-", 0.9), ("Linf", 4 / 255, "standard", 0.5), ("corruption", None, "-", 0.7)]
+            ("clean", None, "-", 0.9),
+            ("Linf", 4 / 255, "standard", 0.5),
+            ("corruption", None, "-", 0.7),
+        ]
         store.put(smooth(0.5, hparams={"lr": 1e-4}))  # the new CHECKs allow smoothing rows
         assert len(store.query()) == 4
         (row,) = store.summary()
@@ -593,10 +766,11 @@ def test_migrates_a_version_1_store_in_place(tmp_path: Path) -> None:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {"schema_version", "measurements", "stages"}
-        assert sorted(db.execute("SELECT * FROM measurements WHERE threat != 'smoothing-L2'")) == sorted(raw)  # v1 values unchanged
+        assert sorted(db.execute("SELECT * FROM measurements WHERE threat != 'smoothing-L2'")) == sorted(
+            raw
+        )  # v1 values unchanged
         with pytest.raises(sqlite3.IntegrityError):  # and the new CHECKs still hold attack eps > 0
-            db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})",
-                       raw[1][:7] + (0.0,) + raw[1][8:])
+            db.execute(f"INSERT INTO measurements VALUES ({', '.join('?' * 16)})", raw[1][:7] + (0.0,) + raw[1][8:])
     with Store(path) as store:  # a second open finds version 3: nothing to do
         assert len(store.query()) == 4
 
@@ -630,19 +804,26 @@ def test_stages_record_replace_and_survive_reopen(tmp_path: Path) -> None:
         store.set_stage("a|b|c|d", "L1", "failed", "RuntimeError: boom")
     with Store(path) as store:
         tune = store.stage("a|b|c|d", "tune")
-        assert (tune.status, tune.reason, tune.detail) == ("done", "", {"checkpoint": "/x/checkpoint.pt", "metric": 0.5})
+        assert (tune.status, tune.reason, tune.detail) == (
+            "done",
+            "",
+            {"checkpoint": "/x/checkpoint.pt", "metric": 0.5},
+        )
         assert [(s.stage, s.status) for s in store.stages(status="failed")] == [("L1", "failed")]
         assert len(store.stages("a|b|c|d")) == 2  # replaced, not duplicated
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(status="broken"), "status"),
-    (dict(status="failed", reason=""), "reason"),
-    (dict(status="done", reason="why"), "reason"),
-    (dict(config=""), "config"),
-    (dict(stage=""), "stage"),
-    (dict(detail={"x": float("nan")}), "detail"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(status="broken"), "status"),
+        (dict(status="failed", reason=""), "reason"),
+        (dict(status="done", reason="why"), "reason"),
+        (dict(config=""), "config"),
+        (dict(stage=""), "stage"),
+        (dict(detail={"x": float("nan")}), "detail"),
+    ],
+)
 def test_stage_errors_name_the_argument(tmp_path: Path, kw, match) -> None:
     args = dict(config="k", stage="tune", status="done", reason="", detail=None) | kw
     with Store(tmp_path / "s.sqlite") as store, pytest.raises(ValueError, match=match):

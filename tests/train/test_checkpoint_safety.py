@@ -2,6 +2,7 @@
 flipped byte, a truncated or foreign file each give a CheckpointError naming the file (and the CLI one error:
 line); what `fit` writes is plain data that torch.load(weights_only=True) opens; a killed write's temporary
 files are removed on the next start."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,24 @@ def _tiny_backbones():
 
 
 def _config(out_dir, **kw) -> TrainConfig:
-    base = dict(backbone="tiny_resnet", dataset="digits", random_init=True, protocol="FFT-5", loss="ce",
-                batch_size=32, effective_batch=32, epochs=1, max_batches=1, image_size=32, device="cpu",
-                workers=0, val_samples=16, val_steps=2, attack_steps=2, out_dir=str(out_dir))
+    base = dict(
+        backbone="tiny_resnet",
+        dataset="digits",
+        random_init=True,
+        protocol="FFT-5",
+        loss="ce",
+        batch_size=32,
+        effective_batch=32,
+        epochs=1,
+        max_batches=1,
+        image_size=32,
+        device="cpu",
+        workers=0,
+        val_samples=16,
+        val_steps=2,
+        attack_steps=2,
+        out_dir=str(out_dir),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -127,8 +143,10 @@ def test_foreign_or_truncated_files_are_errors(trained, tmp_path, content):
 
 
 def test_a_foreign_state_dict_is_an_error_not_a_traceback(tmp_path):
-    torch.save({"config": {"backbone": "tiny_resnet", "dataset": "digits"}, "model": {"w": torch.zeros(1)},
-                "num_classes": 10}, tmp_path / "c.pt")
+    torch.save(
+        {"config": {"backbone": "tiny_resnet", "dataset": "digits"}, "model": {"w": torch.zeros(1)}, "num_classes": 10},
+        tmp_path / "c.pt",
+    )
     with pytest.raises(CheckpointError, match=r"does not hold a model"):
         load_trained(tmp_path / "c.pt")
 

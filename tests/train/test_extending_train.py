@@ -1,6 +1,7 @@
 """The training registries from outside the package (docs/extending.md): a toy loss, a toy training attack and a
 toy protocol registered by the test itself are accepted by TrainConfig (hparams, run_id), used by `fit`, and
 taken out again; the worked examples of docs/extending.md register and train as written."""
+
 from __future__ import annotations
 
 import re
@@ -80,10 +81,16 @@ class HeadFirst(Recipe):
 
 @pytest.fixture(scope="module", autouse=True)
 def toys():
-    LOSS_REGISTRY.register("toy_loss", LossSpec(
-        build=lambda config, attack: ToyLoss(attack),
-        objective_sum=lambda model, x, x_adv, y, config: torch.tensor(TOY_VAL) * x.shape[0]))
-    ATTACK_REGISTRY.register("toy_attack", AttackSpec(build=lambda config: ToyAttack(config.attack_eps), norms=("Linf",)))
+    LOSS_REGISTRY.register(
+        "toy_loss",
+        LossSpec(
+            build=lambda config, attack: ToyLoss(attack),
+            objective_sum=lambda model, x, x_adv, y, config: torch.tensor(TOY_VAL) * x.shape[0],
+        ),
+    )
+    ATTACK_REGISTRY.register(
+        "toy_attack", AttackSpec(build=lambda config: ToyAttack(config.attack_eps), norms=("Linf",))
+    )
     PROTOCOLS.register("TOY-2", Protocol("TOY-2", 2, False, "head first, then everything", recipe=HeadFirst()))
     with tiny.registered_single_thread():
         yield
@@ -93,9 +100,24 @@ def toys():
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(backbone="tiny_resnet", dataset="digits", random_init=True, protocol="TOY-2", loss="toy_loss",
-                attack="toy_attack", batch_size=32, effective_batch=32, cosine=False, image_size=32, device="cpu",
-                workers=0, val_samples=32, val_steps=1, attack_steps=1, max_batches=2)
+    base = dict(
+        backbone="tiny_resnet",
+        dataset="digits",
+        random_init=True,
+        protocol="TOY-2",
+        loss="toy_loss",
+        attack="toy_attack",
+        batch_size=32,
+        effective_batch=32,
+        cosine=False,
+        image_size=32,
+        device="cpu",
+        workers=0,
+        val_samples=32,
+        val_steps=1,
+        attack_steps=1,
+        max_batches=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 

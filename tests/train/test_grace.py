@@ -1,6 +1,7 @@
 """CurvatureSAM: the ascent step against a float64 reference of the documented formulas, the exact restore of
 the weights before the base optimizer's update, frozen / gradient-less parameters, gradient accumulation,
 resumption from a state dict, schedulers, and errors."""
+
 from __future__ import annotations
 
 import copy
@@ -99,6 +100,7 @@ def test_weights_restored_exactly_before_the_base_update():
         loss = loss_fn(model, x, y)
         loss.backward()
         return loss
+
     opt.step(closure)
     assert len(seen) == 1 and all(torch.equal(a, b) for a, b in zip(seen[0], start))
     assert not any(torch.equal(a, b) for a, b in zip(perturbed, start))

@@ -1,4 +1,5 @@
 """EpsSchedule: the curriculum radius at given steps, the step-size scale, and argument validation."""
+
 from __future__ import annotations
 
 import math
@@ -38,24 +39,32 @@ def test_ramp_is_monotone_and_ends_exactly_at_eps(kind):
     assert values[0] == 1 / 255 and values[37] == EPS and values[-1] == EPS
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(kind="step"), "kind must be one of"),
-    (dict(eps=0.0), "eps must be > 0"),
-    (dict(eps=float("nan")), "eps must be a finite number"),
-    (dict(eps_start=-0.1), "eps_start must lie in"),
-    (dict(eps_start=1.0), "eps_start must lie in"),
-    (dict(warmup=1.5), "warmup must be a fraction"),
-    (dict(warmup=True), "warmup must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="step"), "kind must be one of"),
+        (dict(eps=0.0), "eps must be > 0"),
+        (dict(eps=float("nan")), "eps must be a finite number"),
+        (dict(eps_start=-0.1), "eps_start must lie in"),
+        (dict(eps_start=1.0), "eps_start must lie in"),
+        (dict(warmup=1.5), "warmup must be a fraction"),
+        (dict(warmup=True), "warmup must be a finite number"),
+    ],
+)
 def test_invalid_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EpsSchedule(**{"kind": "linear", "eps": EPS, **kwargs})
 
 
-@pytest.mark.parametrize("step, total, message", [
-    (-1, 10, "step must be an int >= 0"), (10, 10, "step must be < total_steps=10"),
-    (0, 0, "total_steps must be an int >= 1"), (1.0, 10, "step must be an int"),
-])
+@pytest.mark.parametrize(
+    "step, total, message",
+    [
+        (-1, 10, "step must be an int >= 0"),
+        (10, 10, "step must be < total_steps=10"),
+        (0, 0, "total_steps must be an int >= 1"),
+        (1.0, 10, "step must be an int"),
+    ],
+)
 def test_invalid_steps_are_named(step, total, message):
     with pytest.raises(ValueError, match=message):
         EpsSchedule("linear", eps=EPS, warmup=0.5)(step, total)

@@ -1,5 +1,6 @@
 """The TORA protocol in fit(): protocol parsing and config fields, the phase switch, resume across the phase
 boundary, load_trained, and how lambda weighs the phase-2 loss, with a tiny ViT on the built-in digits."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,21 @@ def _tiny_backbones():
         yield
 
 
-BASE = dict(backbone="tiny_vit", dataset="digits", batch_size=64, effective_batch=64, wd_backbone=0.0,
-            wd_head=0.0, cosine=False, image_size=32, device="cpu", workers=0, attack_steps=3, val_steps=5, seed=0)
+BASE = dict(
+    backbone="tiny_vit",
+    dataset="digits",
+    batch_size=64,
+    effective_batch=64,
+    wd_backbone=0.0,
+    wd_head=0.0,
+    cosine=False,
+    image_size=32,
+    device="cpu",
+    workers=0,
+    attack_steps=3,
+    val_steps=5,
+    seed=0,
+)
 
 
 def config(**kw) -> TrainConfig:
@@ -38,16 +52,19 @@ def test_protocol_names_and_fields():
     assert config(protocol="FFT-5", tora_lambda=0.9).run_id() == fft.run_id()  # no effect, same run
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(protocol="TORA-1"), "unknown protocol"),
-    (dict(protocol="TORA-x"), "unknown protocol"),
-    (dict(tora_lambda=1.5), "tora_lambda must be a number in \\[0, 1\\]"),
-    (dict(tora_lambda="high"), "tora_lambda"),
-    (dict(tora_bottleneck=0), "tora_bottleneck must be an int >= 1"),
-    (dict(tora_fusion_dim=None), "tora_fusion_dim must be an int >= 1"),
-    (dict(protocol="TORA-4", tora_phase1_epochs=4), "tora_phase1_epochs < epochs"),
-    (dict(protocol="TORA-4", epochs=1), "tora_phase1_epochs < epochs"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(protocol="TORA-1"), "unknown protocol"),
+        (dict(protocol="TORA-x"), "unknown protocol"),
+        (dict(tora_lambda=1.5), "tora_lambda must be a number in \\[0, 1\\]"),
+        (dict(tora_lambda="high"), "tora_lambda"),
+        (dict(tora_bottleneck=0), "tora_bottleneck must be an int >= 1"),
+        (dict(tora_fusion_dim=None), "tora_fusion_dim must be an int >= 1"),
+        (dict(protocol="TORA-4", tora_phase1_epochs=4), "tora_phase1_epochs < epochs"),
+        (dict(protocol="TORA-4", epochs=1), "tora_phase1_epochs < epochs"),
+    ],
+)
 def test_bad_config_is_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         config(**kw)
@@ -70,8 +87,10 @@ def test_phases_switch_and_resume_across_the_boundary_is_exact(tmp_path):
     resumed = fit(config(out_dir=str(tmp_path / "b"), **kw))
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.metrics[1:] == [{**m, "train_seconds": r["train_seconds"], "images_per_s": r["images_per_s"]}
-                                   for m, r in zip(straight.metrics[1:], resumed.metrics[1:])]
+    assert resumed.metrics[1:] == [
+        {**m, "train_seconds": r["train_seconds"], "images_per_s": r["images_per_s"]}
+        for m, r in zip(straight.metrics[1:], resumed.metrics[1:])
+    ]
     # phase 1 trained the adapters, phase 2 the fusion; the backbone never moved
     init = _Run(config(**kw), progress=False).model
     before = init.state_dict()

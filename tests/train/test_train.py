@@ -5,6 +5,7 @@ does not; linear probing leaves the backbone and its BatchNorm statistics untouc
 resumes to bit-identical weights; a diverging loss stops the run before it reaches the weights; gradient
 accumulation equals the large batch; one step equals the plain reference loop's step.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,10 +27,27 @@ def _tiny_backbones():
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(backbone="tiny_resnet", dataset="digits", random_init=True, protocol="FFT-5", loss="ce",
-                batch_size=64, effective_batch=64, lr_backbone=3e-3, lr_head=3e-3, wd_backbone=0.0, wd_head=0.0,
-                cosine=False, epochs=1, image_size=32, device="cpu", workers=0, val_samples=128, val_steps=5,
-                attack_steps=5)
+    base = dict(
+        backbone="tiny_resnet",
+        dataset="digits",
+        random_init=True,
+        protocol="FFT-5",
+        loss="ce",
+        batch_size=64,
+        effective_batch=64,
+        lr_backbone=3e-3,
+        lr_head=3e-3,
+        wd_backbone=0.0,
+        wd_head=0.0,
+        cosine=False,
+        epochs=1,
+        image_size=32,
+        device="cpu",
+        workers=0,
+        val_samples=128,
+        val_steps=5,
+        attack_steps=5,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -75,8 +93,16 @@ def test_linear_probe_leaves_backbone_and_batchnorm_statistics_unchanged():
 
 
 def test_resume_after_interruption_gives_identical_weights(tmp_path):
-    kw = dict(loss="trades", epochs=3, batch_size=32, effective_batch=64, max_batches=4, cosine=True,
-              optimizer="adamw", lr_backbone=1e-3)
+    kw = dict(
+        loss="trades",
+        epochs=3,
+        batch_size=32,
+        effective_batch=64,
+        max_batches=4,
+        cosine=True,
+        optimizer="adamw",
+        lr_backbone=1e-3,
+    )
     straight = fit(config(out_dir=str(tmp_path / "a"), **kw))
     stopped = fit(config(out_dir=str(tmp_path / "b"), **kw), callback=lambda m: m["epoch"] == 1)
     assert stopped.status == "stopped" and len(stopped.metrics) == 1
@@ -105,6 +131,7 @@ def _poison_criterion(monkeypatch, call: int, effect) -> None:
         def run(model, x, y):
             calls["n"] += 1
             return effect(criterion, model, x, y) if calls["n"] == call else criterion(model, x, y)
+
         return run
 
     monkeypatch.setattr(loop, "make_criterion", poisoned)
@@ -180,16 +207,19 @@ def test_param_groups_split_decay_and_parts():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(protocol="FFT-7"), "unknown protocol"),
-    (dict(loss="mart"), "loss must be one of"),
-    (dict(batch_size=48, effective_batch=64), "multiple of batch_size"),
-    (dict(random_init=False), "pretrained_path"),
-    (dict(attack_eps=0.0), "attack_eps"),
-    (dict(lr_head=float("nan")), "lr_head"),
-    (dict(optimizer="adam"), "optimizer"),
-    (dict(epochs=0), "epochs"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(protocol="FFT-7"), "unknown protocol"),
+        (dict(loss="mart"), "loss must be one of"),
+        (dict(batch_size=48, effective_batch=64), "multiple of batch_size"),
+        (dict(random_init=False), "pretrained_path"),
+        (dict(attack_eps=0.0), "attack_eps"),
+        (dict(lr_head=float("nan")), "lr_head"),
+        (dict(optimizer="adam"), "optimizer"),
+        (dict(epochs=0), "epochs"),
+    ],
+)
 def test_bad_config_is_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         config(**kw)

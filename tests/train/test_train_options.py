@@ -1,5 +1,6 @@
 """Training options (docs/regularizers.md) wired into fit(): GRACE losses (Gram alignment + CurvatureSAM), the consistency
 loss, and the training attack's eps schedule, on the built-in digits dataset with timm's tiny models."""
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,28 @@ def _tiny_backbones():
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(backbone="tiny_resnet", dataset="digits", random_init=True, protocol="FFT-5", loss="classic_at",
-                batch_size=32, effective_batch=32, lr_backbone=3e-3, lr_head=3e-3, wd_backbone=0.0, wd_head=0.0,
-                cosine=False, epochs=2, image_size=32, device="cpu", workers=0, val_samples=32, val_steps=2,
-                attack_steps=2, max_batches=2)
+    base = dict(
+        backbone="tiny_resnet",
+        dataset="digits",
+        random_init=True,
+        protocol="FFT-5",
+        loss="classic_at",
+        batch_size=32,
+        effective_batch=32,
+        lr_backbone=3e-3,
+        lr_head=3e-3,
+        wd_backbone=0.0,
+        wd_head=0.0,
+        cosine=False,
+        epochs=2,
+        image_size=32,
+        device="cpu",
+        workers=0,
+        val_samples=32,
+        val_steps=2,
+        attack_steps=2,
+        max_batches=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -39,15 +58,19 @@ def _finite_rows(metrics: list[dict]) -> bool:
     return all(math.isfinite(v) for row in metrics for v in row.values() if isinstance(v, (int, float)))
 
 
-@pytest.mark.parametrize("kw", [
-    dict(loss="classic_at+grace"),
-    dict(loss="trades+grace", consistency_weight=0.5),
-    dict(loss="classic_at", consistency_weight=1.0),
-    dict(loss="trades", consistency_weight=1.0),
-    dict(loss="ce", consistency_weight=1.0),
-    dict(loss="classic_at", eps_schedule="linear", eps_warmup=1.0),
-    dict(loss="trades", eps_schedule="cosine", eps_start=1 / 255, eps_warmup=0.5),
-], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(loss="classic_at+grace"),
+        dict(loss="trades+grace", consistency_weight=0.5),
+        dict(loss="classic_at", consistency_weight=1.0),
+        dict(loss="trades", consistency_weight=1.0),
+        dict(loss="ce", consistency_weight=1.0),
+        dict(loss="classic_at", eps_schedule="linear", eps_warmup=1.0),
+        dict(loss="trades", eps_schedule="cosine", eps_start=1 / 255, eps_warmup=0.5),
+    ],
+    ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
+)
 def test_each_option_trains_two_epochs_without_nan(kw):
     cfg = config(**kw)
     result = fit(cfg)
@@ -85,8 +108,17 @@ def test_make_criterion_plain_without_options_and_composed_with_them():
 
 
 def test_grace_resume_is_exact(tmp_path):
-    kw = dict(loss="trades+grace", consistency_weight=0.5, eps_schedule="linear", eps_warmup=1.0, batch_size=16,
-              effective_batch=32, max_batches=4, cosine=True, optimizer="adamw")
+    kw = dict(
+        loss="trades+grace",
+        consistency_weight=0.5,
+        eps_schedule="linear",
+        eps_warmup=1.0,
+        batch_size=16,
+        effective_batch=32,
+        max_batches=4,
+        cosine=True,
+        optimizer="adamw",
+    )
     straight = fit(config(out_dir=str(tmp_path / "a"), **kw))
     stopped = fit(config(out_dir=str(tmp_path / "b"), **kw), callback=lambda m: m["epoch"] == 1)
     assert stopped.status == "stopped" and len(stopped.metrics) == 1
@@ -102,21 +134,27 @@ def test_grace_resume_is_exact(tmp_path):
     assert [m["attack_eps_now"] for m in resumed.metrics] == [m["attack_eps_now"] for m in straight.metrics]
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(loss="grace"), "loss must be one of"),
-    (dict(grace_gram_weight=-1.0), "grace_gram_weight"),
-    (dict(grace_rho=float("nan")), "grace_rho"),
-    (dict(grace_beta2=1.0), "grace_beta2"),
-    (dict(consistency_weight=-0.1), "consistency_weight"),
-    (dict(eps_schedule="step"), "eps_schedule must be one of"),
-    (dict(eps_start=-1.0), "eps_start"),
-    (dict(eps_start=8 / 255, attack_eps=4 / 255), "eps_start"),
-    (dict(eps_warmup=1.5), "eps_warmup"),
-    (dict(loss="ce", eps_schedule="linear"), r"eps_schedule.*loss='ce'"),
-    (dict(backbone="tiny_vit", protocol="TORA-2", epochs=None, loss="trades+grace"), r"TORA.*loss='trades\+grace'"),
-    (dict(backbone="tiny_vit", protocol="TORA-2", epochs=None, consistency_weight=1.0), r"TORA.*consistency_weight"),
-    (dict(backbone="tiny_vit", protocol="TORA-2", epochs=None, eps_schedule="cosine"), r"TORA.*eps_schedule"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(loss="grace"), "loss must be one of"),
+        (dict(grace_gram_weight=-1.0), "grace_gram_weight"),
+        (dict(grace_rho=float("nan")), "grace_rho"),
+        (dict(grace_beta2=1.0), "grace_beta2"),
+        (dict(consistency_weight=-0.1), "consistency_weight"),
+        (dict(eps_schedule="step"), "eps_schedule must be one of"),
+        (dict(eps_start=-1.0), "eps_start"),
+        (dict(eps_start=8 / 255, attack_eps=4 / 255), "eps_start"),
+        (dict(eps_warmup=1.5), "eps_warmup"),
+        (dict(loss="ce", eps_schedule="linear"), r"eps_schedule.*loss='ce'"),
+        (dict(backbone="tiny_vit", protocol="TORA-2", epochs=None, loss="trades+grace"), r"TORA.*loss='trades\+grace'"),
+        (
+            dict(backbone="tiny_vit", protocol="TORA-2", epochs=None, consistency_weight=1.0),
+            r"TORA.*consistency_weight",
+        ),
+        (dict(backbone="tiny_vit", protocol="TORA-2", epochs=None, eps_schedule="cosine"), r"TORA.*eps_schedule"),
+    ],
+)
 def test_bad_values_name_the_field(kw, match):
     with pytest.raises(ValueError, match=match):
         config(**kw)
@@ -125,10 +163,21 @@ def test_bad_values_name_the_field(kw, match):
 def test_defaults_keep_existing_run_ids_and_hparams():
     # computed before the options existed
     assert TrainConfig(backbone="tiny_resnet", dataset="digits", random_init=True).run_id() == "2c98ae370d7d"
-    assert TrainConfig(backbone="vit_b16", dataset="cifar10", pretrained_path="/x/w.pt", loss="trades",
-                       protocol="FFT-5").run_id() == "67e205dbf542"
-    new = {"grace_gram_weight", "grace_rho", "grace_beta2", "consistency_weight", "eps_schedule", "eps_start",
-           "eps_warmup"}
+    assert (
+        TrainConfig(
+            backbone="vit_b16", dataset="cifar10", pretrained_path="/x/w.pt", loss="trades", protocol="FFT-5"
+        ).run_id()
+        == "67e205dbf542"
+    )
+    new = {
+        "grace_gram_weight",
+        "grace_rho",
+        "grace_beta2",
+        "consistency_weight",
+        "eps_schedule",
+        "eps_start",
+        "eps_warmup",
+    }
     assert not new & set(config().hparams())
     assert {"grace_gram_weight", "grace_rho", "grace_beta2"} <= set(config(loss="trades+grace").hparams())
     assert "consistency_weight" in config(consistency_weight=0.5).hparams()
@@ -140,17 +189,29 @@ def test_defaults_keep_existing_run_ids_and_hparams():
 def test_grid_loss_axis_and_schedule_axis():
     from rft_fast.grid.spec import expand, load_spec, search_space
 
-    spec = load_spec({
-        "backbones": ["tiny_resnet"], "losses": ["trades", "trades+grace"], "protocols": ["FFT-5"],
-        "datasets": ["digits"], "random_init": True, "search": {"lr_backbone": {"loguniform": [1e-5, 1e-3]}},
-        "axes": {"eps_schedule": ["constant", "cosine"]}, "budget_minutes": 1, "store": "runs/t/r.sqlite",
-        "out_dir": "runs/t",
-    })
+    spec = load_spec(
+        {
+            "backbones": ["tiny_resnet"],
+            "losses": ["trades", "trades+grace"],
+            "protocols": ["FFT-5"],
+            "datasets": ["digits"],
+            "random_init": True,
+            "search": {"lr_backbone": {"loguniform": [1e-5, 1e-3]}},
+            "axes": {"eps_schedule": ["constant", "cosine"]},
+            "budget_minutes": 1,
+            "store": "runs/t/r.sqlite",
+            "out_dir": "runs/t",
+        }
+    )
     configs = expand(spec)
     trains = []
     for c in configs:
         hparams = {d.name: d.low for d in search_space(spec, c)}
         trains.append(TrainConfig(**c.train_fields(spec), **hparams))
     assert sorted((t.loss, t.eps_schedule) for t in trains) == [
-        ("trades", "constant"), ("trades", "cosine"), ("trades+grace", "constant"), ("trades+grace", "cosine")]
+        ("trades", "constant"),
+        ("trades", "cosine"),
+        ("trades+grace", "constant"),
+        ("trades+grace", "cosine"),
+    ]
     assert len({t.run_id() for t in trains}) == 4
