@@ -11,7 +11,7 @@ import yaml
 MAX_DEPTH = 32  # YAML nesting levels a spec may use (a spec needs 4)
 
 
-class _Loader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """SafeLoader for specs: 1e-6 is a float (YAML 1.1 wants 1.0e-6; users write both); only true / false are
     booleans (YAML 1.1's yes / no / on / off stay strings, which a boolean field then refuses); a key given twice
     in one mapping and nesting deeper than MAX_DEPTH are errors (PyYAML keeps the last value, and recurses)."""
@@ -41,13 +41,13 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_Loader.yaml_implicit_resolvers = {
+StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
+StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-_Loader.add_implicit_resolver(
+StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)$"), list("-+0123456789.")
 )

@@ -34,7 +34,7 @@ import yaml
 from rft_fast import models
 from rft_fast.checks import Rule, check_fields, show, suggest
 from rft_fast.grid.configs import GRID_RULES, Config, GridSpec, expand, search_space, weights_path
-from rft_fast.grid.loader import MAX_DEPTH, _Loader
+from rft_fast.grid.loader import MAX_DEPTH, StrictLoader
 from rft_fast.grid.search import (
     BACKBONE_DIMS,
     GRID_OWNED,
@@ -83,7 +83,6 @@ __all__ = [
     "spec_keys",
     "validate",
     "weights_path",
-    "_Loader",
 ]
 
 
@@ -178,7 +177,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text (byte {err.start} is {data[err.start]:#04x})") from None
     try:
-        raw = yaml.load(text, Loader=_Loader)
+        raw = yaml.load(text, Loader=StrictLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

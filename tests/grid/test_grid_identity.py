@@ -11,12 +11,12 @@ import yaml
 from rft_fast import cli
 from rft_fast.eval import EvalSettings, RunInfo
 from rft_fast.grid import expand, load_spec
-from rft_fast.grid.spec import _Loader
+from rft_fast.grid.loader import StrictLoader
 from rft_fast.grid.status import TUNE_STAGE, config_status, eval_settings, missing_threats, run_info
 from rft_fast.results import Measurement, Store, smoothing_mode
 from rft_fast.results.importing import import_csv
 
-SPEC = yaml.load(open("examples/quick.yaml"), Loader=_Loader)
+SPEC = yaml.load(open("examples/quick.yaml"), Loader=StrictLoader)
 
 
 def _spec(tmp_path, **changes):
