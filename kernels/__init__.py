@@ -17,13 +17,13 @@ from torch import Tensor
 
 from . import l1, l2, linf
 from .kl import kl_backward, kl_forward
-from .utils import check_per_sample, check_rows
+from .utils import StepCall, check_per_sample, check_rows
 
 __all__ = ["project", "pgd_step", "apgd_step", "kl_forward", "kl_backward"]
 
 # norm -> its module. Each exposes the same two launchers (docs/kernels.md, "Adding a norm"):
 #   project(out, x_adv, x, eps)
-#   step(out, x_next, x_adv, x_prev, x, grad, step, eps, keep, momentum, apgd)
+#   step(call: StepCall)  (out, x_next, x_adv, x_prev, x, grad, step, eps, keep, momentum, apgd)
 # step writes the pgd step into out and, when apgd, APGD's momentum point into x_next (z = out); a norm
 # ignores what its rule does not read (keep: L1 only; x_next, x_prev, momentum: apgd only).
 NORM_MODULES: dict[str, ModuleType] = {"Linf": linf, "L2": l2, "L1": l1}
@@ -53,7 +53,7 @@ def pgd_step(
     check_per_sample(x, torch.float32, step, eps)
     check_per_sample(x, torch.int64, keep)
     if x.numel():
-        module.step(out, out, x_adv, x_adv, x, grad, step, eps, keep, 1.0, False)
+        module.step(StepCall(out, out, x_adv, x_adv, x, grad, step, eps, keep, 1.0, False))
 
 
 def apgd_step(
@@ -75,4 +75,4 @@ def apgd_step(
     check_per_sample(x, torch.float32, step, eps)
     check_per_sample(x, torch.int64, keep)
     if x.numel():
-        module.step(z, x_next, x_adv, x_prev, x, grad, step, eps, keep, float(momentum), True)
+        module.step(StepCall(z, x_next, x_adv, x_prev, x, grad, step, eps, keep, float(momentum), True))

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .nonfinite import _finite, _poison, _positive
 from .search import INF_BITS, _kary_candidates, _kary_narrow
-from .utils import SEARCH_K, search_settings
+from .utils import SEARCH_K, StepCall, search_settings
 
 # The point a pass projects (STAGE of _l1_block): x_adv itself, the sparse step, or APGD's momentum point.
 _PROJECT = tl.constexpr(0)
@@ -234,19 +234,8 @@ def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
     _launch(out, out, x_adv, x, x, x, eps, eps, eps, 0.0, _PROJECT)  # what the stage does not read: anything
 
 
-def step(
-    out: Tensor,
-    x_next: Tensor,
-    x_adv: Tensor,
-    x_prev: Tensor,
-    x: Tensor,
-    grad: Tensor,
-    step_size: Tensor,
-    eps: Tensor,
-    keep: Tensor,
-    momentum: float,
-    apgd: bool,
-) -> None:
+def step(call: StepCall) -> None:
     """out = project(x_adv + step * sign(g) [|g| >= tau] / cnt): APGD-L1's sparse step, tau the keep-th largest |g|;
     apgd: x_next = project(x_adv + a (out - x_adv) + (1 - a)(x_adv - x_prev)), a = momentum."""
+    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd = call
     _launch(out, x_next, x_adv, x_prev, x, grad, keep, step_size, eps, momentum, _MOMENTUM if apgd else _STEP)

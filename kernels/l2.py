@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .nonfinite import _finite, _poison, _positive
 from .search import ONE_BITS, _kary_candidates, _kary_narrow
-from .utils import SEARCH_K, chunk_settings, num_warps_for, search_settings
+from .utils import SEARCH_K, StepCall, chunk_settings, num_warps_for, search_settings
 
 # ---------------------------------------------------------------- steps
 
@@ -145,21 +145,10 @@ def _l2_step_kernel(
             tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
 
 
-def step(
-    out: Tensor,
-    x_next: Tensor,
-    x_adv: Tensor,
-    x_prev: Tensor,
-    x: Tensor,
-    grad: Tensor,
-    step_size: Tensor,
-    eps: Tensor,
-    keep: Tensor,
-    momentum: float,
-    apgd: bool,
-) -> None:
+def step(call: StepCall) -> None:
     """out = clamp(x + d1 * min(eps, ||d1||) / ||d1||, 0, 1), d1 = x_adv - x + step * grad / ||grad||;
     apgd: x_next = clamp(x + d2 * min(eps, ||d2||) / ||d2||, 0, 1), d2 = w - x (APGD momentum w). keep unused."""
+    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd = call
     n, d = x.shape
     block, num_chunks, chunks_p2 = chunk_settings(d)
     partial = torch.empty((n, 4, num_chunks), dtype=torch.float32, device=x.device)

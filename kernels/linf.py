@@ -13,7 +13,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .nonfinite import _finite, _poison, _positive
-from .utils import ELEMENTWISE_BLOCK, num_warps_for
+from .utils import ELEMENTWISE_BLOCK, StepCall, num_warps_for
 
 
 @triton.jit
@@ -102,20 +102,9 @@ def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
     )
 
 
-def step(
-    out: Tensor,
-    x_next: Tensor,
-    x_adv: Tensor,
-    x_prev: Tensor,
-    x: Tensor,
-    grad: Tensor,
-    step_size: Tensor,
-    eps: Tensor,
-    keep: Tensor,
-    momentum: float,
-    apgd: bool,
-) -> None:
+def step(call: StepCall) -> None:
     """out = project(x_adv + step * sign(grad)); apgd: x_next = project of the momentum point (keep unused)."""
+    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd = call
     numel, d = x.numel(), x.shape[1]
     _linf_step_kernel[_grid(numel)](
         out,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 from torch import Tensor
@@ -96,3 +98,20 @@ def check_logits(*logits: Tensor) -> None:
             )
         if t.device != first.device:
             raise ValueError(f"all tensors must be on {first.device}, got {t.device}")
+
+
+class StepCall(NamedTuple):
+    """What every norm module's `step(call)` receives (kernels/__init__.py builds it): the one signature of the
+    projected-step launchers, so dispatch is a table. A norm ignores what its rule does not read."""
+
+    out: Tensor  # [N, D] the step's point z (pgd_step's result)
+    x_next: Tensor  # [N, D] APGD's next point (apgd only; out itself for a plain step)
+    x_adv: Tensor  # [N, D]
+    x_prev: Tensor  # [N, D] APGD's previous point (apgd only)
+    x: Tensor  # [N, D] the clean rows (the ball's centres)
+    grad: Tensor  # [N, D]
+    step_size: Tensor  # [N] float32
+    eps: Tensor  # [N] float32
+    keep: Tensor  # [N] int64: L1's top-k size
+    momentum: float  # APGD's alpha (apgd only)
+    apgd: bool
