@@ -29,18 +29,13 @@ from rft_fast.modes import eval_mode
 DEFAULT_MODELS = ("resnet50", "convnext_tiny", "vit_small_patch16_224")
 IMPLS = ("rft-fast", "rft-fast-aa", "pyautoattack", "reference")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+# fmt: off
 COLUMNS = (
-    ("model", "model", "<22"),
-    ("dtype", "dtype", "<8"),
-    ("impl", "impl", "<12"),
-    ("batch", "batch", ">5"),
-    ("size", "px", ">4"),
-    ("median_s", "s/batch", ">8.3f"),
-    ("images_per_s", "img/s", ">8.1f"),
-    ("robust_acc", "rob.acc", ">7.3f"),
-    ("vs_aa", "x AA", ">6.2f"),
-    ("vs_aa_fp32", "x AA fp32", ">9.2f"),
+    ("model", "model", "<22"), ("dtype", "dtype", "<8"), ("impl", "impl", "<12"), ("batch", "batch", ">5"),
+    ("size", "px", ">4"), ("median_s", "s/batch", ">8.3f"), ("images_per_s", "img/s", ">8.1f"),
+    ("robust_acc", "rob.acc", ">7.3f"), ("vs_aa", "x AA", ">6.2f"), ("vs_aa_fp32", "x AA fp32", ">9.2f"),
 )
+# fmt: on
 
 
 class _Autocast(nn.Module):

@@ -20,16 +20,13 @@ from rft_fast.bench import common
 from rft_fast.eval import corruptions
 from rft_fast.eval.autoattack import NORMS, STUDY_EPS, autoattack
 
+# fmt: off
 COLUMNS = (
-    ("part", "part", "<12"),
-    ("what", "what", "<14"),
-    ("n", "n", ">5"),
-    ("size", "px", ">4"),
-    ("workers", "workers", ">7"),
-    ("seconds", "seconds", ">9.2f"),
-    ("per_image_ms", "ms/img", ">9.2f"),
+    ("part", "part", "<12"), ("what", "what", "<14"), ("n", "n", ">5"), ("size", "px", ">4"),
+    ("workers", "workers", ">7"), ("seconds", "seconds", ">9.2f"), ("per_image_ms", "ms/img", ">9.2f"),
     ("accuracy", "acc", ">6.3f"),
 )
+# fmt: on
 
 
 def defaults(device: torch.device) -> tuple[int, int]:

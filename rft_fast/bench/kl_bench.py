@@ -16,17 +16,13 @@ from rft_fast.bench import common
 
 DEFAULT_CLASSES = (10, 102, 1000, 21843)
 DEFAULT_BATCHES = (64, 256)
+# fmt: off
 COLUMNS = (
-    ("backend", "backend", "<7"),
-    ("n", "N", ">5"),
-    ("c", "C", ">6"),
-    ("dtype", "dtype", "<8"),
-    ("median_ms", "ms", ">9.3f"),
-    ("gbps", "GB/s", ">8.2f"),
-    ("copy_gbps", "copy GB/s", ">9.2f"),
-    ("pct_of_copy", "%copy", ">6.1f"),
-    ("vs_torch", "x torch", ">8.2f"),
+    ("backend", "backend", "<7"), ("n", "N", ">5"), ("c", "C", ">6"), ("dtype", "dtype", "<8"),
+    ("median_ms", "ms", ">9.3f"), ("gbps", "GB/s", ">8.2f"), ("copy_gbps", "copy GB/s", ">9.2f"),
+    ("pct_of_copy", "%copy", ">6.1f"), ("vs_torch", "x torch", ">8.2f"),
 )
+# fmt: on
 
 
 def bench_backends(device: torch.device) -> list[str]:

@@ -105,18 +105,13 @@ def run(
     return {"meta": environment(dev, " ".join(sys.argv)), "rows": [asdict(r) for r in rows]}
 
 
+# fmt: off
 COLUMNS = (
-    ("op", "op", "<10"),
-    ("norm", "norm", "<5"),
-    ("backend", "backend", "<7"),
-    ("shape", "shape", "<16"),
-    ("dtype", "dtype", "<8"),
-    ("median_ms", "ms", ">9.3f"),
-    ("gbps", "GB/s", ">8.2f"),
-    ("copy_gbps", "copy GB/s", ">9.2f"),
-    ("pct_of_copy", "%copy", ">6.1f"),
-    ("vs_torch", "x torch", ">8.2f"),
+    ("op", "op", "<10"), ("norm", "norm", "<5"), ("backend", "backend", "<7"), ("shape", "shape", "<16"),
+    ("dtype", "dtype", "<8"), ("median_ms", "ms", ">9.3f"), ("gbps", "GB/s", ">8.2f"),
+    ("copy_gbps", "copy GB/s", ">9.2f"), ("pct_of_copy", "%copy", ">6.1f"), ("vs_torch", "x torch", ">8.2f"),
 )
+# fmt: on
 
 
 def format_table(result: dict[str, object]) -> str:

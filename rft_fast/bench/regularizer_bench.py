@@ -25,16 +25,13 @@ from rft_fast.train.grace import CurvatureSAM, preserved_buffers
 
 LOSSES = ("classic_at", "trades")  # the registry losses (train.loss_registry) that GRACE and consistency wrap
 VARIANTS = ("plain", "gram", "grace", "consistency")
+# fmt: off
 COLUMNS = (
-    ("model", "model", "<14"),
-    ("loss", "loss", "<10"),
-    ("variant", "variant", "<12"),
-    ("batch", "batch", ">5"),
-    ("size", "px", ">4"),
-    ("median_s", "step s", ">8.4f"),
-    ("images_per_s", "img/s", ">8.1f"),
+    ("model", "model", "<14"), ("loss", "loss", "<10"), ("variant", "variant", "<12"), ("batch", "batch", ">5"),
+    ("size", "px", ">4"), ("median_s", "step s", ">8.4f"), ("images_per_s", "img/s", ">8.1f"),
     ("overhead", "x plain", ">7.2f"),
 )
+# fmt: on
 
 
 def step_fn(

@@ -22,17 +22,13 @@ from rft_fast.train.config import TrainConfig
 from rft_fast.train.criterion import make_criterion
 
 METHODS = ("FFT", "LP", "TORA-phase1", "TORA-phase2")
+# fmt: off
 COLUMNS = (
-    ("backbone", "backbone", "<34"),
-    ("method", "method", "<12"),
-    ("batch", "batch", ">5"),
-    ("size", "px", ">4"),
-    ("trainable_m", "train M", ">8.2f"),
-    ("total_m", "total M", ">8.2f"),
-    ("median_s", "step s", ">8.3f"),
-    ("images_per_s", "img/s", ">8.1f"),
-    ("peak_gb", "peak GB", ">8.3f"),
+    ("backbone", "backbone", "<34"), ("method", "method", "<12"), ("batch", "batch", ">5"), ("size", "px", ">4"),
+    ("trainable_m", "train M", ">8.2f"), ("total_m", "total M", ">8.2f"), ("median_s", "step s", ">8.3f"),
+    ("images_per_s", "img/s", ">8.1f"), ("peak_gb", "peak GB", ">8.3f"),
 )
+# fmt: on
 
 
 def bench_tora(

@@ -20,18 +20,13 @@ from rft_fast.bench.memory import cuda_peak, saved_activation_peak
 from rft_fast.losses import TRADESLoss
 
 DEFAULT_MODELS = ("resnet50", "convnext_tiny", "vit_small_patch16_224")
+# fmt: off
 COLUMNS = (
-    ("model", "model", "<22"),
-    ("variant", "variant", "<13"),
-    ("batch", "batch", ">5"),
-    ("size", "px", ">4"),
-    ("median_s", "step s", ">8.3f"),
-    ("saved_gb", "saved GB", ">9.3f"),
-    ("cuda_peak_gb", "cuda GB", ">8.3f"),
-    ("mem_ratio", "mem/std", ">8.3f"),
-    ("time_ratio", "time/std", ">9.3f"),
-    ("max_batch", "max batch", ">9"),
+    ("model", "model", "<22"), ("variant", "variant", "<13"), ("batch", "batch", ">5"), ("size", "px", ">4"),
+    ("median_s", "step s", ">8.3f"), ("saved_gb", "saved GB", ">9.3f"), ("cuda_peak_gb", "cuda GB", ">8.3f"),
+    ("mem_ratio", "mem/std", ">8.3f"), ("time_ratio", "time/std", ">9.3f"), ("max_batch", "max batch", ">9"),
 )
+# fmt: on
 VARIANTS = {"standard": False, "memory-saving": True}
 
 

@@ -26,20 +26,14 @@ DEFAULT_MODELS = ("resnet50", "convnext_tiny", "vit_small_patch16_224")
 LOSSES = ("classic_at", "trades")  # the registry losses (train.loss_registry) that reference.train_step mirrors
 IMPLS = ("rft-fast", "reference")
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+# fmt: off
 COLUMNS = (
-    ("model", "model", "<22"),
-    ("loss", "loss", "<10"),
-    ("dtype", "dtype", "<8"),
-    ("impl", "impl", "<9"),
-    ("batch", "batch", ">5"),
-    ("size", "px", ">4"),
-    ("median_s", "step s", ">8.3f"),
-    ("images_per_s", "img/s", ">8.1f"),
-    ("speedup", "x ref", ">6.2f"),
-    ("saved_gb", "saved GB", ">9.3f"),
-    ("cuda_peak_gb", "cuda GB", ">8.3f"),
-    ("mem_ratio", "mem/ref", ">8.3f"),
+    ("model", "model", "<22"), ("loss", "loss", "<10"), ("dtype", "dtype", "<8"), ("impl", "impl", "<9"),
+    ("batch", "batch", ">5"), ("size", "px", ">4"), ("median_s", "step s", ">8.3f"),
+    ("images_per_s", "img/s", ">8.1f"), ("speedup", "x ref", ">6.2f"), ("saved_gb", "saved GB", ">9.3f"),
+    ("cuda_peak_gb", "cuda GB", ">8.3f"), ("mem_ratio", "mem/ref", ">8.3f"),
 )
+# fmt: on
 
 
 def defaults(device: torch.device) -> tuple[int, int]:
