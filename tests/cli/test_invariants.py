@@ -4,6 +4,7 @@ before the registries existed) and the CLI's flags, subcommands, choices and def
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -67,3 +68,39 @@ def test_every_cli_flag_subcommand_choice_and_default_is_kept() -> None:
     now = cli_surface(build_parser())
     lost = [entry for entry in before if entry not in now]
     assert not lost, f"flags changed or removed: {lost}"
+
+
+# The public API the README lists (its "Public API" section), module -> names.
+PUBLIC_API = {
+    "rft_fast.ops": ["project", "pgd_step", "apgd_step", "trades_kl", "trades_objective", "backends"],
+    "rft_fast.attacks": ["APGD", "PGD", "FGSMRS", "NonFiniteError"],
+    "rft_fast.losses": ["ClassicATLoss", "TRADESLoss"],
+    "rft_fast.reference": ["project", "pgd_step", "apgd_step", "trades_kl", "pgd_attack", "apgd_attack", "train_step"],
+    "rft_fast.models": [
+        "create",
+        "list_backbones",
+        "get",
+        "format_table",
+        "register",
+        "BackboneSpec",
+        "convert_checkpoint",
+    ],
+    "rft_fast.data": ["build", "loader", "to_device", "stratified_subset", "DATASETS"],
+    "rft_fast.train": ["TrainConfig", "fit", "load_trained"],
+    "rft_fast.train.schedule": ["EpsSchedule"],
+    "rft_fast.train.grace": ["CurvatureSAM"],
+    "rft_fast.regularizers": ["GraceLoss", "ConsistencyLoss", "Shift", "gram_alignment_loss"],
+    "rft_fast.eval": ["evaluate", "EvalSettings"],
+    "rft_fast.eval.entry": ["evaluate_checkpoint"],
+    "rft_fast.eval.smoothing": ["certify"],
+    "rft_fast.results": ["Store", "Measurement", "to_csv", "to_json", "format_table"],
+    "rft_fast.results.importing": ["import_csv"],
+    "rft_fast.grid": ["load_spec", "expand", "search_space", "plan", "read_bench"],
+    "rft_fast.report": ["write", "borda", "trades_vs_classic", "tier1_odds"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_API))
+def test_the_readme_public_api_is_importable(module: str) -> None:
+    imported = importlib.import_module(module)
+    assert [name for name in PUBLIC_API[module] if not hasattr(imported, name)] == []
