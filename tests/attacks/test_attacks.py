@@ -360,6 +360,7 @@ def test_agrees_with_autoattack_apgd(digits, norm, loss):
     assert_feasible(ours, x, eps, norm)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["Linf", "L2", "L1"])
 def test_agrees_with_autoattack_apgd_on_independent_draws(digits, norm):
     """Not just the same draws: rft-fast's robust accuracy averaged over seeds 1-3 (draws AutoAttack never

@@ -88,6 +88,7 @@ def test_bench_kl_rows(tmp_path):
     assert all(r["gbps"] > 0 and r["copy_gbps"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_bench_trades_memory_saving_halves_saved_activations(tmp_path):
     pytest.importorskip("timm")
     out = tmp_path / "trades.json"

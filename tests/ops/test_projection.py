@@ -64,6 +64,7 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 cases = st.tuples(st.integers(1, 4), st.integers(1, 300), st.sampled_from(NORMS), st.integers(0, 2**31 - 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ("triton", "cpp", "torch"))
 @SETTINGS
 @given(case=cases)
