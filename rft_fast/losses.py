@@ -20,14 +20,16 @@ from rft_fast.modes import eval_mode
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
-def _check_batch(x: Tensor, y: Tensor) -> None:
+def check_batch(x: Tensor, y: Tensor) -> None:
+    """Refuses anything but a float image batch x (N, ...) with int64 labels y (N,) (the losses' and GRACE's inputs)."""
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise ValueError(f"x must be a floating-point image batch (N, ...), got {getattr(x, 'shape', type(x))}")
     if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
         raise ValueError(f"y must be int64 labels of shape ({x.shape[0]},), got {getattr(y, 'dtype', type(y))}")
 
 
-def _adversarial(attack: Attack, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def adversarial_examples(attack: Attack, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The attack's examples for a training loss: the attack runs in eval mode (modes restored after), detached."""
     with eval_mode(model):
         x_adv = attack(model, x, y)
     return x_adv.detach()
@@ -40,8 +42,8 @@ class ClassicATLoss:
     attack: Attack
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        _check_batch(x, y)
-        x_adv = _adversarial(self.attack, model, x, y)
+        check_batch(x, y)
+        x_adv = adversarial_examples(self.attack, model, x, y)
         return nn.functional.cross_entropy(model(x_adv).float(), y)
 
 
@@ -64,8 +66,8 @@ class TRADESLoss:
         ops.check_beta(self.beta)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        _check_batch(x, y)
-        x_adv = _adversarial(self.attack, model, x, y)
+        check_batch(x, y)
+        x_adv = adversarial_examples(self.attack, model, x, y)
         if not self.memory_saving:
             logits_clean = model(x)
             return ops.trades_objective(logits_clean, model(x_adv), y, self.beta)

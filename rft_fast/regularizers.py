@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from rft_fast import ops
 from rft_fast.checks import is_int, is_real
-from rft_fast.losses import ClassicATLoss, TRADESLoss, _adversarial, _check_batch
+from rft_fast.losses import ClassicATLoss, TRADESLoss, adversarial_examples, check_batch
 from rft_fast.models.wrapper import Normalized
 
 Criterion = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -211,8 +211,8 @@ class GraceLoss:
         _weight("gram_weight", self.gram_weight)
 
     def batch(self, model: nn.Module, x: Tensor, y: Tensor) -> GraceBatch:
-        _check_batch(x, y)
-        return GraceBatch(x, _adversarial(self.base.attack, model, x, y), self.shift(x).detach(), y)
+        check_batch(x, y)
+        return GraceBatch(x, adversarial_examples(self.base.attack, model, x, y), self.shift(x).detach(), y)
 
     def objective(self, model: nn.Module, b: GraceBatch) -> Tensor:
         f_clean, logits_clean = features_and_logits(model, b.x)
