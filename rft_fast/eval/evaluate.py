@@ -78,12 +78,7 @@ def evaluate(
         threat: str, accuracy: float, n: int, seconds: float, extra: dict[str, Any] | None = None, **key: Any
     ) -> None:
         m = Measurement(
-            run_id=run.run_id,
-            dataset=run.dataset,
-            backbone=run.backbone,
-            loss=run.loss,
-            protocol=run.protocol,
-            hparams=run.hparams,
+            **run.columns(),
             threat=threat,
             accuracy=accuracy,
             n=n,

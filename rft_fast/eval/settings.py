@@ -12,7 +12,7 @@ for a few (FIELD_FLAGS: eps is one flag per norm, --eps-linf / --eps-l2 / --eps-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rft_fast.checks import Rule, is_real, suggest
@@ -49,6 +49,22 @@ class RunInfo:
     loss: str
     protocol: str
     hparams: dict[str, Any] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, Any]:
+        """The store's model columns of this run (a Measurement's identity; Store.query's filter)."""
+        return asdict(self)
+
+
+def as_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The mapping form of EvalSettings' fields (YAML, JSON) as its arguments: a single threat name is a
+    one-threat tuple, lists are tuples."""
+    out = dict(values)
+    if isinstance(out.get("threats"), str):
+        out["threats"] = (out["threats"],)
+    for name in LIST_FIELDS:
+        if isinstance(out.get(name), list):
+            out[name] = tuple(out[name])
+    return out
 
 
 @dataclass
@@ -116,13 +132,7 @@ class EvalSettings:
         if unknown:
             hint = suggest(unknown[0], known) if len(unknown) == 1 else ""
             raise ValueError(f"unknown {prefix}field(s) {unknown}{hint}; known: {known}")
-        out = dict(values)
-        if isinstance(out.get("threats"), str):
-            out["threats"] = (out["threats"],)
-        for name in LIST_FIELDS:
-            if isinstance(out.get(name), list):
-                out[name] = tuple(out[name])
-        return cls(**out)
+        return cls(**as_arguments(values))
 
 
 def _numbers(name: str, values: Any, rule: str, ok: Callable[[float], bool]) -> tuple[float, ...]:

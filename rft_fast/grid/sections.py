@@ -13,7 +13,7 @@ from typing import Any
 
 from rft_fast.checks import Rule, check_fields, show, suggest
 from rft_fast.eval.settings import FIELD_RULES as EVAL_FIELD_RULES
-from rft_fast.eval.settings import LIST_FIELDS, EvalSettings, all_threats
+from rft_fast.eval.settings import LIST_FIELDS, EvalSettings, all_threats, as_arguments
 from rft_fast.study import NORMS, STUDY_EPS
 from rft_fast.train.config import MAX_EPOCHS, REPORTED_METRICS
 
@@ -164,10 +164,4 @@ def eval_values(values: dict[str, Any]) -> dict[str, Any]:
     owned = [k for k in values if k in EVAL_OWNED]
     if owned:
         raise ValueError(f"eval.{owned[0]}: set by the grid itself: {EVAL_OWNED[owned[0]]}")
-    out = dict(values)
-    if isinstance(out.get("threats"), str):
-        out["threats"] = (out["threats"],)
-    for name in LIST_FIELDS:
-        if isinstance(out.get(name), list):
-            out[name] = tuple(out[name])
-    return out
+    return as_arguments(values)

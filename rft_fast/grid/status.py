@@ -27,18 +27,10 @@ def missing_threats(store: Store, run: RunInfo, settings: EvalSettings, n: int |
     would measure them (same eps, mode, severity and EvalSettings.identity(): requested n, subset seed, seed;
     and, when given, `n` images): what an evaluation still has to measure. A row of other settings is stale.
     Each threat's rows are its registry entry's expected rows for `settings` (rft_fast.results.threats)."""
-    model = {
-        "run_id": run.run_id,
-        "dataset": run.dataset,
-        "backbone": run.backbone,
-        "loss": run.loss,
-        "protocol": run.protocol,
-        "hparams": run.hparams,
-    }
     identity = settings.identity()
     have = {
         (m.threat, m.eps, m.corruption, m.severity, m.mode)
-        for m in store.query(**model)
+        for m in store.query(**run.columns())
         if m.versions.get("eval") == identity and (n is None or m.n == n)
     }
     return [t for t in settings.threats if not expected_rows(t, settings) <= have]
