@@ -33,14 +33,19 @@ class ImageSource(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return to_uint8(self.base[index][0], self.image_size), int(self.labels[index])
+        return to_uint8(self.native(index), self.image_size), int(self.labels[index])
+
+    def native(self, index: int) -> Image.Image:
+        """Item `index` as an RGB PIL image at its native resolution (before any resize): what the study's
+        corruptions are applied to."""
+        return self.base[index][0].convert("RGB")
 
 
 def to_uint8(image: Image.Image, size: int) -> torch.Tensor:
     """PIL image -> RGB uint8 tensor (3, size, size): plain (aspect-changing) antialiased bilinear resize."""
     from torchvision.transforms.v2 import functional as F
 
-    tensor = F.pil_to_tensor(image.convert("RGB"))
+    tensor = F.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
     return F.resize(tensor, [size, size], antialias=True)
 
 
