@@ -8,6 +8,10 @@ TORCHVISION ?= torchvision==0.29.1
 # Pinned: another ruff version may format differently, and `make test` checks the formatting.
 RUFF ?= ruff==0.17.6
 BIN := $(VENV)/bin
+# Tests run in one process per core (pytest-xdist), at most TEST_WORKERS; the Ray tests share one worker
+# (tests/markers.py groups them), so two Ray clusters never compete. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 4
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadgroup)
 # The CUDA toolkit root (its lib64/ holds libcudart.so); the nvcc on PATH may be a wrapper elsewhere.
 CUDA_HOME ?= $(shell for d in /usr/local/cuda /usr/local/cuda-*; do [ -e $$d/lib64/libcudart.so ] && echo $$d && break; done)
 export CUDA_HOME
@@ -22,7 +26,7 @@ SOURCES := setup.py pyproject.toml $(shell find csrc rft_fast kernels -type f \(
 $(BIN)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
-	$(BIN)/pip install "$(TORCH)" "$(TORCHVISION)" timm safetensors tqdm scikit-learn numpy ninja pybind11 pytest hypothesis pytest-benchmark pyautoattack imagecorruptions-imaug matplotlib pyyaml "ray[tune]"
+	$(BIN)/pip install "$(TORCH)" "$(TORCHVISION)" timm safetensors tqdm scikit-learn numpy ninja pybind11 pytest pytest-xdist hypothesis pytest-benchmark pyautoattack imagecorruptions-imaug matplotlib pyyaml "ray[tune]"
 	touch $@
 
 $(BIN)/.installed: $(BIN)/.deps $(SOURCES)
@@ -45,11 +49,11 @@ lint: $(BIN)/ruff
 	$(BIN)/ruff format --check .
 
 test: install lint
-	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q --durations=15 tests
+	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q $(PARALLEL) --durations=15 tests
 
 # The inner loop: everything but the tests marked slow or ray (pyproject.toml's markers).
 test-fast: install
-	$(BIN)/pytest -q -m "not slow and not ray" tests
+	$(BIN)/pytest -q $(PARALLEL) -m "not slow and not ray" tests
 
 clean:
 	rm -rf build dist *.egg-info $(VENV)

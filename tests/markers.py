@@ -17,5 +17,7 @@ def mark_modules(
         for marker, modules in (("slow", slow), ("ray", ray), ("gpu", gpu)):
             if item.path.stem in modules:
                 item.add_marker(marker)
+        if item.path.stem in ray:
+            item.add_marker(pytest.mark.xdist_group("ray"))  # one worker runs every Ray test, one cluster at a time
 
     return hook
