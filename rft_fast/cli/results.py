@@ -109,10 +109,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     actions = res.add_subparsers(dest="action")
     imp = actions.add_parser(
         "import",
-        help="load per-configuration accuracies from a CSV (a published study's table)",
-        description="Columns: backbone, dataset, loss, protocol, clean, Linf, L2, L1, common; "
-        "optional run_id, Linf_eps, L2_eps, L1_eps, n, mode, source. One accuracy scale per file (--scale). "
-        "Run ids are kept under 'import:', so imported rows never pass for our own.",
+        help="load per-configuration accuracies from a CSV (our columns, or the paper's results_dataset.csv)",
+        description="The layout is recognized from the header. Ours: backbone, dataset, loss, protocol, clean, "
+        "Linf, L2, L1, common; optional run_id, Linf_eps, L2_eps, L1_eps, n, mode, source. The paper's "
+        "published results_dataset.csv (arXiv 2508.14079) as it is: clean_acc ... common_acc, loss_function, "
+        "ft_strategy, backbone, dataset, its backbone metadata (kept as provenance), its names mapped to ours. "
+        "One accuracy scale per file (--scale). Run ids are kept under 'import:', so imported rows never pass "
+        "for our own.",
     )
     imp.add_argument("file")
     imp.add_argument("--store", default="results.sqlite")

@@ -1,6 +1,7 @@
 """Reading an accuracy table for `rft-fast results import` (rft_fast.results.importing): the file opened as UTF-8
-text, its lines checked (row length, NUL, undecodable bytes), its header matched to the documented columns, its
-cells parsed as numbers and counts; every problem names its line."""
+text, its lines checked (row length, NUL, undecodable bytes), its layout recognized from the header (a Layout:
+which of the file's columns are our columns, which are kept as provenance, which are ignored), its cells parsed
+as numbers and counts; every problem names its line."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import csv
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REQUIRED_COLUMNS = ("backbone", "dataset", "loss", "protocol", "clean", "Linf", "L2", "L1", "common")
@@ -18,6 +20,67 @@ MAX_ROW_CHARS = 64 * 1024  # one CSV row (all its lines, if a quoted cell spans 
 UNDECODED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte that is not UTF-8
 FRACTION = re.compile(r"([+-]?\d{1,30})\s*/\s*(\d{1,30})")  # 4/255
 COUNT = re.compile(r"\+?\d{1,18}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One known table layout, as data: the file's columns that are ours (`columns`: the file's name -> ours),
+    those that must be present (`required`), those kept per row as provenance in the measurements' versions,
+    those read and dropped (`ignored`: name -> why). `names`: per name column of ours, the file's spellings ->
+    ours, applied before the registries (rft_fast.results.importing). `test_images`: n per dataset (our name)
+    where the file has no n column and the dataset's test set is not the study's 1,000 images. `source`: the
+    versions' "source" where the file has no source column. Column names match case-insensitively."""
+
+    name: str
+    title: str
+    columns: Mapping[str, str]
+    required: tuple[str, ...]
+    provenance: tuple[str, ...] = ()
+    ignored: Mapping[str, str] = field(default_factory=dict)
+    names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    test_images: Mapping[str, int] = field(default_factory=dict)
+    source: str = "import"
+
+    def __post_init__(self) -> None:
+        known = [*self.columns, *self.provenance, *self.ignored]
+        folded = [c.lower() for c in known]
+        if len(set(folded)) != len(folded):
+            raise ValueError(f"layout {self.name}: a column listed twice (columns, provenance, ignored)")
+        if not set(self.required) <= set(self.columns):
+            raise ValueError(f"layout {self.name}: required columns must be among its columns")
+        if not set(REQUIRED_COLUMNS) <= set(self.columns.values()):
+            raise ValueError(f"layout {self.name}: must give each of {', '.join(REQUIRED_COLUMNS)}")
+        if set(self.provenance) & set(REQUIRED_COLUMNS + OPTIONAL_COLUMNS):
+            raise ValueError(f"layout {self.name}: a provenance column may not share a name with ours")
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        """Every column name the layout reads."""
+        return (*self.columns, *self.provenance, *self.ignored)
+
+    def label(self, column: str) -> str:
+        """The file's name of our `column` (for messages: errors name the file's columns)."""
+        return next((c for c, ours in self.columns.items() if ours == column), column)
+
+    def describe(self) -> str:
+        """The columns it expects, for an error listing the known layouts."""
+        optional = [c for c in self.columns if c not in self.required]
+        parts = [f"{self.name} ({self.title}): {', '.join(self.required)}"]
+        if optional:
+            parts.append(f"optional {', '.join(optional)}")
+        if self.provenance:
+            parts.append(f"kept as provenance {', '.join(self.provenance)}")
+        if self.ignored:
+            parts.append("ignored " + ", ".join(repr(c) if not c else c for c in self.ignored))
+        return "; ".join(parts)
+
+
+RFT_FAST = Layout(
+    name="rft-fast",
+    title="the documented columns, docs/results.md",
+    columns={c: c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS},
+    required=REQUIRED_COLUMNS,
+)
 
 
 class Lines:
@@ -67,32 +130,70 @@ def shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
-def header(fieldnames: list[str], line: int) -> list[str]:
-    """The documented column of each of the file's columns (matched case-insensitively); ValueError names any
-    unknown, repeated or missing column."""
-    known = {c.lower(): c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
-    columns: list[str] = []
+def _separators(fieldnames: list[str], line: int) -> None:
+    """ValueError when a one-column header is really a header separated by ';', tab or '|'."""
+    sep = next((s for s in (";", "\t", "|") if s in fieldnames[0]), None) if len(fieldnames) == 1 else None
+    if sep is not None:
+        raise ValueError(
+            f"line {line}: the header has one column {shown(fieldnames[0])}: columns must be separated "
+            f"by commas, this file looks separated by {sep!r}"
+        )
+
+
+def detect(fieldnames: list[str], line: int, layouts: Sequence[Layout]) -> Layout:
+    """The layout of a header: the one naming most of the columns that only it has (backbone and dataset are in
+    both known layouts and decide nothing). ValueError listing every layout's columns when the header names none
+    of them, or when it names as many of two layouts' own columns."""
+    given = {name.strip().lower() for name in fieldnames}
+
+    def own(layout: Layout) -> int:
+        others = {c.lower() for other in layouts if other is not layout for c in other.columns}
+        return sum(c.lower() in given and c.lower() not in others for c in layout.columns)
+
+    scores = [own(layout) for layout in layouts]
+    best = max(scores)
+    top = [layout for layout, score in zip(layouts, scores) if score == best]
+    if best == 0:
+        _separators(fieldnames, line)
+        raise ValueError(
+            f"line {line}: unknown layout: the header names no column of a known layout. Known layouts:\n"
+            + "\n".join(f"  {layout.describe()}" for layout in layouts)
+        )
+    if len(top) > 1:
+        raise ValueError(
+            f"line {line}: the header mixes the columns of the {' and '.join(t.name for t in top)} layouts; "
+            "use one:\n" + "\n".join(f"  {layout.describe()}" for layout in top)
+        )
+    return top[0]
+
+
+def header(
+    fieldnames: list[str], line: int, layouts: Sequence[Layout] = (RFT_FAST,)
+) -> tuple[Layout, list[str | None]]:
+    """The header's layout (`detect`) and, for each of the file's columns, the key its cells get in a row: our
+    column name, the layout's spelling of a provenance column, None for an ignored one. Columns match
+    case-insensitively; ValueError names any unknown, repeated or missing column."""
+    layout = detect(fieldnames, line, layouts)
+    known = {c.lower(): c for c in layout.known}
+    seen: list[str] = []
+    keys: list[str | None] = []
     for name in fieldnames:
         column = known.get(name.strip().lower())
         if column is None:
-            sep = next((s for s in (";", "\t", "|") if s in name), None)
-            if sep is not None and len(fieldnames) == 1:
-                raise ValueError(
-                    f"line {line}: the header has one column {shown(name)}: columns must be separated "
-                    f"by commas, this file looks separated by {sep!r}"
-                )
+            _separators(fieldnames, line)
             empty = " (an empty header cell: a trailing comma?)" if not name.strip() else ""
             raise ValueError(
-                f"line {line}: unknown column {shown(name)}{empty}; columns: "
-                f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}"
+                f"line {line}: unknown column {shown(name)}{empty}; columns of the {layout.name} layout: "
+                f"{', '.join(repr(c) if not c else c for c in layout.known)}"
             )
-        if column in columns:
+        if column in seen:
             raise ValueError(f"line {line}: column {column!r} given twice")
-        columns.append(column)
-    absent = [c for c in REQUIRED_COLUMNS if c not in columns]
+        seen.append(column)
+        keys.append(None if column in layout.ignored else layout.columns.get(column, column))
+    absent = [c for c in layout.required if c not in seen]
     if absent:
-        raise ValueError(f"line {line}: missing required column(s): {', '.join(absent)}")
-    return columns
+        raise ValueError(f"line {line}: missing required column(s) of the {layout.name} layout: {', '.join(absent)}")
+    return layout, keys
 
 
 def open_csv(path: Path):
@@ -106,13 +207,17 @@ def open_csv(path: Path):
         raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
-def csv_rows(path: Path, digest: list[bytes]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line where the row starts, {column: cell}) for each non-blank row; appends the file's digest to `digest`
-    at the end. ValueError for an empty or header-only file and for a row with too few or too many cells."""
+def csv_rows(
+    path: Path, digest: list[bytes], layouts: Sequence[Layout] = (RFT_FAST,)
+) -> Iterator[tuple[int, Layout, dict[str, str]]]:
+    """(line where the row starts, the header's layout, {key: cell} without the ignored columns; keys as
+    `header` gives them) for each non-blank row; appends the file's digest to `digest` at the end. ValueError
+    for an empty or header-only file and for a row with too few or too many cells."""
     with open_csv(path) as f:
         lines = Lines(f)
         reader = csv.reader(lines, strict=True)  # strict: a stray quote is an error, not a silently merged cell
-        columns: list[str] | None = None
+        keys: list[str | None] | None = None
+        layout = layouts[0]
         count = 0
         while True:
             start = lines.line + 1
@@ -126,20 +231,22 @@ def csv_rows(path: Path, digest: list[bytes]) -> Iterator[tuple[int, dict[str, s
                 lines.row_done()
             if not any(c.strip() for c in cells):
                 continue  # a blank row (or one of empty cells)
-            if columns is None:
-                columns = header(cells, start)
+            if keys is None:
+                layout, keys = header(cells, start, layouts)
                 continue
-            if len(cells) != len(columns):
-                what = "fewer" if len(cells) < len(columns) else "more"
+            if len(cells) != len(keys):
+                what = "fewer" if len(cells) < len(keys) else "more"
                 raise ValueError(
-                    f"line {start}: {len(cells)} cells, {what} than the header's {len(columns)} columns "
+                    f"line {start}: {len(cells)} cells, {what} than the header's {len(keys)} columns "
                     "(every row needs one cell per column; leave a cell empty rather than out)"
                 )
             count += 1
-            yield start, dict(zip(columns, cells))
+            yield start, layout, {k: c for k, c in zip(keys, cells) if k is not None}
         digest.append(lines.digest.digest())
-    if columns is None:
-        raise ValueError(f"{path.name}: empty file: expected a header row ({', '.join(REQUIRED_COLUMNS)}) and rows")
+    if keys is None:
+        raise ValueError(
+            f"{path.name}: empty file: expected a header row (e.g. {', '.join(REQUIRED_COLUMNS)}) and rows"
+        )
     if count == 0:
         raise ValueError(f"{path.name}: no rows after the header: nothing to import")
 

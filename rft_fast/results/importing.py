@@ -1,6 +1,12 @@
 """`rft-fast results import`: a published study's per-configuration accuracies (one CSV row per configuration)
 into the results store, so the report can rank them, alone or beside our own runs.
 
+Layouts: the header says which table the file is (csv_reading.detect over LAYOUTS): ours (rft-fast: backbone,
+dataset, loss, protocol, clean, Linf, L2, L1, common and optional columns; docs/results.md) or the paper's
+published results_dataset.csv (paper: clean_acc ... common_acc, loss_function, ft_strategy, its backbone
+metadata; rft_fast.results.paper_table). A header naming no column of a known layout is an error listing the
+columns each layout expects. A layout is data (csv_reading.Layout): adding one to LAYOUTS is all it takes.
+
 Scale: one per file. `scale="fraction"` reads every accuracy as a fraction in [0, 1], `scale="percent"` as a
 percentage in [0, 100]. `scale="auto"` (the default) reads the file as percent when some accuracy is in (1, 100]
 and none is in (0, 1], and as fraction when every accuracy is in [0, 1]. 0 is the same under both scales and
@@ -12,7 +18,8 @@ auto: declare `scale="percent"` for it. Values below 0 or above 100 are errors u
 Names: loss and protocol must be registered (rft_fast.train.config.LOSSES, rft_fast.train.protocols) and are
 stored in the registry's spelling, matched ignoring case, spaces, '-' and '_' ("TRADES", "Classic AT" and
 "FFT 50" give trades, classic_at and FFT-50; "classic" is classic_at, as in the report); a protocol variant
-label "TORA-10[tora_lambda=0.9]" keeps its bracket. An unknown loss or protocol is an error listing the known
+label "TORA-10[tora_lambda=0.9]" keeps its bracket. A layout's own spellings (Layout.names: the paper's "FFT (50
+epochs)", "oxford-iiit-pet", ...) map to ours first, matched the same way. An unknown loss or protocol is an error listing the known
 ones. Dataset and backbone are matched the same way against their registries (rft_fast.data, rft_fast.models:
 backbone aliases resolve to the registered name, as the grid stores them) and kept as given (stripped) when
 the registry does not know them: a published table may name datasets and backbones we do not ship.
@@ -21,10 +28,13 @@ Provenance: every imported row's run_id starts with "import:" (our own run ids a
 hex digits), so an imported row can never take the key of one of ours: the default run_id is
 "<prefix>:<backbone>:<dataset>:<loss>:<protocol>" (normalised names), a run_id cell is kept when it starts with
 "import:" and gets "<prefix>:" in front otherwise; a prefix is itself put under "import:" ("x" -> "import:x").
-versions record "source" (the source column, else "import"), "file" (the file's name) and "scale".
+versions record "source" (the source column, else the layout's: "import", "arXiv:2508.14079" for the paper),
+"file" (the file's name), "scale", "layout" and, for a layout with provenance columns, "provenance" (those
+cells of the row: the paper's size class, type, pretraining labels of the backbone).
 
 Cells: empty accuracy cells (or NA / NaN / n/a / - / none / null) are skipped, so partial tables import what
-they have; n and the *_eps columns take their default only when empty. Rows of empty cells are skipped.
+they have; n and the *_eps columns take their default only when empty (n: the layout's test_images for the
+dataset, else the study's 1,000). Rows of empty cells are skipped.
 
 Errors: every malformed file is a ValueError naming the line (and column): a row with fewer or more cells than
 the header, a cell that is not a finite number (1e400, inf, nan where a number is needed), a negative or
@@ -49,8 +59,19 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rft_fast.results.csv_reading import MAX_ROW_CHARS, REQUIRED_COLUMNS, count, csv_rows, is_missing, number, shown  # noqa: F401 - public here too
+from rft_fast.results.csv_reading import (  # noqa: F401 - MAX_ROW_CHARS, REQUIRED_COLUMNS: public here too
+    MAX_ROW_CHARS,
+    REQUIRED_COLUMNS,
+    RFT_FAST,
+    Layout,
+    count,
+    csv_rows,
+    is_missing,
+    number,
+    shown,
+)
 from rft_fast.results.measurement import Measurement
+from rft_fast.results.paper_table import PAPER
 from rft_fast.results.store import Store
 from rft_fast.results.threats import MODES, STUDY_CORRUPTION, STUDY_SEVERITY
 from rft_fast.study import STUDY_EPS, STUDY_N
@@ -59,6 +80,7 @@ ACCURACY_COLUMNS = ("clean", "Linf", "L2", "L1", "common")
 NAME_COLUMNS = ("backbone", "dataset", "loss", "protocol")
 SCALES = ("auto", "fraction", "percent")
 NAMESPACE = "import"  # every imported run_id starts with "import:"
+LAYOUTS: tuple[Layout, ...] = (RFT_FAST, PAPER)  # the layouts a header is recognized as (csv_reading.detect)
 LOSS_ALIASES = {"classic": "classic_at"}  # the report's loss_kind reads "classic" as Classic AT too
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _VARIANT = re.compile(r"(.*?)\s*(\[[^\[\]]*\])")  # the grid's protocol label "TORA-10[tora_lambda=0.9]"
@@ -105,18 +127,23 @@ class _Names:
         # which would cost milliseconds for each of a table's unknown backbones
         every = {n: spec.name for spec in REGISTRY.values() for n in (spec.name, *spec.aliases)}
         self._backbones = {**{n.lower(): s for n, s in every.items()}, **every}
-        self._cache: dict[tuple[str, str], str | ValueError] = {}
+        self._cache: dict[tuple[str, str, str], str | ValueError] = {}
+        self._spellings: dict[tuple[str, str], dict[str, str]] = {}
 
-    def __call__(self, column: str, value: str) -> str:
-        """`value` of a name column in our spelling; ValueError (without line) for an unknown loss / protocol."""
-        key = (column, value)
+    def __call__(self, column: str, value: str, layout: Layout = RFT_FAST) -> str:
+        """`value` of a name column in our spelling: the layout's own spellings (`Layout.names`, matched like the
+        registries) first, then the registry; ValueError (without line) for an unknown loss / protocol."""
+        key = (column, value, layout.name)
         if key not in self._cache:
             if len(self._cache) >= self._CACHE_LIMIT:
                 self._cache.clear()
+            table = layout.names.get(column, {})
+            index = self._spellings.setdefault((layout.name, column), {_fold(k): v for k, v in table.items()})
             try:
-                self._cache[key] = getattr(self, f"_{column}")(value)
+                self._cache[key] = getattr(self, f"_{column}")(index.get(_fold(value), value))
             except ValueError as e:
-                self._cache[key] = e
+                spellings = f"; the {layout.name} layout's spellings: {', '.join(table)}" if table else ""
+                self._cache[key] = ValueError(f"{e}{spellings}")
         found = self._cache[key]
         if isinstance(found, ValueError):
             raise found
@@ -163,6 +190,8 @@ class _Row:
     source: str
     eps: dict[str, float]  # per attack column
     values: dict[str, float]  # accuracy column -> the cell's number, as written (scale not applied)
+    layout: Layout
+    provenance: dict[str, str]  # the layout's provenance columns -> their cells (stripped)
 
     def threats(self) -> Iterator[tuple[str, dict]]:
         """(accuracy column, the Measurement's threat fields) for each accuracy the row has."""
@@ -193,19 +222,21 @@ class _Row:
                 )
 
 
-def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
-    """One row checked and normalised (everything but the scale)."""
+def _parse(line: int, r: dict[str, str], names: _Names, prefix: str, layout: Layout = RFT_FAST) -> _Row:
+    """One row (keys: our columns and the layout's provenance columns) checked and normalised (everything but the
+    scale). Errors name the file's columns."""
+    label = layout.label
     model = {}
     for column in NAME_COLUMNS:
         cell = r[column].strip()
         if not cell:
-            raise ValueError(f"line {line}, column {column}: empty")
+            raise ValueError(f"line {line}, column {label(column)}: empty")
         if _CONTROL.search(cell):
-            raise ValueError(f"line {line}, column {column}: a control character (line break, tab) in the name")
+            raise ValueError(f"line {line}, column {label(column)}: a control character (line break, tab) in the name")
         try:
-            model[column] = names(column, cell)
+            model[column] = names(column, cell, layout)
         except ValueError as e:
-            raise ValueError(f"line {line}, column {column}: {e}") from None
+            raise ValueError(f"line {line}, column {label(column)}: {e}") from None
     given = r.get("run_id", "").strip()
     if _CONTROL.search(given):
         raise ValueError(f"line {line}, column run_id: a control character (line break, tab) in the run id")
@@ -216,7 +247,8 @@ def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
     mode = r.get("mode", "").strip().lower() or "standard"
     if mode not in MODES:
         raise ValueError(f"line {line}, column mode: must be one of {', '.join(MODES)}, got {shown(r['mode'].strip())}")
-    n = STUDY_N if not r.get("n", "").strip() else count(r["n"], line)
+    default_n = layout.test_images.get(model["dataset"], STUDY_N)
+    n = default_n if not r.get("n", "").strip() else count(r["n"], line)
     eps = {}
     for column, default in STUDY_EPS.items():
         cell = r.get(f"{column}_eps", "")
@@ -226,15 +258,16 @@ def _parse(line: int, r: dict[str, str], names: _Names, prefix: str) -> _Row:
     values = {}
     for column in ACCURACY_COLUMNS:
         if not is_missing(r[column]):
-            value = number(r[column], column, line)
+            value = number(r[column], label(column), line)
             if not 0.0 <= value <= 100.0:
                 raise ValueError(
-                    f"line {line}, column {column}: accuracy {r[column].strip()[:40]} outside [0, 1] "
+                    f"line {line}, column {label(column)}: accuracy {r[column].strip()[:40]} outside [0, 1] "
                     "(fraction) and [0, 100] (percent)"
                 )
             values[column] = value + 0.0  # -0.0 -> 0.0
-    source = r.get("source", "").strip() or NAMESPACE
-    return _Row(line, {"run_id": run_id, **model}, n, mode, source, eps, values)
+    source = r.get("source", "").strip() or layout.source
+    provenance = {c: r[c].strip() for c in layout.provenance if c in r}
+    return _Row(line, {"run_id": run_id, **model}, n, mode, source, eps, values, layout, provenance)
 
 
 def _prefix(run_prefix: str) -> str:
@@ -265,9 +298,10 @@ def _scan(path: Path, scale: str, names: _Names, prefix: str) -> _Scan:
     first_fraction = first_percent = None  # (line, column, cell value): the evidence for each scale
     keys: dict[bytes, int] = {}  # measurement key digest -> line that gave it
     digest: list[bytes] = []
-    for line, r in csv_rows(path, digest):
-        row = _parse(line, r, names, prefix)
+    for line, layout, r in csv_rows(path, digest, LAYOUTS):
+        row = _parse(line, r, names, prefix, layout)
         for column, value in row.values.items():
+            column = layout.label(column)
             if value > 1.0:
                 if scale == "fraction":
                     raise ValueError(
@@ -296,9 +330,11 @@ def _measurements(path: Path, scan: _Scan, names: _Names, prefix: str) -> Iterat
     """Pass 2: the rows again, as measurements; ValueError if the file is not the one pass 1 read."""
     timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     digest: list[bytes] = []
-    for line, r in csv_rows(path, digest):
-        row = _parse(line, r, names, prefix)
-        versions = {"source": row.source, "file": path.name, "scale": scan.scale}
+    for line, layout, r in csv_rows(path, digest, LAYOUTS):
+        row = _parse(line, r, names, prefix, layout)
+        versions = {"source": row.source, "file": path.name, "scale": scan.scale, "layout": layout.name}
+        if row.provenance:
+            versions["provenance"] = row.provenance
         for column, threat in row.threats():
             try:
                 yield Measurement(
@@ -312,7 +348,7 @@ def _measurements(path: Path, scan: _Scan, names: _Names, prefix: str) -> Iterat
                     timestamp=timestamp,
                 )
             except ValueError as e:
-                raise ValueError(f"line {line}, column {column}: {e}") from None
+                raise ValueError(f"line {line}, column {layout.label(column)}: {e}") from None
     if digest[0] != scan.digest:
         raise ValueError(f"{path.name} changed while it was imported; nothing written, import it again")
 

@@ -53,7 +53,12 @@ def test_import_percent_csv(tmp_path: Path):
             pytest.approx(0.702),
         )
         assert by["clean"].run_id == "import:resnet50.a1_in1k:caltech101:trades:FFT-50"
-        assert by["clean"].versions == {"source": "import", "file": "study.csv", "scale": "percent"}
+        assert by["clean"].versions == {
+            "source": "import",
+            "file": "study.csv",
+            "scale": "percent",
+            "layout": "rft-fast",
+        }
         assert by["clean"].n == 1000 and by["clean"].hparams == {} and by["clean"].seconds == 0.0
         assert import_csv(path, store) == 9  # again: the same keys replaced, nothing added
         assert len(store.query()) == 9
@@ -76,7 +81,7 @@ def test_import_fractions_and_optional_columns(tmp_path: Path):
         linf = store.query(threat="Linf")[0]
     assert (linf.accuracy, linf.eps, linf.mode, linf.n) == (0.4, pytest.approx(8 / 255), "fast", 500)
     assert linf.run_id == "import:x:r7"  # the run_id cell kept, under the import namespace
-    assert linf.versions == {"source": "paper table 3", "file": "own.csv", "scale": "fraction"}
+    assert linf.versions == {"source": "paper table 3", "file": "own.csv", "scale": "fraction", "layout": "rft-fast"}
 
 
 @pytest.mark.parametrize(
