@@ -1,6 +1,6 @@
 """Datasets for robust fine-tuning: the study's registry, splits, deterministic augmentation and loaders.
 
-splits = build("uc_merced", "/data", image_size=224, seed=42)
+splits = build("uc_merced", "/data", image_size=224, seed=42)      # or build("folder:/my/images")
 for images, labels in loader(splits.train, 128, shuffle=True, seed=0, epoch=epoch, device="cuda"):
     x, y = to_device(images, labels, "cuda")  # uint8 on the host, float [0, 1] on the device
 """
@@ -12,21 +12,27 @@ from rft_fast.data.registry import (
     DatasetInfo,
     Splits,
     build,
+    download,
     format_table,
+    lookup,
     register_dataset,
     unregister_dataset,
 )
 from rft_fast.data.sources import ImageSource
-from rft_fast.data.splits import stratified_subset
+from rft_fast.data.splits import SPLIT_RULES, StratificationWarning, stratified_subset
 
 __all__ = [
     "DATASETS",
     "REGISTRY",
+    "SPLIT_RULES",
+    "StratificationWarning",
     "DatasetInfo",
     "ImageSource",
     "Splits",
     "build",
+    "download",
     "format_table",
+    "lookup",
     "register_dataset",
     "unregister_dataset",
     "loader",

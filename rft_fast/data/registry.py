@@ -1,10 +1,11 @@
-"""The dataset registry (the study's six datasets plus built-in ones for tests and demos) and `build`.
+"""The dataset registry (the study's six datasets plus built-in ones for tests and demos), `lookup` and `build`.
 
 Each entry is one DatasetInfo registered in REGISTRY: where the files must sit under the data root, where to get
-them (nothing is ever downloaded here), the study's split rule, which `build` applies with stratified, seeded
-index splits, and `open`, the reader of its official parts. `register_dataset(DatasetInfo(...))` adds one
-(docs/extending.md); DATASETS is a read-only name -> DatasetInfo view of the registry (what the CLI and
-the grid spec list and check names against).
+them, its `fetch` (the download `rft-fast datasets fetch` runs; loading never downloads), the study's split
+rule, which `build` applies with stratified, seeded index splits, and `open`, the reader of its official parts.
+`register_dataset(DatasetInfo(...))` adds one (docs/extending.md); DATASETS is a read-only name -> DatasetInfo
+view of the registry. `lookup(name)` is the one place a dataset name is resolved (the CLI, the grid spec, the
+training loop, the evaluation): a registered name, or your own data as `folder:<dir>` / `csv:<file>`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from rft_fast.checks import is_int
-from rft_fast.data import sources
+from rft_fast.checks import is_int, suggest
+from rft_fast.data import custom, fetch, sources
 from rft_fast.data.augment import Augmented
-from rft_fast.data.splits import LabeledSubset, carve
+from rft_fast.data.splits import SPLIT_RULES, LabeledSubset, carve
 from rft_fast.registry import Registry
 
 MIN_IMAGE_SIZE = 8
@@ -26,12 +27,14 @@ MIN_IMAGE_SIZE = 8
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One registry row. test_fraction / val_fraction: share carved (stratified, seeded) from what precedes
-    it, None where the dataset ships that split officially."""
+    """One registry row. test_fraction / val_fraction: the share carved (stratified, seeded) from what precedes
+    it where the reader gives no such split (None where the dataset always ships it). `fetch(root)` downloads
+    the files into <root> (`rft-fast datasets fetch`), None where no download exists. `location`: the folder
+    or CSV file of a dataset of your own (`folder:` / `csv:` names, from `lookup`), which needs no data root."""
 
     name: str
     title: str
-    num_classes: int
+    num_classes: int | None  # None: read from the files (a dataset of your own)
     layout: tuple[str, ...]  # expected paths, relative to the data root
     get: str  # where to obtain the files
     test_fraction: float | None
@@ -39,6 +42,13 @@ class DatasetInfo:
     builtin: bool = False
     # open(root, image_size) -> the official parts {"train": ImageSource, and "val" / "test" where official}
     open: Callable[[Path | None, int], dict[str, sources.ImageSource]] | None = field(default=None, repr=False)
+    fetch: Callable[[Path], None] | None = field(default=None, repr=False)
+    location: Path | None = None
+
+    @property
+    def needs_root(self) -> bool:
+        """Whether `build` needs a data root (not for built-in sets nor for your own folder / CSV)."""
+        return not self.builtin and self.location is None
 
     @property
     def split_rule(self) -> str:
@@ -46,7 +56,8 @@ class DatasetInfo:
         if self.val_fraction is None:
             return f"{test}; official train / val"
         rest = "official train" if self.test_fraction is None else "the rest"
-        return f"{test}; {self.val_fraction:.0%} of {rest} as val"
+        rule = f"{test}; {self.val_fraction:.0%} of {rest} as val"
+        return rule if self.location is None else f"the files' train / val / test where given, else {rule}"
 
 
 def _tv(cls: str) -> str:
@@ -97,6 +108,7 @@ register_dataset(
         0.2,
         0.15,
         open=sources.open_caltech101,
+        fetch=fetch.fetch_caltech101,
     )
 )
 
@@ -114,6 +126,7 @@ register_dataset(
         None,
         None,
         open=sources.open_fgvc_aircraft,
+        fetch=fetch.fetch_fgvc_aircraft,
     )
 )
 
@@ -128,6 +141,7 @@ register_dataset(
         None,
         None,
         open=sources.open_flowers102,
+        fetch=fetch.fetch_flowers102,
     )
 )
 
@@ -141,6 +155,7 @@ register_dataset(
         None,
         0.15,
         open=sources.open_oxford_pets,
+        fetch=fetch.fetch_oxford_pets,
     )
 )
 
@@ -160,6 +175,7 @@ register_dataset(
         None,
         0.15,
         open=sources.open_stanford_cars,
+        fetch=fetch.fetch_stanford_cars,
     )
 )
 
@@ -176,6 +192,7 @@ register_dataset(
         0.2,
         0.15,
         open=sources.open_uc_merced,
+        fetch=fetch.fetch_uc_merced,
     )
 )
 
@@ -224,52 +241,117 @@ class Splits:
 def missing_message(info: DatasetInfo, problem: str) -> str:
     """What is wrong, the layout `info` expects under the data root, and where to get the files."""
     layout = "\n".join(f"  <root>/{line}" for line in info.layout)
+    how = f"`rft-fast datasets fetch {info.name} --root <root>` downloads it, or get" if info.fetch else "Get"
     return (
         f"dataset {info.name!r} ({info.title}) not found: {problem}.\nExpected layout under the data root:\n"
-        f"{layout}\nNothing is downloaded here (no network access is assumed). Get it from {info.get}."
+        f"{layout}\nNothing is downloaded when loading. {how} it from {info.get}."
     )
 
 
-def _info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    return DATASETS[name]
+def lookup(name: str) -> DatasetInfo:
+    """The DatasetInfo of a dataset name: a registered one (`rft-fast datasets`), or your own data as
+    `folder:<dir>` / `csv:<file>`, optionally with `?skip_bad=1` (rft_fast.data.custom). The folder / file need
+    not exist yet (a grid can be planned elsewhere). The info's name is the canonical one, the path resolved, so
+    runs keep one name whatever the working folder. ValueError for anything else, listing the known names."""
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string, got {name!r}")
+    if name in REGISTRY.names():
+        return REGISTRY.get(name)
+    kind, sep, rest = name.partition(":")
+    if sep and kind in custom.KINDS:
+        path_text, _, query = rest.partition("?")
+        if not path_text:
+            raise ValueError(f"dataset {name!r}: give the path after {kind}:")
+        options = custom.parse_options(name, query)
+        path = Path(path_text).expanduser().resolve()
+        skip_bad = options.get("skip_bad") == "1"
+        canonical = f"{kind}:{path}" + ("?skip_bad=1" if skip_bad else "")
+        reader, layout = custom.KINDS[kind]
+
+        def open_own(root: Path | None, size: int) -> dict[str, sources.ImageSource]:
+            return custom.open_entries(canonical, reader(path), size, skip_bad)
+
+        title = f"your {kind} {path}"
+        return DatasetInfo(canonical, title, None, (layout,), "your own files", 0.2, 0.15, open=open_own, location=path)
+    own = " | ".join(f"{kind}:<path>" for kind in custom.KINDS)
+    raise ValueError(
+        f"unknown dataset {name!r}{suggest(name, REGISTRY.names())}; known: {', '.join(REGISTRY.names())}; "
+        f"or your own data as {own}"
+    )
+
+
+def present(info: DatasetInfo, root: str | Path) -> bool:
+    """Whether `info`'s files are found under `root` (its reader opens them; no image is read)."""
+    try:
+        info.open(Path(root), MIN_IMAGE_SIZE)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def download(name: str, root: str | Path) -> bool:
+    """Downloads registered dataset `name` into `root`, in the layout its reader expects, unless it is already
+    there; True when something was downloaded. rft_fast.data.fetch.FetchError where no download exists (Stanford
+    Cars: the message says where the mirrors are) or it failed; ValueError for a dataset without a download."""
+    info = lookup(name)
+    if info.fetch is None:
+        raise ValueError(f"dataset {info.name!r} has no download ({info.get})")
+    root = Path(root).expanduser()
+    if present(info, root):
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    info.fetch(root)
+    if not present(info, root):
+        raise fetch.FetchError(missing_message(info, f"the download did not give the expected layout under {root}"))
+    return True
 
 
 def build(
-    name: str, root: str | Path | None = None, *, image_size: int = 224, seed: int = 42, augment_seed: int | None = None
+    name: str,
+    root: str | Path | None = None,
+    *,
+    image_size: int = 224,
+    seed: int = 42,
+    augment_seed: int | None = None,
+    split_rule: str = "study",
 ) -> Splits:
-    """The train / val / test splits of dataset `name` found under `root`, images resized to image_size.
+    """The train / val / test splits of dataset `name` (`lookup`) found under `root`, images resized to image_size.
 
-    Split rule (DATASETS[name].split_rule): official splits where the dataset has them; otherwise a
-    stratified test_fraction of all images as test, then a stratified val_fraction of the rest (or of the
-    official train split) as val, both drawn with `seed` (the study: 42). `augment_seed` (default: `seed`)
-    seeds the training augmentation, so runs can share a split and differ in their draws.
+    Split rule (lookup(name).split_rule): the splits the reader gives (the official ones, or your files'); the
+    test split missing, a stratified test_fraction of all images as test; the val split missing, a stratified
+    val_fraction of the rest (or of the official train split) as val. `split_rule` "study" draws them as the
+    study's code does (scikit-learn's train_test_split, random_state=`seed`, the study's 42), "proportional" by
+    rft-fast's earlier rule (rft_fast.data.splits). `augment_seed` (default: `seed`) seeds the training
+    augmentation, so runs can share a split and differ in their draws.
     """
-    info = _info(name)
+    info = lookup(name)
     if not is_int(image_size) or image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE}, got {image_size!r}")
     for arg, value in (("seed", seed), ("augment_seed", seed if augment_seed is None else augment_seed)):
         if not is_int(value):
             raise ValueError(f"{arg} must be an int, got {value!r}")
-    if root is None and not info.builtin:
+    if split_rule not in SPLIT_RULES:
+        raise ValueError(f"split_rule must be one of {list(SPLIT_RULES)}, got {split_rule!r}")
+    if root is None and info.needs_root:
         raise FileNotFoundError(missing_message(info, "no data root was given"))
     try:
         parts = info.open(None if root is None else Path(root), image_size)
     except FileNotFoundError as err:
+        if not info.needs_root:
+            raise
         raise FileNotFoundError(missing_message(info, str(err))) from err
 
-    train = LabeledSubset(parts["train"], range(len(parts["train"])))
-    if info.test_fraction is None:
-        test = LabeledSubset(parts["test"], range(len(parts["test"])))
-    else:
-        train, test = carve(train, info.test_fraction, seed)
-    if info.val_fraction is None:
-        val = LabeledSubset(parts["val"], range(len(parts["val"])))
-    else:
-        train, val = carve(train, info.val_fraction, seed)
+    def split_off(split: str, fraction: float | None, rest: LabeledSubset) -> tuple[LabeledSubset, LabeledSubset]:
+        if split in parts:
+            return rest, LabeledSubset(parts[split], range(len(parts[split])))
+        if fraction is None:
+            raise ValueError(f"dataset {info.name!r}: its reader gave no {split} split and none is carved")
+        return carve(rest, fraction, seed, rule=split_rule)
+
+    train, test = split_off("test", info.test_fraction, LabeledSubset(parts["train"], range(len(parts["train"]))))
+    train, val = split_off("val", info.val_fraction, train)
     return Splits(
-        name,
+        info.name,
         Augmented(train, seed if augment_seed is None else augment_seed),
         val,
         test,

@@ -28,6 +28,7 @@ class ImageSource(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = list(classes)
         self.image_size = image_size
+        self.skipped: list[Path] = []  # files left out as unreadable (a `?skip_bad=1` dataset of your own)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -39,6 +40,34 @@ class ImageSource(Dataset):
         """Item `index` as an RGB PIL image at its native resolution (before any resize): what the study's
         corruptions are applied to."""
         return self.base[index][0].convert("RGB")
+
+
+def read_image(path: Path) -> Image.Image:
+    """An RGB PIL image of `path`, read as torchvision's default loader reads it (`Image.open(f).convert("RGB")`:
+    L, LA, P, RGBA, CMYK, I;16 alike); a file PIL cannot read is a ValueError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's decoders raise all three
+        raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+class ImageFiles:
+    """(RGB PIL image, label) items of a list of image files; `hint` is added to a read error's message."""
+
+    def __init__(self, files: list[Path], labels: list[int], hint: str = "") -> None:
+        self.files, self.labels, self.hint = files, labels, hint
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        try:
+            return read_image(self.files[index]), self.labels[index]
+        except ValueError as err:
+            if not self.hint:
+                raise
+            raise ValueError(f"{err} ({self.hint})") from err
 
 
 def to_uint8(image: Image.Image, size: int) -> torch.Tensor:
@@ -88,13 +117,21 @@ def open_fgvc_aircraft(root: Path, size: int) -> dict[str, ImageSource]:
 
 
 def open_flowers102(root: Path, size: int) -> dict[str, ImageSource]:
-    """Oxford Flowers-102's official train / val / test splits (102 classes)."""
+    """Oxford Flowers-102's official train / val / test splits (102 classes), read from imagelabels.mat and
+    setid.mat as torchvision reads them (image ids in setid's order, labels - 1), without torchvision's MD5 check
+    of the two files (so any copy of them opens; a damaged one fails in scipy's reader)."""
+    from scipy.io import loadmat
+    from torchvision.datasets import Flowers102
+
     folder = root / "flowers-102"
     _require(folder / "jpg", folder / "imagelabels.mat", folder / "setid.mat")
+    set_ids = loadmat(folder / "setid.mat", squeeze_me=True)
+    labels = dict(enumerate((loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"] - 1).tolist(), 1))
     parts = {}
-    for split in ("train", "val", "test"):
-        base = _torchvision("Flowers102", root, split=split)
-        parts[split] = ImageSource(base, base._labels, base.classes, size)
+    for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
+        ids = np.atleast_1d(set_ids[key]).tolist()
+        base = ImageFiles([folder / "jpg" / f"image_{i:05d}.jpg" for i in ids], [labels[i] for i in ids])
+        parts[split] = ImageSource(base, base.labels, Flowers102.classes, size)
     return parts
 
 

@@ -1,15 +1,35 @@
 """Stratified, seeded index splits and the subset views built from them.
 
-Splits are computed from label arrays only (no image is read). Randomness comes from numpy's legacy
-`RandomState`, whose stream numpy keeps stable across versions, so a split is a function of (labels, seed).
+Splits are computed from label arrays only (no image is read). Two rules (SPLIT_RULES):
+
+- "study" (the default): scikit-learn's `train_test_split(positions, test_size=..., stratify=labels,
+  random_state=seed)`, as the study's code draws its splits (seed 42) and its 1,000-image test subset
+  (`train_size=n`, seed 0). The positions keep the order scikit-learn returns them in: the study splits the
+  val set off the train+val positions in that order, and its corruption blocks follow the subset's order.
+- "proportional": rft-fast's earlier rule: per class a share within one sample of proportional (largest
+  remainders), chosen by a numpy RandomState(seed) permutation per class; positions sorted (a subset in a
+  RandomState(seed) order).
+
+Where the study's rule cannot stratify (a class with a single sample, or fewer held / kept samples than classes:
+scikit-learn refuses, and so would the study's code), the proportional rule is used instead, with a
+`StratificationWarning` saying why: the study's numbers are never drawn that way, and a small custom dataset
+still splits.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from rft_fast.checks import is_int
+
+SPLIT_RULES = ("study", "proportional")
+
+
+class StratificationWarning(UserWarning):
+    """The study's stratified draw was impossible for these labels; the proportional rule was used."""
 
 
 def labels_of(dataset: Dataset) -> np.ndarray:
@@ -33,20 +53,52 @@ def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
     return share
 
 
-def stratified_split(labels: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held): positions into `labels`, both sorted; `held` has `n_held` positions drawn per class in
-    proportion to the class sizes (within one sample), chosen by a RandomState(seed) permutation per class."""
-    labels = np.asarray(labels)
-    if not 0 <= n_held <= len(labels):
-        raise ValueError(f"cannot hold out {n_held} of {len(labels)} samples")
+def _proportional(labels: np.ndarray, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     classes, counts = np.unique(labels, return_counts=True)
-    shares = _allocate(counts, n_held)
     rng = np.random.RandomState(seed)
+    shares = _allocate(counts, n_held)
     held = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, shares)]
     held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
     mask = np.ones(len(labels), dtype=bool)
     mask[held_idx] = False
     return np.flatnonzero(mask), held_idx
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in SPLIT_RULES:
+        raise ValueError(f"split rule must be one of {list(SPLIT_RULES)}, got {rule!r}")
+
+
+def stratified_split(
+    labels: np.ndarray, held: float | int, seed: int, *, rule: str = "study"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held): positions into `labels`. `held` is a fraction in (0, 1) (scikit-learn's float test_size:
+    ceil(held * n) positions; "proportional": round(held * n)) or a count in [1, n).
+
+    "study": `train_test_split(arange(n), test_size=held, stratify=labels, random_state=seed)`, both arrays in
+    the order scikit-learn returns; "proportional": see the module docstring (both sorted)."""
+    _check_rule(rule)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    if is_int(held):
+        if not 1 <= held < n:
+            raise ValueError(f"cannot hold out {held} of {n} samples (need 1 <= held < {n})")
+    elif not (isinstance(held, float) and 0 < held < 1):
+        raise ValueError(f"held must be a fraction in (0, 1) or a count, got {held!r}")
+    if rule == "study":
+        from sklearn.model_selection import train_test_split
+
+        try:
+            kept, out = train_test_split(np.arange(n), test_size=held, stratify=labels, random_state=seed)
+            return np.asarray(kept, dtype=np.int64), np.asarray(out, dtype=np.int64)
+        except ValueError as err:  # too few samples per class, or fewer held / kept than classes
+            warnings.warn(
+                f"stratified split of {n} samples ({len(np.unique(labels))} classes, holding {held}) as the study "
+                f"draws it is impossible: {err}; used the proportional rule instead",
+                StratificationWarning,
+                stacklevel=3,
+            )
+    return _proportional(labels, held if is_int(held) else round(held * n), seed)
 
 
 class LabeledSubset(Subset):
@@ -58,21 +110,41 @@ class LabeledSubset(Subset):
         self.classes: list[str] = list(getattr(dataset, "classes", []))
 
 
-def carve(view: LabeledSubset, fraction: float, seed: int) -> tuple[LabeledSubset, LabeledSubset]:
-    """(rest, held) of `view`, `held` being a stratified round(fraction * len) share, both over view's dataset."""
-    rest, held = stratified_split(view.labels, round(fraction * len(view)), seed)
+def carve(
+    view: LabeledSubset, fraction: float, seed: int, *, rule: str = "study"
+) -> tuple[LabeledSubset, LabeledSubset]:
+    """(rest, held) of `view`, `held` a stratified `fraction` of it (`stratified_split`), both over view's
+    dataset, in the order the rule returns them."""
+    rest, held = stratified_split(view.labels, fraction, seed, rule=rule)
     idx = np.asarray(view.indices, dtype=np.int64)
     return LabeledSubset(view.dataset, idx[rest]), LabeledSubset(view.dataset, idx[held])
 
 
-def stratified_subset(dataset: Dataset, n: int, seed: int) -> LabeledSubset:
-    """A stratified `n`-sample subset of `dataset` (all of it when len <= n), e.g. the 1,000 evaluation images.
+def stratified_subset(dataset: Dataset, n: int, seed: int, *, rule: str = "study") -> LabeledSubset:
+    """A stratified `n`-sample subset of `dataset`, e.g. the study's 1,000 evaluation images (seed 0); all of
+    it, in its own order, when len <= n (the study keeps a smaller test set whole).
 
-    The items come in a RandomState(seed) order rather than grouped by class, so that contiguous blocks of
-    the subset (one corruption type per block in the common-corruption evaluation) do not align with classes.
-    """
+    "study": the first part of `train_test_split(arange(len), train_size=n, stratify=labels, random_state=seed)`
+    in scikit-learn's order (mixed classes: the corruption blocks assigned by position do not follow classes);
+    "proportional": the earlier rule's positions in a RandomState(seed) order."""
+    _check_rule(rule)
     if not is_int(n) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     labels = labels_of(dataset)
-    _, held = stratified_split(labels, min(n, len(labels)), seed)
+    if n >= len(labels):
+        return LabeledSubset(dataset, np.arange(len(labels)))
+    if rule == "study":
+        from sklearn.model_selection import train_test_split
+
+        try:
+            chosen, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
+            return LabeledSubset(dataset, chosen)
+        except ValueError as err:
+            warnings.warn(
+                f"stratified {n}-sample subset of {len(labels)} ({len(np.unique(labels))} classes) as the study "
+                f"draws it is impossible: {err}; used the proportional rule instead",
+                StratificationWarning,
+                stacklevel=2,
+            )
+    _, held = _proportional(labels, n, seed)
     return LabeledSubset(dataset, np.random.RandomState(seed).permutation(held))
