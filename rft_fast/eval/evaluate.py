@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from rft_fast import data
+from rft_fast.eval.images import image_source
 from rft_fast.eval.runs import ThreatContext
 from rft_fast.eval.settings import ALL_THREATS, OPTIONAL_THREATS, THREATS, EvalSettings, RunInfo
 from rft_fast.results import Measurement, Store, threat_specs
@@ -49,7 +50,7 @@ def _tensors(dataset: Dataset, device: torch.device) -> tuple[Tensor, Tensor]:
 
 def evaluate(
     model: nn.Module,
-    test_set: Dataset,
+    test_set: Dataset | None,
     run: RunInfo,
     settings: EvalSettings,
     *,
@@ -62,16 +63,26 @@ def evaluate(
     """Measures `model` (taking [0, 1] images, on its device) on the threats of `settings` and returns the
     measurements, each also put into `store` (when given) and passed to `on_result` as soon as it exists.
 
-    test_set: the test split (uint8 items at the model's resolution); the same stratified subset of
-    settings.n images (seed settings.subset_seed) serves every threat. source_key identifies test_set for
-    the corruption cache (dataset, split, resolution); by default it is built from `run.dataset`.
+    test_set: the test split (uint8 items at the model's resolution); with settings.images "drawn" (the
+    default) the same stratified subset of settings.n images (seed settings.subset_seed) serves every threat.
+    Another image source (rft_fast.eval.images) supplies its own images: "robustgenbench", the paper's frozen
+    test and corrupted-test images of `run.dataset` (test_set may then be None; when given, its resolution
+    must be theirs). source_key identifies test_set for the corruption cache (dataset, split, resolution); by
+    default it is built from `run.dataset`.
     Threats run in registration order (rft_fast.results.threats). on_failure(threat, error): a threat that raises is passed to it and the
     next threat runs (without it, the error propagates). progress: a bar per AutoAttack run and corruption build.
     """
     device = next(model.parameters()).device
-    subset = data.stratified_subset(test_set, settings.n, seed=settings.subset_seed)
+    source = image_source(settings.images)
+    if test_set is None and source.needs_test_set:
+        raise ValueError(f"test_set: images {settings.images!r} draws from the test split, got None")
+    key = dict(source_key or {"dataset": run.dataset, "split": "test"})
+    if test_set is not None and len(test_set) and "image_size" not in key:
+        key["image_size"] = int(test_set[0][0].shape[-1])
+    images = source.draw(test_set, run.dataset, settings, key)
+    subset = images.subset
     x, y = _tensors(subset, device)
-    stamp = {**versions(), "eval": settings.identity()}
+    stamp = {**versions(), "eval": settings.identity(), **({"images": images.stamp} if images.stamp else {})}
     results: list[Measurement] = []
 
     def record(
@@ -95,12 +106,11 @@ def evaluate(
             on_result(m)
         results.append(m)
 
-    key = dict(source_key or {"dataset": run.dataset, "split": "test", "image_size": int(x.shape[-1])})
-    key.update(n=settings.n, subset_seed=settings.subset_seed)
+    batch = settings.batch_size or 128
     for spec in threat_specs():
         if spec.name not in settings.threats:
             continue
-        ctx = ThreatContext(spec, model, subset, x, y, settings, settings.batch_size or 128, progress, key, record)
+        ctx = ThreatContext(spec, model, subset, x, y, settings, batch, progress, images.key, record, images.corrupted)
         if on_failure is None:
             spec.runner()(ctx)
             continue

@@ -24,7 +24,8 @@ from rft_fast.results.threats import ThreatSpec, attack_eps, smoothing_mode
 class ThreatContext:
     """What a threat's run function measures on. x, y: the subset's images in [0, 1] and labels on the model's
     device; subset: the same images as a Dataset (uint8 items); batch: the batch size of a forward pass;
-    source_key: what identifies the test split for caches (dataset, split, image_size, n, subset_seed)."""
+    source_key: what identifies the test split for caches (dataset, split, image_size, n, subset_seed);
+    corrupted: the image source's frozen study-setting corruptions of subset (None: computed from subset)."""
 
     spec: ThreatSpec
     model: nn.Module
@@ -36,6 +37,7 @@ class ThreatContext:
     progress: bool
     source_key: dict[str, Any]
     _record: Callable[..., None]
+    corrupted: corruptions.CorruptedSet | None = None
 
     def record(
         self,
@@ -86,22 +88,28 @@ def attack(ctx: ThreatContext) -> None:
 
 def common_corruptions(ctx: ThreatContext) -> None:
     """Common corruptions: the study's 11 types at one severity (a row per type, then the aggregate), or the
-    full 15 types x 5 severities (a row per severity)."""
+    full 15 types x 5 severities (a row per severity). The image source's frozen set when it has one."""
     s = ctx.settings
     # The full grid is built one corruption type at a time (5 sets in memory, not 75).
     groups = [None] if s.corruption_setting == "study" else [(name,) for name in corruptions.ALL]
     for names in groups:
         t0 = time.perf_counter()
-        sets = corruptions.build(
-            ctx.subset,
-            key=ctx.source_key,
-            setting=s.corruption_setting,
-            severity=s.severity,
-            seed=s.seed,
-            cache_dir=s.cache_dir,
-            workers=s.workers,
-            progress=ctx.progress,
-            names=names,
+        sets = (
+            [ctx.corrupted]
+            if ctx.corrupted is not None
+            else corruptions.build(
+                ctx.subset,
+                key=ctx.source_key,
+                setting=s.corruption_setting,
+                severity=s.severity,
+                seed=s.seed,
+                cache_dir=s.cache_dir,
+                workers=s.workers,
+                progress=ctx.progress,
+                names=names,
+                resolution=s.corruption_resolution,
+                blocks=s.corruption_blocks,
+            )
         )
         build_seconds = (time.perf_counter() - t0) / len(sets)
         for cs in sets:

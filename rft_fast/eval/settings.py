@@ -15,9 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from rft_fast.checks import Rule, is_real, suggest
+from rft_fast.checks import LiveChoices, Rule, is_real, suggest
 from rft_fast.eval.autoattack import MODES
-from rft_fast.eval.corruptions import SETTINGS
+from rft_fast.eval.corruptions import BLOCKS, RESOLUTIONS, SETTINGS
+from rft_fast.eval.images import image_source, image_sources
 from rft_fast.results.threats import threat_specs
 from rft_fast.study import NORMS, STUDY_EPS, STUDY_N
 
@@ -71,8 +72,12 @@ def as_arguments(values: Mapping[str, Any]) -> dict[str, Any]:
 class EvalSettings:
     """threats: any of ALL_THREATS (default THREATS, the study's five); n: test subset size (the study: 1,000);
     eps: per norm (default the study's); mode: AutoAttack "standard" | "fast"; corruption_setting: "study"
-    (11 types, severity 3, one per image) | "full" (15 types x 5 severities); cache_dir: corrupted test sets
-    (None: not cached).
+    (11 types, severity 3, one per image) | "full" (15 types x 5 severities); corruption_resolution: "native"
+    (the study's: each image corrupted at its native resolution, then resized) | "evaluation" (the resized
+    image corrupted); corruption_blocks: "study" (the paper's: step N // 11, the last images wrap to the first
+    type) | "even" (numpy.array_split sizes); cache_dir: corrupted test sets (None: not cached); images: where
+    the images come from (rft_fast.eval.images: "drawn" from the test split | "robustgenbench", the paper's
+    frozen images).
 
     smoothing-L2 only: smoothing_sigmas, the noise levels (> 0, pixel units); smoothing_radii, the L2 radii
     (>= 0) of the certified accuracies; smoothing_n0 / smoothing_n, selection / estimation draws per image;
@@ -86,6 +91,9 @@ class EvalSettings:
     mode: str = "standard"
     corruption_setting: str = "study"
     severity: int = 3
+    corruption_resolution: str = "native"
+    corruption_blocks: str = "study"
+    images: str = "drawn"
     cache_dir: str | None = None
     batch_size: int | None = None
     workers: int | None = None
@@ -97,11 +105,15 @@ class EvalSettings:
     smoothing_alpha: float = 0.001
     smoothing_batch_size: int = 1000
 
-    def identity(self) -> dict[str, int]:
+    def identity(self) -> dict[str, Any]:
         """What, besides a row's key (threat, eps, mode, corruption, severity), decides what a row measured:
-        the requested subset size and its seed, and the attacks' / corruptions' / noise seed. Stored in every
-        row's versions["eval"]; a row whose identity differs was measured under other settings."""
-        return {"n": self.n, "subset_seed": self.subset_seed, "seed": self.seed}
+        the requested subset size and its seed, and the attacks' / corruptions' / noise seed; and each of
+        IDENTITY_OPTIONS whose value is not its default (so the default's identity is what it always was).
+        Stored in every row's versions["eval"]; a row whose identity differs was measured under other settings."""
+        out: dict[str, Any] = {"n": self.n, "subset_seed": self.subset_seed, "seed": self.seed}
+        defaults = EvalSettings.__dataclass_fields__
+        out.update({k: getattr(self, k) for k in IDENTITY_OPTIONS if getattr(self, k) != defaults[k].default})
+        return out
 
     def __post_init__(self) -> None:
         known = all_threats()
@@ -116,6 +128,14 @@ class EvalSettings:
         for name, rule in FIELD_RULES.items():
             if name not in _ITEM_FIELDS:
                 rule.check(name, getattr(self, name))
+        fixed = {k: v for k, v in image_source(self.images).fixes.items() if getattr(self, k) != v}
+        if fixed:
+            raise ValueError(
+                f"images {self.images!r} supports only "
+                + ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+                + ", got "
+                + ", ".join(f"{k}={getattr(self, k)!r}" for k in fixed)
+            )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], prefix: str = "") -> EvalSettings:
@@ -162,6 +182,9 @@ FIELD_RULES: dict[str, Rule] = {
     "mode": Rule(str, choices=MODES),
     "corruption_setting": Rule(str, choices=SETTINGS),
     "severity": Rule(int, 1, 5),
+    "corruption_resolution": Rule(str, choices=RESOLUTIONS),
+    "corruption_blocks": Rule(str, choices=BLOCKS),
+    "images": Rule(str, choices=LiveChoices(image_sources)),
     "cache_dir": Rule(str, optional=True),
     "batch_size": Rule(int, 1, 65_536, optional=True),
     "workers": Rule(int, 0, 256, optional=True),
@@ -175,6 +198,8 @@ FIELD_RULES: dict[str, Rule] = {
 }
 LIST_FIELDS = ("threats", "smoothing_sigmas", "smoothing_radii")  # comma-separated on the command line
 _ITEM_FIELDS = LIST_FIELDS + ("eps",)  # checked item by item in __post_init__
+# Options that change what rows measure beyond identity()'s base fields: part of the identity when not default.
+IDENTITY_OPTIONS = ("corruption_resolution", "corruption_blocks", "images")
 # The command-line flag of each field whose flag is not "--" + name with "-" for "_" (eps: one flag per norm,
 # "--eps-" + norm.lower(); cache_dir also has --no-cache, which sets it to None).
 FIELD_FLAGS: dict[str, str | tuple[str, ...]] = {
@@ -192,6 +217,12 @@ _HELP: dict[str, str] = {
     "mode": "AutoAttack standard, or fast = APGD-CE + APGD-T (labelled 'fast' in the store)",
     "corruption_setting": "study: 11 types at severity 3, one per image; full: 15 types x 5 severities",
     "severity": "corruption severity of the study setting",
+    "corruption_resolution": "native: corrupt each image at its native resolution, then resize (the study's); "
+    "evaluation: corrupt the resized image",
+    "corruption_blocks": "study: the paper's blocks (step N // 11, the last images wrap to the first type); "
+    "even: numpy.array_split sizes",
+    "images": "drawn: the subset drawn from the test split; robustgenbench: the paper's frozen test and "
+    "corrupted-test images (HF hub MaxHeuillet/RobustGenBench, needs zstandard)",
     "cache_dir": "corrupted test sets (default: ~/.cache/rft-fast/corruptions)",
     "batch_size": "attack batch (default: the largest that fits)",
     "workers": "corruption worker processes (default: all cores)",

@@ -38,9 +38,13 @@ def study(digits) -> C.CorruptedSet:
 
 
 def synthetic(n: int, size: int = 32, seed: int = 0) -> Items:
+    """Tensor items (no native images: corrupted with resolution "evaluation")."""
     gen = torch.Generator().manual_seed(seed)
     images = torch.randint(30, 226, (n, 3, size, size), generator=gen, dtype=torch.uint8)
     return Items(images, torch.arange(n) % 3)
+
+
+EVAL = {"resolution": "evaluation"}
 
 
 def test_names_match_the_library():
@@ -50,8 +54,8 @@ def test_names_match_the_library():
 
 
 @pytest.mark.parametrize("n", [11, 12, 24, 100, 359, 1000])
-def test_assign_blocks(n):
-    names = C.assign(n)
+def test_assign_even_blocks(n):
+    names = C.assign(n, blocks="even")
     assert len(names) == n
     blocks = [names.count(t) for t in C.STUDY]
     assert max(blocks) - min(blocks) <= 1 and min(blocks) >= 1
@@ -61,9 +65,10 @@ def test_assign_blocks(n):
 
 
 def test_assign_small_and_custom():
-    assert C.assign(3) == list(C.STUDY[:3])
+    assert C.assign(3) == list(C.STUDY[:3]) == C.assign(3, blocks="even")
     assert C.assign(0) == []
-    assert C.assign(5, ("snow", "fog")) == ["snow"] * 3 + ["fog"] * 2
+    assert C.assign(5, ("snow", "fog"), blocks="even") == ["snow"] * 3 + ["fog"] * 2
+    assert C.assign(5, ("snow", "fog")) == ["snow"] * 2 + ["fog"] * 2 + ["snow"]  # the paper's wrap
     with pytest.raises(ValueError, match="n must"):
         C.assign(-1)
 
@@ -105,7 +110,7 @@ def test_build_leaves_global_numpy_rng_alone(digits):
 @pytest.mark.parametrize("name", ["shot_noise", "impulse_noise", "motion_blur", "snow", "elastic_transform"])
 def test_equals_imagecorruptions_with_documented_seed(name):
     dataset = synthetic(4)
-    (result,) = C.build(dataset, key={}, workers=0, severity=2, seed=7, names=(name,))
+    (result,) = C.build(dataset, key={}, workers=0, severity=2, seed=7, names=(name,), **EVAL)
     for i in range(len(dataset)):
         image = dataset[i][0].permute(1, 2, 0).numpy().copy()
         seed = C.image_seed(7, name, 2, i)
@@ -126,6 +131,7 @@ def test_cache_roundtrip(tmp_path, digits, study, monkeypatch):
     assert path.exists() and not first.from_cache and torch.equal(first.images, study.images)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["key"] == KEY and meta["setting"] == "study" and meta["corruptions"] == list(C.STUDY)
+    assert meta["resolution"] == "native" and meta["blocks"] == "study" and meta["format"] == C.CACHE_FORMAT
     assert meta["imagecorruptions"] == C.library_version() and meta["n_images"] == len(digits)
     assert {p.name for p in tmp_path.iterdir()} == {path.name, path.with_suffix(".json").name}  # no *.tmp left
 
@@ -146,8 +152,10 @@ def test_cache_paths_differ():
         C.cache_path(KEY, "study", 3, 1, "/c", C.STUDY),
         C.cache_path(KEY, "study", 3, 0, "/c", C.STUDY[:-1]),
         C.cache_path(KEY, "snow", 3, 0, "/c", ("snow",)),
+        C.cache_path(KEY, "study", 3, 0, "/c", C.STUDY, resolution="evaluation"),
+        C.cache_path(KEY, "study", 3, 0, "/c", C.STUDY, blocks="even"),
     ]
-    assert len({base, *others}) == 6 and base == C.cache_path(dict(reversed(KEY.items())), "study", 3, 0, "/c", C.STUDY)
+    assert len({base, *others}) == 8 and base == C.cache_path(dict(reversed(KEY.items())), "study", 3, 0, "/c", C.STUDY)
     with pytest.raises(ValueError, match="key"):
         C.cache_path({"x": object()}, "study", 3, 0, "/c", C.STUDY)
 
@@ -155,22 +163,22 @@ def test_cache_paths_differ():
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "stale"])
 def test_bad_cache_file_is_rebuilt(tmp_path, damage, monkeypatch):
     dataset = synthetic(6)
-    (first,) = C.build(dataset, key={"d": 1}, workers=0, cache_dir=tmp_path)
-    path = C.cache_path({"d": 1}, "study", 3, 0, tmp_path, C.STUDY)
+    (first,) = C.build(dataset, key={"d": 1}, workers=0, cache_dir=tmp_path, **EVAL)
+    path = C.cache_path({"d": 1}, "study", 3, 0, tmp_path, C.STUDY, **EVAL)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage":
         path.write_bytes(b"not a torch file")
     else:  # a valid file for different images under the same key (e.g. a changed subset)
-        C.build(synthetic(5, seed=1), key={"x": 2}, workers=0, cache_dir=tmp_path)
-        path.write_bytes(C.cache_path({"x": 2}, "study", 3, 0, tmp_path, C.STUDY).read_bytes())
+        C.build(synthetic(5, seed=1), key={"x": 2}, workers=0, cache_dir=tmp_path, **EVAL)
+        path.write_bytes(C.cache_path({"x": 2}, "study", 3, 0, tmp_path, C.STUDY, **EVAL).read_bytes())
     calls = []
     real = C.corrupt_one
     monkeypatch.setattr(C, "corrupt_one", lambda *a: calls.append(a) or real(*a))
     with pytest.warns(UserWarning, match="rebuilding"):
-        (rebuilt,) = C.build(dataset, key={"d": 1}, workers=0, cache_dir=tmp_path)
+        (rebuilt,) = C.build(dataset, key={"d": 1}, workers=0, cache_dir=tmp_path, **EVAL)
     assert not rebuilt.from_cache and len(calls) == 6 and torch.equal(rebuilt.images, first.images)
-    (third,) = C.build(dataset, key={"d": 1}, workers=0, cache_dir=tmp_path)
+    (third,) = C.build(dataset, key={"d": 1}, workers=0, cache_dir=tmp_path, **EVAL)
     assert third.from_cache and torch.equal(third.images, first.images)
 
 
@@ -181,13 +189,13 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(OSError, match="disk full"):
-        C.build(synthetic(3), key={}, workers=0, cache_dir=tmp_path)
+        C.build(synthetic(3), key={}, workers=0, cache_dir=tmp_path, **EVAL)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_full_grid(tmp_path):
     dataset = synthetic(3)
-    sets = C.build(dataset, key={"g": 1}, setting="full", workers=0, cache_dir=tmp_path, severity=1)
+    sets = C.build(dataset, key={"g": 1}, setting="full", workers=0, cache_dir=tmp_path, severity=1, **EVAL)
     assert [(s.setting, s.severity) for s in sets] == [(n, v) for n in C.ALL for v in range(1, 6)]
     for s in sets:
         assert s.corruptions == [s.setting] * 3 and s.images.shape == (3, 3, 32, 32) and s.images.dtype == torch.uint8
@@ -200,7 +208,7 @@ def test_full_grid(tmp_path):
 
     for path in tmp_path.glob("snow-*"):  # a partial grid reuses what is there
         path.unlink()
-    again = C.build(dataset, key={"g": 1}, setting="full", workers=0, cache_dir=tmp_path)
+    again = C.build(dataset, key={"g": 1}, setting="full", workers=0, cache_dir=tmp_path, **EVAL)
     assert [s.setting for s in again if not s.from_cache] == ["snow"] * 5
     assert all(torch.equal(a.images, s.images) for a, s in zip(again, sets))
 
@@ -220,11 +228,13 @@ def test_time_build(digits):
         ({"workers": -1}, "workers"),
         ({"names": ("rain",)}, "names"),
         ({"names": ()}, "names"),
+        ({"resolution": "resized"}, "resolution"),
+        ({"blocks": "array_split"}, "blocks"),
     ],
 )
 def test_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        C.build(synthetic(2), key={}, **kwargs)
+        C.build(synthetic(2), key={}, **{**EVAL, **kwargs})
 
 
 def test_dataset_errors(tmp_path):
@@ -234,8 +244,10 @@ def test_dataset_errors(tmp_path):
         C.build(Items(torch.rand(2, 3, 32, 32), torch.zeros(2)), key={})
     mixed = [(torch.zeros(3, 32, 32, dtype=torch.uint8), 0), (torch.zeros(3, 32, 32), 1)]
     with pytest.raises(ValueError, match="uint8"):
-        C.build(mixed, key={})  # only the first item is checked up front
+        C.build(mixed, key={}, **EVAL)  # only the first item is checked up front
     with pytest.raises(ValueError, match="at least 32"):
-        C.build(synthetic(2, size=16), key={})
+        C.build(synthetic(2, size=16), key={}, **EVAL)
     with pytest.raises(ValueError, match="key"):
-        C.build(synthetic(2), key={"bad": {1, 2}}, cache_dir=tmp_path)
+        C.build(synthetic(2), key={"bad": {1, 2}}, cache_dir=tmp_path, **EVAL)
+    with pytest.raises(ValueError, match=r"native\(index\).*Items.*resolution='evaluation'"):
+        C.build(synthetic(2), key={})  # the default (native) needs native images
