@@ -299,7 +299,6 @@ def download(name: str, root: str | Path) -> bool:
     root = Path(root).expanduser()
     if present(info, root):
         return False
-    root.mkdir(parents=True, exist_ok=True)
     info.fetch(root)
     if not present(info, root):
         raise fetch.FetchError(missing_message(info, f"the download did not give the expected layout under {root}"))

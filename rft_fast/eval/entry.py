@@ -56,10 +56,12 @@ def evaluate_checkpoint(
     run: the RunInfo to store the rows under (the grid's); by default the checkpoint's TrainConfig gives it
     (run_id, if given, replacing the config's hash). data_root: the dataset's root (default: the config's).
     device: default cuda when visible. on_failure(threat, error) is called after the failure is recorded in
-    the outcome; a failure to load the checkpoint or build the data raises (nothing was measured)."""
-    from rft_fast.train import load_trained
+    the outcome; a failure to load the checkpoint or build the data raises (nothing was measured), and so does a
+    dataset whose class names differ from those the checkpoint recorded (ValueError naming both lists)."""
+    from rft_fast.train.trained import load_run
 
-    model, config = load_trained(checkpoint, device or default_device())
+    trained = load_run(checkpoint, device or default_device())
+    model, config = trained.model, trained.config
     if run is None:
         run = RunInfo(
             run_id or config.run_id(), config.dataset, config.backbone, config.loss, config.protocol, config.hparams()
@@ -71,6 +73,7 @@ def evaluate_checkpoint(
         store,
         data_root=data_root or config.data_root,
         image_size=config.image_size,
+        classes=trained.classes,
         progress=progress,
         on_result=on_result,
         on_failure=on_failure,
@@ -123,16 +126,20 @@ def evaluate_model(
     *,
     data_root: str | None,
     image_size: int,
+    classes: list[str] | None = None,
     progress: bool = False,
     on_result: Callable[[Measurement], None] | None = None,
     on_failure: Callable[[str, Exception], None] | None = None,
 ) -> EvalOutcome:
-    """The shared part: `run.dataset`'s test split at image_size built, `evaluate` into the store, failures kept."""
+    """The shared part: `run.dataset`'s test split at image_size built (its class names checked against
+    `classes`, the trained run's, when given), `evaluate` into the store, failures kept."""
     from rft_fast import data
+    from rft_fast.train.trained import check_classes
 
     if run.run_id.startswith(NAMESPACE + ":"):
         raise ValueError(f"--run-id {run.run_id!r}: ids starting with '{NAMESPACE}:' are kept for imported rows")
     splits = data.build(run.dataset, data_root, image_size=image_size)
+    check_classes(classes, splits.classes, run=run.run_id, dataset=run.dataset)
     outcome = EvalOutcome(run)
 
     def failed(threat: str, error: Exception) -> None:

@@ -23,23 +23,40 @@ from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space
 from rft_fast.models.registry import build_timm
 from rft_fast.train.config import TrainConfig
 
-# Approximate split sizes (train, val) after the study's splits (DATASETS[name].split_rule): official counts
-# where official, else the carved fractions of the full set. Caltech-101: 8,677 images (torchvision drops
-# BACKGROUND_Google) -> 80% = 6,942 train+val -> 85% = 5,900 train / 1,042 val. Oxford Pets: 3,680 trainval
-# -> 3,128 / 552. Stanford Cars: 8,144 train -> 6,922 / 1,222. UC Merced: 2,100 -> 1,680 -> 1,428 / 252.
-# digits: 1,797 -> 1,438 -> 1,222 / 216 (measured with data.build). FGVC-Aircraft and Flowers-102: official.
+# Split sizes (train, val) under the study's splits (DATASETS[name].split_rule, drawn by scikit-learn's
+# train_test_split: ceil(fraction * n) held out): official counts where official, else carved from the full set.
+# Caltech-101: 8,677 images (torchvision drops BACKGROUND_Google) -> 1,736 test, 6,941 train+val -> 5,899 train /
+# 1,042 val. Oxford Pets: 3,680 trainval -> 3,128 / 552. Stanford Cars: 8,144 train -> 6,922 / 1,222. UC Merced:
+# 2,100 -> 1,680 -> 1,428 / 252. digits: 1,797 -> 1,437 -> 1,221 / 216; digits3: 537 -> 429 -> 364 / 65 (both
+# measured with data.build). FGVC-Aircraft and Flowers-102: official. Your own data (folder: / csv:) is counted
+# from its files (`split_sizes`).
 SPLIT_SIZES: dict[str, tuple[int, int]] = {
-    "caltech101": (5_900, 1_042),
+    "caltech101": (5_899, 1_042),
     "fgvc_aircraft": (3_334, 3_333),
     "flowers102": (1_020, 1_020),
     "oxford_pets": (3_128, 552),
     "stanford_cars": (6_922, 1_222),
     "uc_merced": (1_428, 252),
-    "digits": (1_222, 216),
-    "digits3": (365, 65),
+    "digits": (1_221, 216),
+    "digits3": (364, 65),
 }
 BENCH_ATTACK_STEPS = 10  # `bench train` times APGD-10 + loss + backward + AdamW step (its meta "step")
 _RESOLUTION = 224  # where parameter counts of bench architectures are taken
+
+
+def split_sizes(dataset: str) -> tuple[int, int]:
+    """(train, val) images of `dataset`: SPLIT_SIZES for a registered one, your own folder: / csv: data counted
+    from its file list (data.build; no image is read, so the folder or CSV must be on this machine)."""
+    from rft_fast import data
+    from rft_fast.data.registry import MIN_IMAGE_SIZE
+
+    if dataset in SPLIT_SIZES:
+        return SPLIT_SIZES[dataset]
+    info = data.lookup(dataset)
+    if info.location is None:
+        raise ValueError(f"no split sizes for dataset {dataset!r}: add (train, val) to SPLIT_SIZES")
+    splits = data.build(dataset, image_size=MIN_IMAGE_SIZE)
+    return len(splits.train), len(splits.val)
 
 
 def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: float, max_t: int | None = None) -> float:
@@ -143,10 +160,8 @@ def estimate(
     per_config = []
     for config in expand(spec):
         train = TrainConfig(**config.train_fields(spec), **{d.name: _sample(d) for d in search_space(spec, config)})
-        if config.dataset not in SPLIT_SIZES:
-            raise ValueError(f"no split sizes for dataset {config.dataset!r}: add (train, val) to SPLIT_SIZES")
+        n_train, n_val = split_sizes(config.dataset)
         sec, source = _seconds_per_image(rows, models.get(config.backbone).timm_name, train)
-        n_train, n_val = SPLIT_SIZES[config.dataset]
         if train.max_batches is not None:
             n_train = min(n_train, train.max_batches * train.batch_size)
         if train.val_samples is not None:

@@ -104,9 +104,17 @@ def protocol_names() -> tuple[str, ...]:
 
 
 def dataset_names() -> tuple[str, ...]:
+    """The registered datasets (your own data is named folder:<dir> / csv:<file> besides)."""
     from rft_fast.data.registry import DATASETS
 
     return tuple(DATASETS)
+
+
+def dataset_name(name: str) -> str:
+    """The canonical name of a dataset (rft_fast.data.lookup: registered, or folder: / csv: paths resolved)."""
+    from rft_fast.data import lookup
+
+    return lookup(name).name
 
 
 def _ranges(rules: Mapping[str, Rule]) -> str:
@@ -120,8 +128,9 @@ def spec_keys() -> dict[str, str]:
         "backbones": "registry names or aliases (`rft-fast models`)",
         "losses": f"subset of {list(loss_names())}",
         "protocols": f"subset of {list(protocol_names())} or TORA-<epochs>",
-        "datasets": f"subset of {list(dataset_names())}",
-        "data_roots": "dataset -> its local root (not needed for built-in datasets)",
+        "datasets": f"subset of {list(dataset_names())}, or your own data as folder:<dir> | csv:<file> "
+        "(relative paths from the working folder)",
+        "data_roots": "dataset -> its local root (not needed for built-in datasets and your own folder: / csv:)",
         "pretrained": "backbone -> weights file (overrides weights_dir for that backbone)",
         "weights_dir": "folder holding <backbone>.safetensors for each backbone",
         "random_init": "train from random initialization instead of weights (offline / smoke grids)",
@@ -216,7 +225,7 @@ def _build(raw: dict[Any, Any], default_name: str) -> GridSpec:
     backbones = _axis(raw, "backbones", lambda n: models.get(n).name)
     losses = _axis(raw, "losses", lambda n: _member("loss", n, loss_names()))
     protocols = _axis(raw, "protocols", lambda n: get_protocol(n).name)
-    datasets = _axis(raw, "datasets", lambda n: _member("dataset", n, dataset_names()))
+    datasets = _axis(raw, "datasets", dataset_name)
     data_roots = _str_map(raw, "data_roots")
     pretrained = {}
     for name, path in _str_map(raw, "pretrained").items():

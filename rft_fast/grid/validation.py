@@ -1,23 +1,28 @@
 """Everything that would stop a grid or fail its trials, found before Ray starts: each (loss, protocol, axis
 values) combination's TrainConfig built with the fixed fields and each search bound and value
-(`config_problems`), and the files the grid needs (`check_paths`); `validate` lists both."""
+(`config_problems`), and the files the grid needs (`check_paths`); `validate` lists both. `fetch_missing`
+downloads the registered datasets missing under their data roots (what a spec's `download: true` asks for)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rft_fast.data.registry import DATASETS
+from rft_fast.data.registry import download, lookup, present
 from rft_fast.grid.configs import GridSpec, expand, search_space, weights_path
 from rft_fast.train.config import TrainConfig
 
 
 def check_paths(spec: GridSpec) -> list[str]:
-    """Problems with the files the grid needs (empty when all is there): a data root folder per non-built-in
-    dataset; unless random_init, weights_dir as a folder and each backbone's weights file; the store not a folder
-    and out_dir not a file. Part of `validate`; a dry run need not."""
+    """Problems with the files the grid needs (empty when all is there): a data root folder per registered
+    dataset that needs one, your own folder / CSV file where its name says; unless random_init, weights_dir as a
+    folder and each backbone's weights file; the store not a folder and out_dir not a file. Part of `validate`;
+    a dry run need not."""
     problems = []
     for dataset in spec.datasets:
-        if DATASETS[dataset].builtin:
+        info = lookup(dataset)
+        if info.location is not None and not info.location.exists():
+            problems.append(f"datasets: {dataset}: {info.location} does not exist")
+        if not info.needs_root:
             continue
         root = spec.data_roots.get(dataset)
         if root is None:
@@ -46,6 +51,19 @@ def check_paths(spec: GridSpec) -> list[str]:
     if Path(spec.out_dir).exists() and not Path(spec.out_dir).is_dir():
         problems.append(f"out_dir: {spec.out_dir} is a file, not a folder")
     return problems
+
+
+def fetch_missing(spec: GridSpec) -> list[str]:
+    """Downloads every dataset of `spec` that has a download and a data_roots entry but is not found under it
+    (rft_fast.data.download); the names downloaded. A dataset without a download (Stanford Cars) that is missing
+    raises rft_fast.data.fetch.FetchError with where to get it; datasets without a root are left to check_paths."""
+    fetched = []
+    for dataset in spec.datasets:
+        info, root = lookup(dataset), spec.data_roots.get(dataset)
+        if info.fetch is not None and root is not None and not present(info, root):
+            download(dataset, root)
+            fetched.append(dataset)
+    return fetched
 
 
 def validate(spec: GridSpec, *, paths: bool = True) -> list[str]:

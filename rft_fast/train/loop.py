@@ -193,6 +193,7 @@ class _Run:
                 "epoch": epoch_done,
                 "config": self.config.to_dict(),
                 "num_classes": self.splits.num_classes,
+                "classes": list(self.splits.classes),  # evaluation checks its dataset maps labels the same way
                 "model": self.model.state_dict(),
                 **self.stage.state_dict(),
                 "rng": checkpoint.rng_state(),

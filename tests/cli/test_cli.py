@@ -308,7 +308,8 @@ def test_bench_eval_rows(tmp_path):
     assert [r["what"] for r in rows] == ["clean", "L2 fast", "corruptions", "digits"]
     assert rows[0]["accuracy"] == 1.0  # labels are the model's own predictions
     assert all(r["seconds"] > 0 for r in rows)
-    assert rows[-1]["part"] == "cache build" and rows[-1]["workers"] == 1 and rows[-1]["n"] == 359
+    # n: the digits test split under the study's split, ceil(.2 * 1797)
+    assert rows[-1]["part"] == "cache build" and rows[-1]["workers"] == 1 and rows[-1]["n"] == 360
 
 
 def test_results_import_and_report_commands(tmp_path, capsys):

@@ -240,19 +240,19 @@ def test_estimate_by_hand(monkeypatch):
     )
     out = estimate(spec, bench)
     measured, extrapolated = out["configs"]
-    # epoch: 1,222 train images + 100 validation images (val_steps 10 = attack_steps 10) at 0.1 s
+    # epoch: 1,221 train images (digits, study split) + 100 validation images (val_steps 10 = attack_steps 10) at 0.1 s
     assert measured["source"] == "measured"
     assert measured["seconds_per_image"] == pytest.approx(0.1)
-    assert measured["epoch_seconds"] == pytest.approx(0.1 * (1222 + 100))
+    assert measured["epoch_seconds"] == pytest.approx(0.1 * (1221 + 100))
     assert measured["asha_expected_epochs"] == pytest.approx(1.5)  # 2 epochs, rung 1
-    assert measured["expected_trial_seconds"] == pytest.approx(1.5 * 132.2)
-    assert measured["full_trial_seconds"] == pytest.approx(2 * 132.2)
-    assert measured["trials_within_budget"] == pytest.approx(600 / 198.3)
-    assert measured["hours"] == pytest.approx(2 * 198.3 / 3600)  # 2 trials end before the 10 minutes
+    assert measured["expected_trial_seconds"] == pytest.approx(1.5 * 132.1)
+    assert measured["full_trial_seconds"] == pytest.approx(2 * 132.1)
+    assert measured["trials_within_budget"] == pytest.approx(600 / 198.15)
+    assert measured["hours"] == pytest.approx(2 * 198.15 / 3600)  # 2 trials end before the 10 minutes
     # deit_tiny has no rows: resnet50's time x 5M / 20M parameters
     assert extrapolated["source"] == "extrapolated from resnet50 by parameters"
     assert extrapolated["seconds_per_image"] == pytest.approx(0.025)
-    assert extrapolated["hours"] == pytest.approx(2 * 1.5 * 0.025 * 1322 / 3600)
+    assert extrapolated["hours"] == pytest.approx(2 * 1.5 * 0.025 * 1321 / 3600)
     assert (out["measured_configs"], out["extrapolated_configs"]) == (1, 1)
     assert out["budget_bound_hours"] == pytest.approx(2 * 10 / 60)
     assert out["estimated_hours"] == pytest.approx(measured["hours"] + extrapolated["hours"])
