@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rft_fast import models
 from rft_fast.checks import Rule, check_fields
 from rft_fast.grid.search import BACKBONE_DIMS, SearchDim
 from rft_fast.grid.sections import ASHA, EvalSpec, Resources
@@ -28,7 +29,13 @@ GRID_RULES = {
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A validated grid; build it with `load_spec`. Axes are tuples of registry names (aliases resolved)."""
+    """A validated grid; build it with `load_spec`. Axes are tuples of registry names (aliases resolved).
+
+    Weights of each backbone (`weights_path`): none under random_init; else its `pretrained` entry (a file);
+    else <weights_dir>/<backbone>.safetensors when weights_dir is given; else its hub weights (cached by
+    `rft-fast models fetch --spec`). A backbone that no hub carries (the robust checkpoints) must get a file
+    from `pretrained` or weights_dir: refused here otherwise.
+    """
 
     name: str
     backbones: tuple[str, ...]
@@ -59,11 +66,11 @@ class GridSpec:
         stray = sorted(set(self.pretrained) - set(self.backbones))
         if stray:
             raise ValueError(f"pretrained: backbone(s) {stray} are not in backbones")
-        without = [b for b in self.backbones if b not in self.pretrained]
-        if not self.random_init and self.weights_dir is None and without:
+        no_hub = [b for b in self.backbones if _uses_hub(self, b) and models.get(b).hub_id is None]
+        if no_hub:
             raise ValueError(
-                f"pretrained: no weights for {without}; give weights_dir, a pretrained entry per backbone, "
-                "or random_init: true"
+                f"pretrained: no hub carries the weights of {no_hub} (expected: {models.get(no_hub[0]).weights}); "
+                "give each a pretrained entry with its file (`rft-fast models convert`), or weights_dir"
             )
         object.__setattr__(self, "budget_minutes", float(self.budget_minutes))
 
@@ -101,7 +108,7 @@ class Config:
             "protocol": self.protocol,
             "loss": self.loss,
             "data_root": spec.data_roots.get(self.dataset),
-            **({"random_init": True} if weights is None else {"pretrained_path": weights}),
+            **({"random_init": True} if spec.random_init else {"pretrained_path": weights}),
             **spec.fixed,
             **dict(self.variant),
         }
@@ -112,13 +119,24 @@ class Config:
 
 
 def weights_path(spec: GridSpec, backbone: str) -> str | None:
-    """The backbone's weights file: pretrained[backbone], else <weights_dir>/<backbone>.safetensors; None under
-    random_init."""
+    """The backbone's weights file: pretrained[backbone], else <weights_dir>/<backbone>.safetensors; None when
+    it needs no file: random_init, or hub weights (no pretrained entry and no weights_dir)."""
     if spec.random_init:
         return None
     if backbone in spec.pretrained:
         return spec.pretrained[backbone]
+    if spec.weights_dir is None:
+        return None
     return str(Path(spec.weights_dir) / f"{backbone}.safetensors")
+
+
+def _uses_hub(spec: GridSpec, backbone: str) -> bool:
+    return not spec.random_init and weights_path(spec, backbone) is None
+
+
+def hub_backbones(spec: GridSpec) -> list[str]:
+    """The backbones whose weights come from the hub (what `rft-fast models fetch --spec` caches)."""
+    return [b for b in spec.backbones if _uses_hub(spec, b)]
 
 
 def expand(spec: GridSpec) -> list[Config]:

@@ -1,8 +1,15 @@
-"""The backbone registry: the study's 40 backbones as one table of data, plus lookup, filters and listing.
+"""The backbone registry: the study's 40 backbones as one table of data, any other timm name derived from timm,
+plus lookup, filters and listing.
 
 Metadata (architecture type, size class, pretraining, resolution, mean/std, where the weights come from) is data
 in `_TABLE`; nothing here branches on a model name. Parameter counts are not stored: `num_params` derives them
 from the model itself (built on the meta device), so they cannot drift from what `create` builds.
+
+A name that is neither registered nor an alias is looked up in timm (`timm_spec`): mean/std, resolution and hub
+id come from timm's pretrained config, the architecture type and size class from the network, the pretraining
+is "unknown". Its name is timm's canonical `arch.tag`: a bare architecture is spelled with the tag it resolves
+to (`resnet18` -> `resnet18.a1_in1k`), so run ids and the results store name the weights actually used, and a
+timm id that a study entry already carries (`resnet50` -> `resnet50.a1_in1k`) is that study entry.
 """
 
 from __future__ import annotations
@@ -12,10 +19,10 @@ import fnmatch
 import functools
 from dataclasses import dataclass
 
-import timm
-import torch
-from torch import nn
+from rft_fast.models import timm_names
+from rft_fast.models.timm_names import build_timm, count_params  # noqa: F401 (build_timm: re-exported)
 
+UNKNOWN = "unknown"  # what a timm name's derived arch / size / pretraining says when it cannot be told
 ARCHS = ("convolutional", "attention", "hybrid")
 SIZES = ("small", "medium", "large")  # the study's classes: < 20M, 20-50M, >= 50M parameters
 PRETRAININGS = (
@@ -40,6 +47,9 @@ class BackboneSpec:
 
     `name` is the study's name (what users type), `timm_name` the architecture given to `timm.create_model`
     and `pretrained_tag` the timm weight tag (None for the robust checkpoints, which come from elsewhere).
+    `hub_id` is the Hugging Face repository timm loads the tag's weights from (None: no hub carries them, a
+    local file is needed); `study` marks the study's 40 entries. `arch`, `size` and `pretraining` may be
+    "unknown" (a timm name whose metadata cannot be derived).
     `input_size` is the pretrained resolution (timm's cfg); `mean`/`std` are applied inside the model by
     `Normalized`, so every image the toolkit handles stays in [0,1]. `weights` says, for a human, which file
     `create(pretrained_path=...)` expects and where it comes from; `checkpoint_format` says how to read it.
@@ -58,12 +68,14 @@ class BackboneSpec:
     checkpoint_format: str = "timm"
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    hub_id: str | None = None
+    study: bool = False
 
     def __post_init__(self) -> None:
         for field, value, allowed in (
-            ("arch", self.arch, ARCHS),
-            ("size", self.size, SIZES),
-            ("pretraining", self.pretraining, PRETRAININGS),
+            ("arch", self.arch, (*ARCHS, UNKNOWN)),
+            ("size", self.size, (*SIZES, UNKNOWN)),
+            ("pretraining", self.pretraining, (*PRETRAININGS, UNKNOWN)),
             ("checkpoint_format", self.checkpoint_format, CHECKPOINT_FORMATS),
         ):
             _check_choice(field, value, allowed)
@@ -89,7 +101,7 @@ def _check_choice(argument: str, value: object, allowed: tuple[str, ...]) -> Non
         raise ValueError(f"{argument} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
-_HF = "Hugging Face timm/{timm_id} (model.safetensors)"
+_HF = "Hugging Face {hub_id} (hub weights; a local file with pretrained_path)"
 _SINGH = "Singh et al. 2023 (github: nmndeep/revisiting-at): {file}"
 _ROBUST = "Linf 4/255 adversarial training on ImageNet"
 _AT_224 = "pretrained at 256 px; the study fine-tunes at 224 ({} takes any input size)"
@@ -99,7 +111,7 @@ _OTHER_HUB = "the study took {} from another hub; timm's {} is the equivalent re
 # The study's 40 backbones, in the order of docs/study.md, "The 40 backbones". Two lines a row:
 #   (name, timm_name, pretrained_tag,
 #    arch, size, pretraining, input_size, (mean, std), weights, checkpoint_format, aliases, notes)
-# weights=None means the timm Hugging Face file of that tag.
+# weights=None means the timm Hugging Face file of that tag (hub_id from timm's pretrained config).
 # fmt: off
 _TABLE: tuple[tuple, ...] = (
     # convolutional (16)
@@ -202,8 +214,14 @@ _TABLE: tuple[tuple, ...] = (
 # fmt: on
 
 
+def _hub_id(timm_id: str) -> str | None:
+    cfg = timm_names.pretrained_cfg(timm_id)
+    return None if cfg is None else cfg.get("hf_hub_id")
+
+
 def _spec(row: tuple) -> BackboneSpec:
     name, timm_name, tag, arch, size, pretraining, input_size, (mean, std), weights, fmt, aliases, notes = row
+    hub_id = _hub_id(f"{timm_name}.{tag}") if tag else None
     return BackboneSpec(
         name=name,
         timm_name=timm_name,
@@ -214,10 +232,12 @@ def _spec(row: tuple) -> BackboneSpec:
         input_size=input_size,
         mean=mean,
         std=std,
-        weights=weights or _HF.format(timm_id=f"{timm_name}.{tag}"),
+        weights=weights or _HF.format(hub_id=hub_id),
         checkpoint_format=fmt,
         aliases=aliases,
         notes=notes,
+        hub_id=hub_id,
+        study=True,
     )
 
 
@@ -251,17 +271,71 @@ def _names() -> dict[str, BackboneSpec]:
 
 
 def get(name: str) -> BackboneSpec:
-    """The spec of a backbone by name or alias (exact, then case-insensitive); an unknown name lists close ones."""
+    """The spec of a backbone: a registered name or alias (exact, then case-insensitive), else any name timm
+    knows (`timm_spec`). An unknown name is a ValueError listing close registered and timm names."""
     names = _names()
     if name in names:
         return names[name]
     folded = {n.lower(): spec for n, spec in names.items()}
     if isinstance(name, str) and name.lower() in folded:
         return folded[name.lower()]
+    spec = timm_spec(name) if isinstance(name, str) else None
+    if spec is not None:
+        return spec
     close = difflib.get_close_matches(str(name).lower(), list(folded), n=6, cutoff=0.6)
     suggestions = list(dict.fromkeys(folded[c].name for c in close))[:3]
-    hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
-    raise ValueError(f"unknown backbone {name!r}{hint} (`rft-fast models` lists all)")
+    prefix = str(name).partition(".")[0].lower()
+    in_timm = timm_names.list_pretrained(f"{prefix}*") if prefix else []
+    suggestions += [n for n in difflib.get_close_matches(str(name).lower(), in_timm, n=3) if n not in suggestions]
+    hint = f"; did you mean: {', '.join(suggestions[:5])}?" if suggestions else ""
+    raise ValueError(
+        f"unknown backbone {name!r}{hint} (`rft-fast models` lists the registered ones, "
+        "`rft-fast models list --timm PATTERN` timm's pretrained names)"
+    )
+
+
+def timm_spec(name: str) -> BackboneSpec | None:
+    """The spec of timm name `name` (`arch.tag` or a bare architecture), None when timm does not know it.
+
+    Resolved to timm's canonical `arch.tag` first; a registered entry with that timm id is returned as it is
+    (the study's metadata win), anything else is derived from timm (`_derived`, cached).
+    """
+    timm_id = timm_names.canonical(name) or timm_names.canonical(name.lower())
+    if timm_id is None:
+        return None
+    for spec in REGISTRY.values():
+        if spec.pretrained_tag and spec.timm_id == timm_id:
+            return spec
+    return _derived(timm_id)
+
+
+@functools.cache
+def _derived(timm_id: str) -> BackboneSpec:
+    """A backbone from timm alone: pretrained config for mean/std, resolution and hub id; the meta-device
+    network for the architecture type and size class; pretraining "unknown"."""
+    arch, _, tag = timm_id.partition(".")
+    cfg = timm_names.pretrained_cfg(timm_id) or {}
+    input_size = int((cfg.get("input_size") or (3, 224, 224))[-1])
+    hub_id = cfg.get("hf_hub_id") or None
+    return BackboneSpec(
+        name=timm_id,
+        timm_name=arch,
+        pretrained_tag=tag or None,
+        arch=timm_names.derived_arch(arch, input_size),
+        size=timm_names.size_class(count_params(arch, input_size)),
+        pretraining=UNKNOWN,
+        input_size=input_size,
+        mean=tuple(cfg.get("mean", IMAGENET[0])),
+        std=tuple(cfg.get("std", IMAGENET[1])),
+        weights=_HF.format(hub_id=hub_id) if hub_id else "no hub weights in timm: pass a local file (pretrained_path)",
+        hub_id=hub_id,
+        notes="derived from timm: arch from the module types, size from the parameter count",
+    )
+
+
+def list_timm(pattern: str = "*") -> list[str]:
+    """timm's pretrained names (`arch.tag`) matching the fnmatch `pattern`; each is a valid backbone name."""
+    return timm_names.list_pretrained(pattern)
 
 
 def list_backbones(
@@ -282,27 +356,6 @@ def list_backbones(
     ]
 
 
-def build_timm(timm_name: str, num_classes: int, image_size: int) -> nn.Module:
-    """`timm.create_model` without weights; `img_size` is passed only to models whose layers depend on it.
-
-    Resolution-bound models (ViT, DeiT, EVA, Swin, CoaT, CoAtNet, ...) take `img_size`; conv nets take any input
-    size and reject the argument, which is how the two are told apart.
-    """
-    try:
-        return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, img_size=image_size)
-    except TypeError as err:
-        if "img_size" not in str(err):
-            raise
-    return timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
-
-
-@functools.cache
-def _count(timm_name: str, image_size: int) -> int:
-    with torch.device("meta"):
-        model = build_timm(timm_name, 0, image_size)
-    return sum(p.numel() for p in model.parameters())
-
-
 def num_params(spec_or_name: BackboneSpec | str) -> int:
     """Parameters of the backbone without its classifier (timm num_classes=0) at the spec's resolution.
 
@@ -310,14 +363,23 @@ def num_params(spec_or_name: BackboneSpec | str) -> int:
     the task's number of classes; it is what the study's size classes refer to.
     """
     spec = spec_or_name if isinstance(spec_or_name, BackboneSpec) else get(spec_or_name)
-    return _count(spec.timm_name, spec.input_size)
+    return count_params(spec.timm_name, spec.input_size)
 
 
 def format_table(specs: list[BackboneSpec]) -> str:
-    """A plain-text table of `specs` (what `rft-fast models` prints)."""
-    header = ("name", "arch", "size", "params (M)", "pretraining", "resolution", "weights")
+    """A plain-text table of `specs` (what `rft-fast models` prints); "study" marks the study's 40 entries."""
+    header = ("name", "study", "arch", "size", "params (M)", "pretraining", "resolution", "weights")
     rows = [
-        (s.name, s.arch, s.size, f"{num_params(s) / 1e6:.1f}", s.pretraining, str(s.input_size), s.weights)
+        (
+            s.name,
+            "yes" if s.study else "-",
+            s.arch,
+            s.size,
+            f"{num_params(s) / 1e6:.1f}",
+            s.pretraining,
+            str(s.input_size),
+            s.weights,
+        )
         for s in specs
     ]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rft_fast.models.normalization import DEFAULT_NORMALIZATION, mean_std
 from rft_fast.models.registry import BackboneSpec
 
 
@@ -17,25 +18,30 @@ class Normalized(nn.Module):
 
     `mean`/`std` are float32 buffers of shape (1, 3, 1, 1), cast to x's dtype in forward (so AMP and float64
     checks work); they are not persistent: a saved state dict holds only `backbone.*`, and the constants come
-    from `spec`. Exposes `spec`, `backbone` (the timm model) and `num_classes`.
+    from `spec` under rule `normalization` (rft_fast.models.normalization: "pretrained" | "study"). Exposes
+    `spec`, `backbone` (the timm model), `num_classes` and `normalization`.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, backbone: nn.Module, spec: BackboneSpec, num_classes: int) -> None:
+    def __init__(
+        self, backbone: nn.Module, spec: BackboneSpec, num_classes: int, normalization: str = DEFAULT_NORMALIZATION
+    ) -> None:
         super().__init__()
+        mean, std = mean_std(spec, normalization)
         self.backbone = backbone
         self.spec = spec
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.normalization = normalization
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
 
     def extra_repr(self) -> str:
-        return f"spec={self.spec.name!r}, num_classes={self.num_classes}"
+        return f"spec={self.spec.name!r}, num_classes={self.num_classes}, normalization={self.normalization!r}"
 
 
 def head_module(model: Normalized) -> nn.Module:

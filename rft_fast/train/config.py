@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rft_fast.checks import suggest
+from rft_fast.models.normalization import DEFAULT_NORMALIZATION
 from rft_fast.train.attack_registry import ATTACK_REGISTRY
 from rft_fast.train.fields import (  # noqa: F401 (re-exported: the grid spec and the CLI read them here)
     AMP,
@@ -43,7 +44,12 @@ class TrainConfig:
             rft_fast.train.protocols.PROTOCOLS), loss ("ce" | "classic_at" | "trades" | "classic_at+grace" |
             "trades+grace", or any registered in rft_fast.train.loss_registry.LOSS_REGISTRY).
         data_root: the dataset's local root (None for the built-in "digits"); split_seed: the study's 42.
-        pretrained_path: the backbone's weights file; random_init=True trains from scratch (tests only).
+        pretrained_path: the backbone's weights file; None (default) loads its hub weights (rft_fast.models.hub:
+            HF_HOME / HF_HUB_OFFLINE; the robust checkpoints need the file); random_init=True trains from
+            scratch (tests only; not with pretrained_path).
+        normalization: the mean/std inside the model (rft_fast.models.normalization): "pretrained" (default,
+            timm's config; then left out of hparams / run_id) | "study" (the study's rule: CLIP's for names
+            containing "laion", ImageNet's otherwise).
         image_size: training and validation resolution (the study resizes every dataset to 224).
         optimizer "adamw" (betas (0.9, 0.95)) | "sgd" (momentum); lr_* / wd_*: per group; cosine: anneal
             to 0 over the epochs.
@@ -125,6 +131,7 @@ class TrainConfig:
     eps_start: float = 0.0
     eps_warmup: float = 0.3
     attack: str = "apgd"
+    normalization: str = "pretrained"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -148,10 +155,10 @@ class TrainConfig:
             )
         self.protocol_spec.recipe.check(self)
         self._validate_options()
-        if self.pretrained_path is None and not self.random_init:
+        if self.pretrained_path is not None and self.random_init:
             raise ValueError(
-                f"backbone {self.backbone!r} needs pretrained_path (its weights file), or random_init=True to "
-                "train from scratch (tests and smoke runs)"
+                f"pretrained_path ({self.pretrained_path!r}) and random_init=True exclude each other: give the "
+                "weights file, random_init=True, or neither (hub weights)"
             )
 
     def _validate_options(self) -> None:
@@ -219,7 +226,7 @@ class TrainConfig:
     def _unused(self) -> set[str]:
         """Fields without effect on this run, left out so that adding them kept every other run's id: a protocol's
         own fields (TORA's) outside it, a loss's own fields (GRACE's) outside it, consistency_weight when 0, the
-        schedule's when it is constant, and attack when it is the default."""
+        schedule's when it is constant, and attack and normalization when they are the default."""
         unused = (protocol_only_fields() - set(self.protocol_spec.recipe.fields)) | (
             loss_only_fields() - set(loss_spec(self.loss).fields)
         )
@@ -229,6 +236,8 @@ class TrainConfig:
             unused |= set(_SCHEDULE_FIELDS)
         if self.attack == _DEFAULT_ATTACK:
             unused.add("attack")
+        if self.normalization == _DEFAULT_NORMALIZATION:
+            unused.add("normalization")
         return unused
 
     @classmethod
@@ -258,3 +267,4 @@ _IDENTITY = {"backbone", "dataset", "protocol", "loss"}
 _RUNTIME = {"data_root", "pretrained_path", "device", "workers", "out_dir"}
 _SCHEDULE_FIELDS = ("eps_schedule", "eps_start", "eps_warmup")
 _DEFAULT_ATTACK = "apgd"
+_DEFAULT_NORMALIZATION = DEFAULT_NORMALIZATION

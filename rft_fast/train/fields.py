@@ -5,6 +5,7 @@ registries at each check (an entry registered at run time is accepted)."""
 from __future__ import annotations
 
 from rft_fast.checks import LiveChoices, Rule
+from rft_fast.models.normalization import NORMALIZATIONS as MODEL_NORMALIZATIONS
 from rft_fast.study import NORMS
 from rft_fast.train.attack_registry import ATTACK_REGISTRY
 from rft_fast.train.loss_registry import LOSS_REGISTRY
@@ -15,6 +16,7 @@ EPS_SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("adamw", "sgd")
 AMP = ("auto", "bf16", "none")
 ATTACK_LOSSES = ("ce", "kl")
+NORMALIZATIONS = LiveChoices(MODEL_NORMALIZATIONS.keys)  # "pretrained" | "study" | ... (models.normalization)
 MAX_EPOCHS = 10_000  # epochs of one run, explicit or the protocol's (TORA-<epochs> names any count)
 SEED_MAX = 2**32 - 1  # seeds are ints in [0, 2**32): NumPy's seed range
 # The per-epoch metrics `fit` reports (rft_fast.train.loop: the rows of metrics.jsonl, the callback's argument, what
@@ -36,7 +38,8 @@ _HELP: dict[str, str] = {
     "trades+grace (GRACE: + Gram feature alignment, curvature-scaled sharpness-aware steps)",
     "data_root": "the dataset's local root folder (not needed for digits)",
     "split_seed": "seed of the train/val/test split (the study: 42)",
-    "pretrained_path": "the backbone's weights file (safetensors / .pth; see `rft-fast models convert`)",
+    "pretrained_path": "the backbone's weights file (safetensors / .pth; see `rft-fast models convert`); default: "
+    "its hub weights (`rft-fast models fetch` caches them for offline runs)",
     "random_init": "train from random initialization (tests, smoke runs)",
     "image_size": "input resolution (the study: 224 for every backbone)",
     "optimizer": "adamw (betas 0.9, 0.95) | sgd (momentum)",
@@ -79,6 +82,8 @@ _HELP: dict[str, str] = {
     "attack": "training attack: apgd (the study's: APGD, attack_steps, attack_loss) | trades-pgd (the original TRADES "
     "attack, Linf: KL sign steps of 0.007/0.031 attack_eps from x + 0.001 N(0, 1); official: attack_eps "
     "0.031, 10 steps)",
+    "normalization": "mean/std inside the model: pretrained (timm's config for the weights) | study (the study's "
+    "rule: CLIP's if the name contains 'laion', else ImageNet's)",
 }
 
 
@@ -133,6 +138,7 @@ FIELD_RULES: dict[str, Rule] = {
     "eps_start": Rule(float, 0, 10_000),  # and <= attack_eps (validate)
     "eps_warmup": Rule(float, 0, 1),
     "attack": Rule(str, choices=ATTACKS),  # the training-attack registry's names, read at each check
+    "normalization": Rule(str, choices=NORMALIZATIONS),
 }
 # Each field's help with its range (`rft-fast train --help`).
 FIELD_HELP: dict[str, str] = {name: FIELD_RULES[name].help(text) for name, text in _HELP.items()}

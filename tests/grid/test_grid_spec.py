@@ -138,7 +138,10 @@ def test_check_paths(tmp_path):
         ({"protocols": ["FFT-10"]}, "protocols: unknown protocol 'FFT-10'"),
         ({"datasets": ["imagenet"]}, "datasets: unknown dataset 'imagenet'"),
         ({"data_roots": {"caltech101": "/d"}}, "data_roots: dataset(s) ['caltech101'] are not in datasets"),
-        ({"random_init": None}, "pretrained: no weights for"),
+        (
+            {"random_init": None, "backbones": ["robust_resnet50"]},
+            "pretrained: no hub carries the weights of ['robust_resnet50']",
+        ),
         ({"pretrained": {"vit_base_patch16_224.mae": "/x"}}, "pretrained: backbone(s) ['vit_base_patch16_224.mae']"),
         ({"search": {"lr_head": {"loguniform": [1e-1, 1e-6]}}}, "search.lr_head: low (0.1) must be < high (1e-06)"),
         (

@@ -209,8 +209,8 @@ def test_the_section_classes_check_themselves():
     spec = spec_with()
     with pytest.raises(ValueError, match="seed must be an int"):
         dataclasses.replace(spec, seed=-1)  # a spec changed in code is held to the same rules
-    with pytest.raises(ValueError, match="pretrained: no weights for"):
-        dataclasses.replace(spec, random_init=False)
+    with pytest.raises(ValueError, match="pretrained: no hub carries the weights of"):
+        dataclasses.replace(spec, random_init=False, backbones=("robust_resnet50",))
 
 
 # ----------------------------------------------------------------------------------------------- eval: EvalSettings

@@ -257,14 +257,14 @@ def test_unknown_backbone_lists_close_matches():
     with pytest.raises(
         ValueError,
         match=r"unknown backbone 'convnext_tiny.fb_in22'; did you mean: "
-        r"convnext_tiny\.fb_in22k.*`rft-fast models` lists all",
+        r"convnext_tiny\.fb_in22k.*`rft-fast models` lists the registered ones",
     ):
         models.get("convnext_tiny.fb_in22")
-    with pytest.raises(ValueError, match=r"unknown backbone 'zzz' \(`rft-fast models`"):
+    with pytest.raises(ValueError, match=r"unknown backbone 'zzz' \(`rft-fast models` .* --timm PATTERN"):
         models.create("zzz", 3, random_init=True)
 
 
-def test_weights_are_required_unless_random_init(tmp_path):
+def test_robust_weights_need_a_local_file(tmp_path):
     spec = models.get("robust_convnext_tiny")
     with pytest.raises(ValueError, match="needs its pretrained weights") as err:
         models.create(spec.name, 3)

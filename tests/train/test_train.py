@@ -213,7 +213,7 @@ def test_param_groups_split_decay_and_parts():
         (dict(protocol="FFT-7"), "unknown protocol"),
         (dict(loss="mart"), "loss must be one of"),
         (dict(batch_size=48, effective_batch=64), "multiple of batch_size"),
-        (dict(random_init=False), "pretrained_path"),
+        (dict(pretrained_path="/w.safetensors"), "pretrained_path .* and random_init=True exclude each other"),
         (dict(attack_eps=0.0), "attack_eps"),
         (dict(lr_head=float("nan")), "lr_head"),
         (dict(optimizer="adam"), "optimizer"),
