@@ -410,8 +410,8 @@ def test_list_backbones_filters():
 def test_format_table_lists_every_spec_with_its_parameters():
     specs = models.list_backbones(size="small")
     lines = models.format_table(specs).splitlines()
-    assert lines[0].split()[:4] == ["name", "arch", "size", "params"] and set(lines[1]) == {"-"}
+    assert lines[0].split()[:5] == ["name", "study", "arch", "size", "params"] and set(lines[1]) == {"-"}
     assert len(lines) == 2 + len(specs)
     for spec, line in zip(specs, lines[2:]):
-        assert line.startswith(spec.name + " ") and line.endswith(spec.weights)
+        assert line.startswith(spec.name + " ") and line.endswith(spec.weights) and line.split()[1] == "yes"
         assert f"{models.num_params(spec) / 1e6:.1f}" in line.split()
