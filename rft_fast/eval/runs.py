@@ -87,11 +87,13 @@ def attack(ctx: ThreatContext) -> None:
 
 
 def common_corruptions(ctx: ThreatContext) -> None:
-    """Common corruptions: the study's 11 types at one severity (a row per type, then the aggregate), or the
-    full 15 types x 5 severities (a row per severity). The image source's frozen set when it has one."""
+    """Common corruptions: the study's 11 types at one severity (a row per type, then the aggregate "study"), or
+    the full 15 types x 5 severities (a row per (type, severity), then per severity the aggregate "full": the mean
+    accuracy over the types, n the images). The image source's frozen set when it has one."""
     s = ctx.settings
     # The full grid is built one corruption type at a time (5 sets in memory, not 75).
     groups = [None] if s.corruption_setting == "study" else [(name,) for name in corruptions.ALL]
+    full: dict[int, list[float]] = {}  # severity -> the accuracy of each type's set
     for names in groups:
         t0 = time.perf_counter()
         sets = (
@@ -125,6 +127,10 @@ def common_corruptions(ctx: ThreatContext) -> None:
                         correct[mask].float().mean().item(), int(mask.sum()), 0.0, corruption=name, severity=cs.severity
                     )
             ctx.record(correct.float().mean().item(), len(yc), seconds, corruption=label, severity=cs.severity)
+            if cs.setting != "study":
+                full.setdefault(cs.severity, []).append(correct.float().mean().item())
+    for severity, accuracies in full.items():  # last: the aggregate rows mark the threat done
+        ctx.record(sum(accuracies) / len(accuracies), len(ctx.y), 0.0, corruption="full", severity=severity)
 
 
 def smoothing(ctx: ThreatContext) -> None:

@@ -109,3 +109,35 @@ def test_settings_select_and_identify_the_protocol():
         EvalSettings(corruption_resolution="resized")
     settings = EvalSettings.from_dict({"corruption_resolution": "evaluation", "images": "drawn"})
     assert settings.corruption_resolution == "evaluation"
+
+
+def test_full_grid_rows_include_the_expected_aggregates(monkeypatch):
+    """The full grid stores a row per (type, severity) and per severity the "full" aggregate, the rows the threat
+    registry expects (what the grid's done check looks for). The sets are faked: only the rows are under test."""
+    from torch import nn
+
+    from rft_fast.eval import RunInfo, evaluate
+    from rft_fast.results import expected_rows
+
+    src = source([(32, 32)] * 4)
+    offsets = {name: k for k, name in enumerate(C.ALL)}
+
+    def fake_build(dataset, *, names, **kwargs):
+        clean = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        labels = torch.as_tensor([dataset[i][1] for i in range(len(dataset))])
+        return [
+            C.CorruptedSet(names[0], v, (clean + offsets[names[0]] + v).to(torch.uint8), labels, [names[0]] * 4, False)
+            for v in C.SEVERITIES
+        ]
+
+    monkeypatch.setattr(C, "build", fake_build)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2)).eval()
+    settings = EvalSettings(threats=("corruptions",), corruption_setting="full", n=4)
+    rows = evaluate(model, src, RunInfo("r", "digits", "linear", "ce", "FFT-5", {}), settings)
+    have = {(m.threat, m.eps, m.corruption, m.severity, m.mode) for m in rows}
+    assert expected_rows("corruptions", settings) <= have and len(rows) == 15 * 5 + 5
+    for v in C.SEVERITIES:
+        per_type = [m.accuracy for m in rows if m.severity == v and m.corruption != "full"]
+        (aggregate,) = [m for m in rows if m.severity == v and m.corruption == "full"]
+        assert len(per_type) == 15 and aggregate.accuracy == pytest.approx(sum(per_type) / 15) and aggregate.n == 4
