@@ -26,7 +26,7 @@ SOURCES := setup.py pyproject.toml $(shell find csrc rft_fast kernels -type f \(
 $(BIN)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip setuptools wheel
-	$(BIN)/pip install "$(TORCH)" "$(TORCHVISION)" timm safetensors tqdm scikit-learn numpy ninja pybind11 pytest pytest-xdist hypothesis pytest-benchmark pyautoattack imagecorruptions-imaug matplotlib pyyaml "ray[tune]"
+	$(BIN)/pip install "$(TORCH)" "$(TORCHVISION)" timm safetensors tqdm scikit-learn numpy ninja pybind11 pytest pytest-xdist hypothesis pytest-benchmark pyautoattack imagecorruptions-imaug matplotlib pyyaml "ray[tune]" zstandard
 	touch $@
 
 $(BIN)/.installed: $(BIN)/.deps $(SOURCES)
