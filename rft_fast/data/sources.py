@@ -126,7 +126,9 @@ def open_flowers102(root: Path, size: int) -> dict[str, ImageSource]:
     folder = root / "flowers-102"
     _require(folder / "jpg", folder / "imagelabels.mat", folder / "setid.mat")
     set_ids = loadmat(folder / "setid.mat", squeeze_me=True)
-    labels = dict(enumerate((loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"] - 1).tolist(), 1))
+    labels = dict(
+        enumerate((np.atleast_1d(loadmat(folder / "imagelabels.mat", squeeze_me=True)["labels"]) - 1).tolist(), 1)
+    )
     parts = {}
     for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
         ids = np.atleast_1d(set_ids[key]).tolist()
