@@ -36,17 +36,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from rft_fast.eval.corruptions import STUDY, CorruptedSet, assign
+from rft_fast.study import PAPER_DATASET_NAMES
 
 REPO_ID = "MaxHeuillet/RobustGenBench"
 # rft-fast's dataset name -> the study's (its archive is <study name>_processed.tar.zst)
-PAPER_NAMES: dict[str, str] = {
-    "caltech101": "caltech101",
-    "fgvc_aircraft": "fgvc-aircraft-2013b",
-    "flowers102": "flowers-102",
-    "oxford_pets": "oxford-iiit-pet",
-    "stanford_cars": "stanford_cars",
-    "uc_merced": "uc-merced-land-use-dataset",
-}
+PAPER_NAMES = PAPER_DATASET_NAMES
 SPLITS = ("test", "test_common")  # the clean and the corrupted frozen images
 IMAGE_SIZE = 224
 SEVERITY = 3

@@ -19,16 +19,10 @@ s13B-b82K", "efficientnet-b0", "mobilevit-small"), so they need no table.
 from __future__ import annotations
 
 from rft_fast.results.csv_reading import Layout
+from rft_fast.study import PAPER_DATASET_NAMES
 
 # the paper's dataset folder names (load_results.py `datas`) -> the rft_fast.data registry's
-PAPER_DATASETS = {
-    "caltech101": "caltech101",
-    "fgvc-aircraft-2013b": "fgvc_aircraft",
-    "flowers-102": "flowers102",
-    "oxford-iiit-pet": "oxford_pets",
-    "stanford_cars": "stanford_cars",
-    "uc-merced-land-use-dataset": "uc_merced",
-}
+PAPER_DATASETS = {paper: ours for ours, paper in PAPER_DATASET_NAMES.items()}
 # loss_function as the table writes it, and as the paper's code names the losses (TRADES_v2, CLASSIC_AT)
 PAPER_LOSSES = {"Classic AT": "classic_at", "TRADES": "trades", "CLASSIC_AT": "classic_at", "TRADES_v2": "trades"}
 PAPER_PROTOCOLS = {"FFT (50 epochs)": "FFT-50", "FFT (5 epochs)": "FFT-5", "LP (50 epochs)": "LP-50"}
