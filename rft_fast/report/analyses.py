@@ -46,7 +46,10 @@ def borda(rows: Sequence[Row], protocol: str) -> list[dict[str, Any]]:
 
     Per dataset and accuracy, the rows with a value get rank points scipy.stats.rankdata(method="min") (lowest
     accuracy 1 point, highest n; ties share the minimum); a missing value earns 0. Points sum over the five
-    accuracies and the datasets. Order: points, then score_sum, then names; the first three get the medals.
+    accuracies and the datasets. Order: points, then score_sum, then names; `position` is the place in that
+    order and the first three get the `medal`s. `rank` is the global rank as the paper gives it (GR): 1 + the
+    entries with more points, so equal points share it. `size_medal` is the medal within the entry's size class
+    (its first three in this order, the paper's per-size tables; "unknown" sizes ranked among themselves).
     score_sum adds the measured accuracies over datasets; geom adds the product of the five over the datasets
     where all five are measured; `missing` counts the accuracies not measured.
     """
@@ -86,10 +89,30 @@ def borda(rows: Sequence[Row], protocol: str) -> list[dict[str, Any]]:
                 entry["points"] += int(points)
                 entry["points_by_dataset"][dataset] += int(points)
     ranked = sorted(table.values(), key=lambda e: (-e["points"], -e["score_sum"], e["backbone"], e["loss"]))
-    for position, entry in enumerate(ranked, 1):
+    shared = rankdata([-e["points"] for e in ranked], method="min") if ranked else []
+    in_size: dict[str, int] = defaultdict(int)
+    for position, (entry, rank) in enumerate(zip(ranked, shared), 1):
         entry["position"] = position
-        entry["medal"] = MEDALS[position - 1] if position <= len(MEDALS) else ""
+        entry["rank"] = int(rank)
+        entry["medal"] = _medal(position)
+        in_size[entry["size"]] += 1
+        entry["size_medal"] = _medal(in_size[entry["size"]])
     return ranked
+
+
+def _medal(place: int) -> str:
+    return MEDALS[place - 1] if place <= len(MEDALS) else ""
+
+
+def size_medals(ranking: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-size medal table of a `borda` ranking, as the paper prints it: one {"size", "gold", "silver",
+    "bronze"} per size class present (registry order, "unknown" last), each medal the ranking's entry (with its
+    shared global `rank`) or None where the class has fewer than three entries."""
+    table = {size: dict.fromkeys(MEDALS) for size in ordered("size", {e["size"] for e in ranking})}
+    for entry in ranking:
+        if entry["size_medal"]:
+            table[entry["size"]][entry["size_medal"]] = entry
+    return [{"size": size, **medals} for size, medals in table.items()]
 
 
 def loss_kind(loss: str) -> str | None:

@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from rft_fast.report import plots
-from rft_fast.report.analyses import FEATURES, TIE_TOLERANCE, borda, group_means, ordered, tier1_odds, trades_vs_classic
+from rft_fast.report.analyses import (
+    FEATURES,
+    MEDALS,
+    TIE_TOLERANCE,
+    borda,
+    group_means,
+    ordered,
+    size_medals,
+    tier1_odds,
+    trades_vs_classic,
+)
 from rft_fast.report.intervals import wilson
 from rft_fast.report.rows import ACCURACIES, Row, check_unique
 from rft_fast.results import ATTACKS, STUDY_CORRUPTION, STUDY_SEVERITY, Stage
@@ -196,6 +206,7 @@ def _borda(ranking: list[dict[str, Any]], protocol: str, image: str) -> list[str
         "size",
         "pretraining",
         "points",
+        "GR",
         "score_sum",
         "geom",
         "datasets",
@@ -211,6 +222,7 @@ def _borda(ranking: list[dict[str, Any]], protocol: str, image: str) -> list[str
             e["size"],
             e["pretraining"],
             e["points"],
+            e["rank"],
             f"{e['score_sum']:.3f}",
             f"{e['geom']:.4f}",
             e["datasets"],
@@ -218,7 +230,26 @@ def _borda(ranking: list[dict[str, Any]], protocol: str, image: str) -> list[str
         ]
         for e in ranking
     ]
-    return [f"### {protocol}", "", *_table(header, body), f"![Borda points, {protocol}]({image})", ""]
+    return [
+        f"### {protocol}",
+        "",
+        *_table(header, body),
+        f"![Borda points, {protocol}]({image})",
+        "",
+        f"Medals per size class, {protocol} (the first three of each class above, with their GR):",
+        "",
+        *_size_medals(ranking),
+    ]
+
+
+def _size_medals(ranking: list[dict[str, Any]]) -> list[str]:
+    """The paper's per-size table: a row per size class, a cell per medal "backbone, loss (GR k, p points)"."""
+
+    def cell(e: dict[str, Any] | None) -> str:
+        return "–" if e is None else f"{e['backbone']}, {e['loss']} (GR {e['rank']}, {e['points']} points)"
+
+    body = [[t["size"], *(cell(t[m]) for m in MEDALS)] for t in size_medals(ranking)]
+    return _table(["size", *MEDALS], body)
 
 
 def _rankings(rows: Sequence[Row], protocol: str, dataset: str) -> list[str]:
@@ -296,7 +327,7 @@ def write(
     failures: Sequence[Stage] | None = None,
 ) -> Path:
     """Writes out_dir/report.md (a header with the attack `mode`, threat models, eps, n and intervals, Borda per
-    protocol with medals, top-10 rankings per dataset and accuracy, group means, TRADES vs Classic AT, tier-1 odds
+    protocol with medals overall and per size class, top-10 rankings per dataset and accuracy, group means, TRADES vs Classic AT, tier-1 odds
     ratios, every configuration's accuracies with 95% Wilson intervals and, given `failures` (the store's Stage
     records), a "Failed" section of the failed ones) and its PNG plots; returns the report's path."""
     if not rows:
@@ -315,7 +346,10 @@ def write(
         "",
         'Within a protocol, per dataset and accuracy, rows earn rankdata(method="min") points (ties share the '
         "minimum, highest accuracy most); summed over the five accuracies and the datasets. score_sum: sum of "
-        "the accuracies; geom: product of the five (datasets with all five); both summed over datasets.",
+        "the accuracies; geom: product of the five (datasets with all five); both summed over datasets. #: the "
+        "place, ties in points broken by score_sum, then names; the medals go to the first three. GR: the global "
+        "rank as the paper gives it, shared by equal points (1 + the entries with more points). Under each "
+        "protocol, the paper's per-size medals: the first three of each size class, with their GR.",
         "",
     ]
     for protocol in protocols:

@@ -1,20 +1,23 @@
 """The report's unit of data: one configuration (backbone, dataset, loss, protocol) with its five accuracies, the
 test images behind each (n), the attacks' eps, whether the model started from random weights, and the backbone's
-registry metadata, read from the results store's wide summary."""
+registry metadata (a size class the registry lacks from an imported table), read from the results store's wide
+summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rft_fast.checks import is_int, is_real
-from rft_fast.models.registry import get
+from rft_fast.models.registry import SIZES, get
 from rft_fast.results import ATTACKS, MODEL_FIELDS, STUDY_CORRUPTION, STUDY_SEVERITY, Store, canonical_json
 
 ACCURACIES = ("clean", "Linf", "L2", "L1", "common")
 UNKNOWN = "unknown"  # arch / size / pretraining of a backbone the registry does not know (e.g. an imported study's)
+PROVENANCE_SIZE = "model_size"  # an imported table's size class, in the measurements' versions["provenance"]
 
 
 @dataclass(frozen=True)
@@ -111,15 +114,29 @@ def _model(source: object, value) -> tuple[str, ...]:
     return tuple(canonical_json(value(source, f), f) if f == "hparams" else value(source, f) for f in MODEL_FIELDS)
 
 
+def _provenance_size(versions: dict) -> str | None:
+    """The size class an imported measurement's provenance names (None when it names none)."""
+    provenance = versions.get("provenance")
+    size = provenance.get(PROVENANCE_SIZE) if isinstance(provenance, dict) else None
+    return size if isinstance(size, str) and size else None
+
+
 def rows_from_store(store: Store, mode: str = "standard") -> list[Row]:
     """One Row per configuration from `store.summary(mode)`, with the n of each accuracy's measurement, the
     attacks' eps and random_init from the hparams (True / False as recorded, None when the hparams lack it:
     imported rows, `rft-fast eval --weights`).
 
+    The size class is the registry's; for a backbone it does not size ("unknown"), the one an imported table
+    gave (versions["provenance"]["model_size"], e.g. the paper's) when it is one of the registry's classes; any
+    other value keeps "unknown", with a warning naming it.
+
     A configuration stored under several run ids or hparams (e.g. an imported study next to our own runs) keeps
     the most complete row, the first by run id among equals, with a warning naming how many were dropped.
     """
-    counts = {(_model(m, getattr), m.threat, m.eps, m.mode, m.corruption, m.severity): m.n for m in store.query()}
+    measurements = store.query()
+    counts = {(_model(m, getattr), m.threat, m.eps, m.mode, m.corruption, m.severity): m.n for m in measurements}
+    imported_size = {_model(m, getattr): size for m in measurements if (size := _provenance_size(m.versions))}
+    not_sizes: dict[str, str] = {}  # backbone -> an imported size that is not a size class
     best: dict[tuple[str, str, str, str], Row] = {}
     dropped = 0
     for s in store.summary(mode, by_n=False):
@@ -142,12 +159,23 @@ def rows_from_store(store: Store, mode: str = "standard") -> list[Row]:
             eps={t: s[f"{t}_eps"] for t in ATTACKS if s[f"{t}_eps"] is not None},
             random_init=random_init if isinstance(random_init, bool) else None,
         )
+        if row.size == UNKNOWN and model in imported_size:
+            if imported_size[model] in SIZES:
+                row = dataclasses.replace(row, size=imported_size[model])
+            else:
+                not_sizes[row.backbone] = imported_size[model]
         kept = best.get(row.key)
         if kept is not None:
             dropped += 1
             if len(row.present()) <= len(kept.present()):
                 continue
         best[row.key] = row
+    if not_sizes:
+        warnings.warn(
+            f"imported {PROVENANCE_SIZE} not a size class ({', '.join(SIZES)}), so size shown as unknown: "
+            + ", ".join(f"{b} {v!r}" for b, v in sorted(not_sizes.items())),
+            stacklevel=2,
+        )
     if dropped:
         warnings.warn(
             f"{dropped} duplicate configuration row(s) (same backbone, dataset, loss, protocol under "

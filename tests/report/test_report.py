@@ -271,10 +271,10 @@ def test_write_full_report(tmp_path: Path):
     assert "7 configurations: 2 backbones, 2 datasets (D1, D2), 2 losses (classic_at, trades)" in text
     # The Borda table of FFT-50: gold B with 24 points, score_sum 4.150, geom 0.0122
     assert (
-        f"| 1 | gold | {RESNET} | classic_at | convolutional | medium | supervised | 24 | 4.150 | 0.0122 | 2 | 0 |"
+        f"| 1 | gold | {RESNET} | classic_at | convolutional | medium | supervised | 24 | 1 | 4.150 | 0.0122 | 2 | 0 |"
         in text
     )
-    assert f"| 3 | bronze | {DEIT_T} | trades | attention | small | supervised | 14 | 3.300 |" in text
+    assert f"| 3 | bronze | {DEIT_T} | trades | attention | small | supervised | 14 | 3 | 3.300 |" in text
     # D1 rankings, clean and Linf leaders (A and B tie on Linf: listed by name, classic_at first)
     assert f"| 1 | {DEIT_T} (trades) 90.0 | {RESNET} (classic_at) 30.0 |" in text
     # resnet: D1 tie (2.2 each), D2 Classic AT (1.95 > 1.8) -> T 0, C 1: odds ratio 0, p 1
@@ -292,7 +292,7 @@ def test_write_partial_results(tmp_path: Path):
         text = report.write(rows, tmp_path).read_text()
     assert "1 configuration: 1 backbone, 1 dataset (pets), 1 loss (trades), 1 protocol (FFT-5)" in text
     assert "0 of 1 have all five accuracies" in text
-    assert f"| 1 | gold | {RESNET} | trades |" in text and "| 3 | 1.700 | 0.0000 | 1 | 2 |" in text
+    assert f"| 1 | gold | {RESNET} | trades |" in text and "| 3 | 1 | 1.700 | 0.0000 | 1 | 2 |" in text
     assert text.count("Not enough data") == 1 + len(report.FEATURES)  # TRADES vs Classic AT, each tier-1 feature
     _pngs(tmp_path)
     with pytest.raises(ValueError, match="no results"):
