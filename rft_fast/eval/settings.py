@@ -107,10 +107,11 @@ class EvalSettings:
 
     def identity(self) -> dict[str, Any]:
         """What, besides a row's key (threat, eps, mode, corruption, severity), decides what a row measured:
-        the requested subset size and its seed, and the attacks' / corruptions' / noise seed; and each of
-        IDENTITY_OPTIONS whose value is not its default (so the default's identity is what it always was).
-        Stored in every row's versions["eval"]; a row whose identity differs was measured under other settings."""
-        out: dict[str, Any] = {"n": self.n, "subset_seed": self.subset_seed, "seed": self.seed}
+        the version of the drawing rules (DRAW), the requested subset size and its seed, and the attacks' /
+        corruptions' / noise seed; and each of IDENTITY_OPTIONS whose value is not its default. Stored in every
+        row's versions["eval"]; a row whose identity differs was measured under other settings (the grid
+        measures it again)."""
+        out: dict[str, Any] = {"draw": DRAW, "n": self.n, "subset_seed": self.subset_seed, "seed": self.seed}
         defaults = EvalSettings.__dataclass_fields__
         out.update({k: getattr(self, k) for k in IDENTITY_OPTIONS if getattr(self, k) != defaults[k].default})
         return out
@@ -198,6 +199,10 @@ FIELD_RULES: dict[str, Rule] = {
 }
 LIST_FIELDS = ("threats", "smoothing_sigmas", "smoothing_radii")  # comma-separated on the command line
 _ITEM_FIELDS = LIST_FIELDS + ("eps",)  # checked item by item in __post_init__
+# The version of the rules that draw the evaluation images, in every row's identity. 2: the study's (the test
+# subset by scikit-learn's train_test_split, corruptions at native resolution in the paper's blocks); rows stored
+# before it (no "draw" entry) were measured on another subset and corrupted after the resize.
+DRAW = 2
 # Options that change what rows measure beyond identity()'s base fields: part of the identity when not default.
 IDENTITY_OPTIONS = ("corruption_resolution", "corruption_blocks", "images")
 # The command-line flag of each field whose flag is not "--" + name with "-" for "_" (eps: one flag per norm,

@@ -96,7 +96,8 @@ def test_native_needs_a_source():
 def test_settings_select_and_identify_the_protocol():
     default = EvalSettings()
     assert (default.corruption_resolution, default.corruption_blocks, default.images) == ("native", "study", "drawn")
-    assert default.identity() == {"n": 1000, "subset_seed": 0, "seed": 0}  # the default rows' identity is unchanged
+    # rows stored before the study's draw (no "draw" entry) are stale: the grid measures them again
+    assert default.identity() == {"draw": 2, "n": 1000, "subset_seed": 0, "seed": 0}
     other = EvalSettings(corruption_resolution="evaluation", corruption_blocks="even")
     assert other.identity() == {
         **default.identity(),
