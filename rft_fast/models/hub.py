@@ -15,7 +15,7 @@ from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub import constants
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
 from rft_fast.models import timm_names
 from rft_fast.models.registry import BackboneSpec, get
@@ -110,8 +110,14 @@ def hub_file(spec: BackboneSpec) -> Path:
     for filename in source.filenames:
         try:
             path = huggingface_hub.hf_hub_download(source.repo_id, filename, revision=source.revision, cache_dir=cache)
-        except EntryNotFoundError:
+        except RemoteEntryNotFoundError:
             continue  # the repository lacks this name: try the next one timm would
+        except LocalEntryNotFoundError as err:  # the hub could not be reached, nothing cached
+            raise FileNotFoundError(
+                f"hub weights of backbone {spec.name!r} could not be downloaded from {source.repo_id} into {cache} "
+                f"({str(err).splitlines()[0]}): run `rft-fast models fetch {spec.name}` on a machine with internet "
+                "(with the same HF_HOME) and set HF_HUB_OFFLINE=1 here, or pass a local file (pretrained_path)"
+            ) from None
         return Path(path)
     raise FileNotFoundError(f"{source.repo_id} holds none of {list(source.filenames)} (weights of {spec.name!r})")
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx2
 import huggingface_hub
 import pytest
 import torch
 from fake_hub import TIMM_ID, offline_home, write_fake_hub
 from huggingface_hub import constants
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
 from rft_fast import cli, models
 from rft_fast.models import hub
@@ -92,7 +93,8 @@ def test_online_download_tries_safetensors_then_the_pickled_file(tmp_path, monke
     def download(repo_id, filename, *, revision, cache_dir):
         asked.append((repo_id, filename, revision, Path(cache_dir)))
         if filename == "model.safetensors":
-            raise EntryNotFoundError("no safetensors in this repository")
+            response = httpx2.Response(404, request=httpx2.Request("HEAD", f"https://hub/{repo_id}/{filename}"))
+            raise RemoteEntryNotFoundError("no safetensors in this repository", response=response)
         path = tmp_path / filename
         path.write_bytes(b"")
         return str(path)
@@ -108,6 +110,20 @@ def test_online_download_tries_safetensors_then_the_pickled_file(tmp_path, monke
         ("timm/test_vit.r160_in1k", name, None, tmp_path / "cache")
         for name in ("model.safetensors", "pytorch_model.bin")
     ]
+
+
+def test_unreachable_hub_says_to_fetch_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+
+    def unreachable(repo_id, filename, **kwargs):
+        raise LocalEntryNotFoundError("connection error, and the file is not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(
+        FileNotFoundError, match=r"could not be downloaded from timm/test_vit\.r160_in1k .*models fetch"
+    ):
+        models.create("test_vit", 3)
 
 
 def test_fetch_command_prints_each_backbone(cached, capsys):
