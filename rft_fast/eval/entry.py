@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from rft_fast.eval.evaluate import evaluate
+from rft_fast.eval.images import image_source
 from rft_fast.eval.settings import EvalSettings, RunInfo
 from rft_fast.results import Measurement, Store
 from rft_fast.results.importing import NAMESPACE
@@ -101,8 +102,11 @@ def evaluate_weights(
     stored under run_id (default: the weights file's name) with the loss / protocol labels given."""
     from rft_fast import data, models
 
-    splits = data.build(dataset, data_root, image_size=image_size)
-    model = models.load_finetuned(backbone, splits.num_classes, str(weights), image_size=image_size)
+    if image_source(settings.images).needs_test_set:
+        num_classes = data.build(dataset, data_root, image_size=image_size).num_classes
+    else:  # the frozen images need no local copy of the dataset: the registry knows its classes
+        num_classes = data.lookup(dataset).num_classes
+    model = models.load_finetuned(backbone, num_classes, str(weights), image_size=image_size)
     model = model.to(device or default_device()).eval()
     run = RunInfo(run_id or Path(weights).stem, dataset, backbone, loss, protocol, {})
     return evaluate_model(
@@ -132,14 +136,18 @@ def evaluate_model(
     on_failure: Callable[[str, Exception], None] | None = None,
 ) -> EvalOutcome:
     """The shared part: `run.dataset`'s test split at image_size built (its class names checked against
-    `classes`, the trained run's, when given), `evaluate` into the store, failures kept."""
+    `classes`, the trained run's, when given; not built when settings.images needs no test split), `evaluate`
+    into the store, failures kept."""
     from rft_fast import data
     from rft_fast.train.trained import check_classes
 
     if run.run_id.startswith(NAMESPACE + ":"):
         raise ValueError(f"--run-id {run.run_id!r}: ids starting with '{NAMESPACE}:' are kept for imported rows")
-    splits = data.build(run.dataset, data_root, image_size=image_size)
-    check_classes(classes, splits.classes, run=run.run_id, dataset=run.dataset)
+    test = None
+    if image_source(settings.images).needs_test_set:
+        splits = data.build(run.dataset, data_root, image_size=image_size)
+        check_classes(classes, splits.classes, run=run.run_id, dataset=run.dataset)
+        test = splits.test
     outcome = EvalOutcome(run)
 
     def failed(threat: str, error: Exception) -> None:
@@ -150,7 +158,7 @@ def evaluate_model(
     source_key: dict[str, Any] = {"dataset": run.dataset, "split": "test", "image_size": image_size}
     outcome.rows = evaluate(
         model,
-        splits.test,
+        test,
         run,
         settings,
         store=store,

@@ -183,3 +183,24 @@ def test_evaluate_on_the_frozen_images(hub, tmp_path):
     for m in rows:
         assert m.versions["images"]["revision"] == SHA and m.versions["eval"]["images"] == "robustgenbench"
     assert (tmp_path / "c" / "robustgenbench" / SHA / "uc-merced-land-use-dataset" / "test").is_dir()
+
+
+def test_evaluate_weights_needs_no_local_dataset(hub, tmp_path):
+    """`rft-fast evaluate --weights ... --images robustgenbench`: no data root; the registry gives the classes."""
+    from rft_fast import models
+    from rft_fast.eval.entry import evaluate_weights
+
+    members, truth = frozen_members()
+    hub("uc_merced", members)
+    torch.manual_seed(0)
+    model = models.create("mobilenetv3_large_100.ra_in1k", 21, random_init=True, image_size=SIZE).eval()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    settings = EvalSettings(threats=("clean",), images="robustgenbench", cache_dir=str(tmp_path / "c"))
+    with Store(tmp_path / "r.sqlite") as store:
+        outcome = evaluate_weights(
+            "mobilenetv3_large_100.ra_in1k", tmp_path / "w.pt", "uc_merced", settings, store, image_size=SIZE
+        )
+    x = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in truth["clean"]]).float() / 255
+    expected = (predict(model, x, 64, "images") == torch.tensor(truth["labels"])).float().mean().item()
+    (row,) = outcome.rows
+    assert row.threat == "clean" and row.n == N and row.accuracy == pytest.approx(expected)
