@@ -9,3 +9,6 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+# No test reaches the Hugging Face hub: one that needs hub weights or images writes a fake cache (HF_HOME).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -23,6 +23,15 @@ def _grid(args: argparse.Namespace) -> int:
     from rft_fast.grid.runner import TUNE_DIR, run_grid
 
     print(f"grid {spec.name}: results -> {spec.store}, Tune logs -> {Path(spec.out_dir) / TUNE_DIR}", flush=True)
+    if spec.download:
+        from rft_fast.data.fetch import FetchError
+        from rft_fast.grid.validation import fetch_missing
+
+        try:
+            for dataset in fetch_missing(spec):
+                print(f"downloaded {dataset} into {spec.data_roots[dataset]}", flush=True)
+        except FetchError as err:
+            raise Refused(f"download: {err}") from None
     problems = validate(spec)
     if problems:
         raise Refused("; ".join(problems))

@@ -15,6 +15,8 @@ from rft_fast.grid.sections import ASHA, EvalSpec, Resources
 from rft_fast.train.config import SEED_MAX
 from rft_fast.train.protocols import get_protocol
 
+HUB = "hub"  # a `pretrained` entry naming the backbone's hub weights rather than a file
+
 GRID_RULES = {
     "name": Rule(str),
     "budget_minutes": Rule(float, 0, 525_600, open_low=True),  # at most a year per configuration
@@ -22,6 +24,7 @@ GRID_RULES = {
     "out_dir": Rule(str),
     "weights_dir": Rule(str, optional=True),
     "random_init": Rule(bool),
+    "download": Rule(bool),
     "num_samples": Rule(int, 1, 100_000, optional=True),
     "seed": Rule(int, 0, SEED_MAX),
 }
@@ -31,10 +34,11 @@ GRID_RULES = {
 class GridSpec:
     """A validated grid; build it with `load_spec`. Axes are tuples of registry names (aliases resolved).
 
-    Weights of each backbone (`weights_path`): none under random_init; else its `pretrained` entry (a file);
-    else <weights_dir>/<backbone>.safetensors when weights_dir is given; else its hub weights (cached by
+    Weights of each backbone (`weights_path`): none under random_init; else its `pretrained` entry (a file, or
+    "hub"); else <weights_dir>/<backbone>.safetensors when weights_dir is given; else its hub weights (cached by
     `rft-fast models fetch --spec`). A backbone that no hub carries (the robust checkpoints) must get a file
-    from `pretrained` or weights_dir: refused here otherwise.
+    from `pretrained` or weights_dir: refused here otherwise. `download`: datasets missing under their data_roots
+    entry are downloaded before the grid runs (`rft-fast datasets fetch`); otherwise nothing is downloaded.
     """
 
     name: str
@@ -50,6 +54,7 @@ class GridSpec:
     pretrained: dict[str, str] = field(default_factory=dict)
     weights_dir: str | None = None
     random_init: bool = False
+    download: bool = False
     fixed: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     num_samples: int | None = None
@@ -120,11 +125,11 @@ class Config:
 
 def weights_path(spec: GridSpec, backbone: str) -> str | None:
     """The backbone's weights file: pretrained[backbone], else <weights_dir>/<backbone>.safetensors; None when
-    it needs no file: random_init, or hub weights (no pretrained entry and no weights_dir)."""
+    it needs no file: random_init, or hub weights (a pretrained entry "hub", or no entry and no weights_dir)."""
     if spec.random_init:
         return None
     if backbone in spec.pretrained:
-        return spec.pretrained[backbone]
+        return None if spec.pretrained[backbone] == HUB else spec.pretrained[backbone]
     if spec.weights_dir is None:
         return None
     return str(Path(spec.weights_dir) / f"{backbone}.safetensors")

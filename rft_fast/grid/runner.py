@@ -31,6 +31,7 @@ import torch
 from rft_fast.eval.entry import default_device, evaluate_checkpoint, reason
 from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space, validate
 from rft_fast.grid.status import TUNE_STAGE, eval_settings, missing_threats, run_info, still_valid, trial_fields
+from rft_fast.grid.validation import fetch_missing
 from rft_fast.results import Store, stage_of
 from rft_fast.train import TrainConfig, fit
 
@@ -333,6 +334,8 @@ def run_grid(
     outcome) after each. One configuration's failure is recorded and the rest still run."""
     import ray
 
+    if spec.download:
+        fetch_missing(spec)  # datasets already under their roots are left as they are
     problems = validate(spec)  # everything checkable before Ray starts: a typo never waits out a budget
     if problems:
         raise ValueError("; ".join(problems))

@@ -125,15 +125,19 @@ def spec_keys() -> dict[str, str]:
     """Every top-level key of a spec, in order, with what it holds (ranges from the rules that check them)."""
     return {
         "name": "a name for the grid (default: the YAML file's stem, else 'grid')",
-        "backbones": "registry names or aliases (`rft-fast models`)",
+        "backbones": "registry names or aliases (`rft-fast models`), or any timm model name (`rft-fast models list "
+        "--timm PATTERN`)",
         "losses": f"subset of {list(loss_names())}",
         "protocols": f"subset of {list(protocol_names())} or TORA-<epochs>",
         "datasets": f"subset of {list(dataset_names())}, or your own data as folder:<dir> | csv:<file> "
         "(relative paths from the working folder)",
         "data_roots": "dataset -> its local root (not needed for built-in datasets and your own folder: / csv:)",
-        "pretrained": "backbone -> weights file (overrides weights_dir for that backbone)",
-        "weights_dir": "folder holding <backbone>.safetensors for each backbone",
+        "pretrained": "backbone -> weights file, or 'hub' (overrides weights_dir for that backbone)",
+        "weights_dir": "folder holding <backbone>.safetensors for each backbone without a pretrained entry (none: "
+        "hub weights, which `rft-fast models fetch --spec` caches for offline nodes)",
         "random_init": "train from random initialization instead of weights (offline / smoke grids)",
+        "download": "download datasets missing under their data_roots entry before the grid runs (default false: "
+        "nothing is downloaded; `rft-fast datasets fetch`)",
         "search": "TrainConfig field -> {loguniform: [low, high]} | {uniform: [low, high]} | {choice: [...]} | value",
         "fixed": "TrainConfig field -> value, for every trial",
         "axes": "TrainConfig field -> list of values: extra grid axes (e.g. tora_lambda, eps_schedule)",
@@ -157,7 +161,7 @@ def spec_keys() -> dict[str, str]:
 
 MAX_SPEC_BYTES = 10 * 2**20  # a spec file larger than this is not a grid spec
 REQUIRED = ("backbones", "losses", "protocols", "datasets", "search", "budget_minutes", "store", "out_dir")
-_DEFAULTS = {"weights_dir": None, "random_init": False, "num_samples": None, "seed": 0}
+_DEFAULTS = {"weights_dir": None, "random_init": False, "download": False, "num_samples": None, "seed": 0}
 
 
 # ----------------------------------------------------------------------------------------------- loading

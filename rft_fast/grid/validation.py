@@ -30,7 +30,7 @@ def check_paths(spec: GridSpec) -> list[str]:
         elif not Path(root).is_dir():
             problems.append(f"data_roots.{dataset}: {root} is not a folder")
     if not spec.random_init:
-        from_dir = [b for b in spec.backbones if b not in spec.pretrained]
+        from_dir = [b for b in spec.backbones if b not in spec.pretrained] if spec.weights_dir is not None else []
         no_dir = bool(from_dir) and not Path(spec.weights_dir).is_dir()
         if no_dir:
             problems.append(
@@ -40,6 +40,9 @@ def check_paths(spec: GridSpec) -> list[str]:
         for backbone in spec.backbones:
             if no_dir and backbone in from_dir:
                 continue  # said once above
+            if weights_path(spec, backbone) is None:
+                problems.extend(_hub_problem(backbone))
+                continue
             path = Path(weights_path(spec, backbone))
             key = "weights_dir" if backbone in from_dir else f"pretrained.{backbone}"
             if path.is_dir():
@@ -51,6 +54,18 @@ def check_paths(spec: GridSpec) -> list[str]:
     if Path(spec.out_dir).exists() and not Path(spec.out_dir).is_dir():
         problems.append(f"out_dir: {spec.out_dir} is a file, not a folder")
     return problems
+
+
+def _hub_problem(backbone: str) -> list[str]:
+    """Offline (HF_HUB_OFFLINE=1) hub weights must already be in the cache: the trials would fail one by one."""
+    from rft_fast import models
+
+    if not models.hub_offline() or models.cached_file(models.get(backbone)) is not None:
+        return []
+    return [
+        f"backbones: hub weights of {backbone!r} are not in the hub cache {models.hub_cache_dir()} and HF_HUB_OFFLINE "
+        "is set: run `rft-fast models fetch --spec <this spec>` on a machine with internet (same HF_HOME)"
+    ]
 
 
 def fetch_missing(spec: GridSpec) -> list[str]:

@@ -18,7 +18,7 @@ from rft_fast.train.loop import TrainResult, fit, resolve_device
 from rft_fast.train.loss_registry import LOSS_REGISTRY, LossSpec
 from rft_fast.train.protocols import PROTOCOL_FAMILIES, PROTOCOLS, Protocol, ProtocolFamily, Recipe, Stage, get_protocol
 from rft_fast.train.stepper import SharpnessAwareStepper, Stepper
-from rft_fast.train.trained import load_trained
+from rft_fast.train.trained import TrainedRun, check_classes, load_run, load_trained
 
 __all__ = [
     "TrainConfig",
@@ -31,6 +31,9 @@ __all__ = [
     "validation_attack",
     "resolve_device",
     "load_trained",
+    "load_run",
+    "TrainedRun",
+    "check_classes",
     "CheckpointError",
     "LOSS_REGISTRY",
     "LossSpec",

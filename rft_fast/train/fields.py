@@ -32,7 +32,8 @@ REPORTED_METRICS: dict[str, str] = {
 
 _HELP: dict[str, str] = {
     "backbone": "registry name (`rft-fast models` lists them)",
-    "dataset": "dataset name (`rft-fast datasets` lists them; 'digits' is built in)",
+    "dataset": "dataset name (`rft-fast datasets` lists them; 'digits' is built in), or your own data as "
+    "folder:<dir> | csv:<file>",
     "protocol": "FFT-50 | FFT-5 | LP-50 | TORA-<epochs> (robust adapters on a frozen ViT, e.g. TORA-50)",
     "loss": "ce (standard) | classic_at (CE on APGD examples) | trades (CE + beta KL) | classic_at+grace | "
     "trades+grace (GRACE: + Gram feature alignment, curvature-scaled sharpness-aware steps)",

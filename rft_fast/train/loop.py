@@ -119,6 +119,7 @@ class _Run:
             pretrained_path=config.pretrained_path,
             random_init=config.random_init,
             image_size=config.image_size,
+            normalization=config.normalization,
         )
         self.recipe = config.protocol_spec.recipe
         model = self.recipe.build(model, config)

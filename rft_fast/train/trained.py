@@ -39,7 +39,11 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun
     try:
         config = TrainConfig.from_dict(state["config"])
         model: nn.Module = models.create(
-            config.backbone, state["num_classes"], random_init=True, image_size=config.image_size
+            config.backbone,
+            state["num_classes"],
+            random_init=True,
+            image_size=config.image_size,
+            normalization=config.normalization,
         )
         model = config.protocol_spec.recipe.build(model, config)  # the protocol's architecture (TORA's adapters)
         model.load_state_dict(state["model"])

@@ -194,9 +194,12 @@ def test_train_command_rejects_bad_arguments(args, message, capsys):
     assert __import__("re").search(message, text), text
 
 
-def test_train_command_names_missing_weights(capsys):
-    with pytest.raises(SystemExit, match="pretrained_path"):
-        cli.main(["train", "--backbone", "resnet50.a1_in1k", "--dataset", "digits"])
+def test_train_command_names_missing_weights(capsys, tmp_path, monkeypatch):
+    """No file given: hub weights; offline with an empty cache, the refusal says how to fetch them."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match="rft-fast models fetch resnet50.a1_in1k"):
+        cli.main(["train", "--backbone", "resnet50.a1_in1k", "--dataset", "digits", "--out-dir", str(tmp_path / "r")])
 
 
 def test_models_command_lists_and_filters(capsys):

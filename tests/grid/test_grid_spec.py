@@ -55,13 +55,15 @@ def test_study_example_is_the_papers_grid():
     )
     lr = next(d for d in spec.search if d.name == "lr_backbone")
     assert (lr.kind, lr.low, lr.high) == ("loguniform", 1e-6, 1e-1)  # YAML's 1e-6 read as a float
-    assert spec.fixed == {"batch_size": 64, "effective_batch": 1024, "image_size": 224}
+    assert spec.fixed == {"batch_size": 64, "effective_batch": 1024, "image_size": 224, "normalization": "study"}
     assert spec.eval.threats == ("clean", "Linf", "L2", "L1", "corruptions") and spec.eval.n == 1000
     fields = configs[0].train_fields(spec)
-    assert fields["pretrained_path"] == "/weights/convnext_base.fb_in1k.safetensors"
+    assert fields["pretrained_path"] is None and "random_init" not in fields  # hub weights
+    robust = next(c for c in configs if c.backbone == "robust_resnet50").train_fields(spec)
+    assert robust["pretrained_path"] == "/weights/robust_resnet50.safetensors"
     assert fields["data_root"] == "/data/caltech101"
-    problems = check_paths(spec)  # placeholders: no data, no weights here
-    assert len(problems) == 6 + 1 and problems[-1].startswith("weights_dir: /weights is not a folder (it should hold")
+    problems = check_paths(spec)  # placeholders: no data, no converted robust weights here
+    assert len([p for p in problems if p.startswith(("data_roots.", "pretrained.robust_"))]) == 6 + 5
 
 
 def test_quick_example_builds_train_configs():

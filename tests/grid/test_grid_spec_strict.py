@@ -273,10 +273,14 @@ def test_eval_settings_are_checked_with_their_rules(section, message):
 # ----------------------------------------------------------------------------------------------- validate
 
 
-def test_validate_examples_and_specs_changed_in_code():
+def test_validate_examples_and_specs_changed_in_code(tmp_path, monkeypatch):
     assert validate(load_spec(EXAMPLES / "quick.yaml")) == []
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache, offline (tests/conftest.py)
     study = validate(load_spec(EXAMPLES / "study.yaml"))  # placeholders: no data, no weights here
-    assert len(study) == 6 + 1 and study[-1].startswith("weights_dir: /weights is not a folder")
+    roots = [p for p in study if p.startswith("data_roots.")]
+    files = [p for p in study if p.startswith("pretrained.robust_") and "not found at /weights/" in p]
+    hub = [p for p in study if p.startswith("backbones: hub weights of") and "rft-fast models fetch --spec" in p]
+    assert (len(roots), len(files), len(hub), len(study)) == (6, 5, 35, 46)
     assert validate(load_spec(EXAMPLES / "study.yaml"), paths=False) == []
     spec = spec_with(protocols=["FFT-5", "TORA-4"])
     changed = dataclasses.replace(spec, fixed={"tora_phase1_epochs": 4}, losses=("classic_at", "trades"))
