@@ -2,4 +2,6 @@
 
 from markers import mark_modules
 
-pytest_itemcollected = mark_modules(ray={"test_grid_run", "test_grid_failures", "test_asha_resume"})
+pytest_itemcollected = mark_modules(
+    ray={"test_grid_run", "test_grid_failures", "test_asha_resume", "test_grid_real_inputs"}
+)
