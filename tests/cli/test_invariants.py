@@ -84,8 +84,11 @@ PUBLIC_API = {
         "register",
         "BackboneSpec",
         "convert_checkpoint",
+        "list_timm",
+        "fetch",
+        "study_differences",
     ],
-    "rft_fast.data": ["build", "loader", "to_device", "stratified_subset", "DATASETS"],
+    "rft_fast.data": ["build", "lookup", "download", "loader", "to_device", "stratified_subset", "DATASETS"],
     "rft_fast.train": ["TrainConfig", "fit", "load_trained"],
     "rft_fast.train.schedule": ["EpsSchedule"],
     "rft_fast.train.grace": ["CurvatureSAM"],
@@ -96,7 +99,7 @@ PUBLIC_API = {
     "rft_fast.results": ["Store", "Measurement", "to_csv", "to_json", "format_table"],
     "rft_fast.results.importing": ["import_csv"],
     "rft_fast.grid": ["load_spec", "expand", "search_space", "plan", "read_bench"],
-    "rft_fast.report": ["write", "borda", "trades_vs_classic", "tier1_odds"],
+    "rft_fast.report": ["write", "borda", "size_medals", "trades_vs_classic", "tier1_odds"],
 }
 
 
