@@ -9,7 +9,7 @@ TORCHVISION ?= torchvision==0.29.1
 RUFF ?= ruff==0.17.6
 BIN := $(VENV)/bin
 # Tests run in one process per core (pytest-xdist), at most TEST_WORKERS; the Ray tests share one worker
-# (tests/markers.py groups them), so two Ray clusters never compete. TEST_WORKERS=0 runs them in this process.
+# (tests/conftest.py schedules them as one scope), so two Ray clusters never compete. TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= 4
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadgroup)
 # The CUDA toolkit root (its lib64/ holds libcudart.so); the nvcc on PATH may be a wrapper elsewhere.

@@ -5,6 +5,23 @@ import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: plain pytest runs without xdist
+def pytest_xdist_make_scheduler(config, log):
+    """Tests spread one by one over the workers, except the Ray tests: one scope, so one worker runs them all
+    (xdist's loadgroup did not group by xdist_group marks here: pytest 9.2, xdist 3.8)."""
+    from markers import xdist_scope
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RayTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return RayTogether(config, log)
+
+
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     import torch
 

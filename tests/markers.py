@@ -4,8 +4,18 @@ their tests (`make test-fast` runs `-m "not slow and not ray"`; pyproject.toml r
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+# The modules whose tests start Ray (marked `ray` by tests/grid/conftest.py). Under pytest-xdist they form one
+# scope that one worker runs, one Ray cluster at a time (tests/conftest.py's scheduler).
+RAY_MODULES = frozenset({"test_grid_run", "test_grid_failures", "test_asha_resume", "test_grid_real_inputs"})
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The scheduling scope of a test: "ray" for every test of RAY_MODULES, else the test itself."""
+    return "ray" if Path(nodeid.split("::")[0]).stem in RAY_MODULES else nodeid
 
 
 def mark_modules(
@@ -17,7 +27,5 @@ def mark_modules(
         for marker, modules in (("slow", slow), ("ray", ray), ("gpu", gpu)):
             if item.path.stem in modules:
                 item.add_marker(marker)
-        if item.path.stem in ray:
-            item.add_marker(pytest.mark.xdist_group("ray"))  # one worker runs every Ray test, one cluster at a time
 
     return hook
