@@ -8,8 +8,8 @@ TORCHVISION ?= torchvision==0.29.1
 # Pinned: another ruff version may format differently, and `make test` checks the formatting.
 RUFF ?= ruff==0.17.6
 BIN := $(VENV)/bin
-# Tests run in one process per core (pytest-xdist), at most TEST_WORKERS; the Ray tests share one worker
-# (tests/conftest.py schedules them as one scope), so two Ray clusters never compete. TEST_WORKERS=0 runs them in this process.
+# The tests but Ray's run in one process per core (pytest-xdist), at most TEST_WORKERS (0: in this process); the
+# Ray tests then run alone, one after another: their kill/resume and budget checks time real Ray start-ups.
 TEST_WORKERS ?= 4
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadgroup)
 # The CUDA toolkit root (its lib64/ holds libcudart.so); the nvcc on PATH may be a wrapper elsewhere.
@@ -49,7 +49,8 @@ lint: $(BIN)/ruff
 	$(BIN)/ruff format --check .
 
 test: install lint
-	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q $(PARALLEL) --durations=15 tests
+	RFT_FAST_REQUIRE_BACKENDS=$(if $(HAVE_CXX),cpp$(comma)triton,) $(BIN)/pytest -q $(PARALLEL) -m "not ray" --durations=15 tests
+	$(BIN)/pytest -q -m ray --durations=10 tests
 
 # The inner loop: everything but the tests marked slow or ray (pyproject.toml's markers).
 test-fast: install

@@ -302,7 +302,11 @@ def test_a_killed_tuning_spends_only_the_budget_that_was_left(tmp_path: Path) ->
     )
     restart = time.time()
     left = json.loads((experiment / "budget.json").read_text())["left_s"]  # what the kill left
-    assert left <= budget - (restart - start) / 2, left  # the tuning time before the kill was charged
+    reports = sorted(r["timestamp"] for rs in trial_results(experiment).values() for r in rs)
+    # The tuning time before the kill was charged: at least the span of the epochs reported (tuning ran through
+    # it; timestamps are whole seconds). Not the wall time since start: Ray's start-up, which is not tuning time,
+    # took half of it on a loaded CPU.
+    assert left <= budget - (reports[-1] - reports[0]) + 1, (left, reports)
     rerun = subprocess.run(
         cli("grid", str(spec)), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1800
     )
