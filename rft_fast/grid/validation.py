@@ -40,10 +40,11 @@ def check_paths(spec: GridSpec) -> list[str]:
         for backbone in spec.backbones:
             if no_dir and backbone in from_dir:
                 continue  # said once above
-            if weights_path(spec, backbone) is None:
+            file = weights_path(spec, backbone)
+            if file is None:
                 problems.extend(_hub_problem(backbone))
                 continue
-            path = Path(weights_path(spec, backbone))
+            path = Path(file)
             key = "weights_dir" if backbone in from_dir else f"pretrained.{backbone}"
             if path.is_dir():
                 problems.append(f"{key}: weights of {backbone!r} at {path} is a folder, not a file")
