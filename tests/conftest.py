@@ -2,10 +2,27 @@
 its share of the cores for torch's threads (N workers of all-core thread pools would oversubscribe them)."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 
 import pytest
+
+_RAY_TMP: list[str] = []
+
+
+def pytest_configure(config) -> None:
+    """Ray writes each session's logs and spill under RAY_TMPDIR (default /tmp/ray) and never removes them: the
+    tests give it a folder of their own and remove it at the end, so repeated runs cannot fill the disk."""
+    if "RAY_TMPDIR" not in os.environ:
+        _RAY_TMP.append(tempfile.mkdtemp(prefix="rft-ray-"))  # short: Ray's socket paths must fit 107 bytes
+        os.environ["RAY_TMPDIR"] = _RAY_TMP[0]
+
+
+def pytest_unconfigure(config) -> None:
+    for path in _RAY_TMP:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: plain pytest runs without xdist
