@@ -142,7 +142,7 @@ def open_entries(
         if not items:
             raise ValueError(f"{name}: no readable images in split {split!r}")
         base = ImageFiles([f for f, _ in items], [index[c] for _, c in items], hint)
-        parts[split] = ImageSource(base, base.labels, classes, size)
+        parts[split] = ImageSource(base, base.labels, classes, size, files=base.files)
         parts[split].skipped = list(skipped)
     return parts
 

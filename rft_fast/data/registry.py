@@ -339,6 +339,9 @@ def build(
         if not info.needs_root:
             raise
         raise FileNotFoundError(missing_message(info, str(err))) from err
+    for part_name, part in parts.items():
+        if isinstance(part, sources.ImageSource):
+            part.origin = (info.name, part_name)  # the decoded cache's key (rft_fast.data.cache)
 
     def split_off(split: str, fraction: float | None, rest: LabeledSubset) -> tuple[LabeledSubset, LabeledSubset]:
         if split in parts:

@@ -8,6 +8,7 @@ without it, and opening a dataset never downloads anything (download=False).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,25 +22,59 @@ UC_MERCED_CLASSES = 21
 
 
 class ImageSource(Dataset):
-    """Items of `base` (indexable, item[0] a PIL image) as uint8 (3, S, S) tensors with the given labels."""
+    """Items of `base` (indexable, item[0] a PIL image) as uint8 (3, S, S) tensors with the given labels.
 
-    def __init__(self, base: Any, labels: Sequence[int], classes: Sequence[str], image_size: int) -> None:
+    `files` (the image file of each item) or `content` (a digest of in-memory pixels) say what the items are
+    made of: the key of their decoded cache (rft_fast.data.cache; a source with neither is never cached).
+    `origin` is (dataset name, part), set by `build`. Once `decoded` holds this source's cached images, items
+    are read from it instead of decoded again (the same pixels).
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        labels: Sequence[int],
+        classes: Sequence[str],
+        image_size: int,
+        *,
+        files: Sequence[str | Path] | None = None,
+        content: str | None = None,
+    ) -> None:
         self.base = base
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = list(classes)
         self.image_size = image_size
+        self.files = None if files is None else [Path(f) for f in files]
+        self.content = content
+        self.origin: tuple[str, str] | None = None
+        self.decoded: Any = None  # rft_fast.data.cache.DecodedImages of this source, once built
         self.skipped: list[Path] = []  # files left out as unreadable (a `?skip_bad=1` dataset of your own)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.decoded is not None:
+            return self.decoded[index][0], int(self.labels[index])
         return to_uint8(self.native(index), self.image_size), int(self.labels[index])
 
     def native(self, index: int) -> Image.Image:
         """Item `index` as an RGB PIL image at its native resolution (before any resize): what the study's
         corruptions are applied to."""
         return self.base[index][0].convert("RGB")
+
+    def identity(self) -> str | None:
+        """What the items are made of, as a digest: each file's path, size and mtime (in item order), or the
+        in-memory content's digest; None when neither is known (the source is then not cached)."""
+        if self.content is not None:
+            return f"content:{self.content}"
+        if self.files is None or len(self.files) != len(self.labels):
+            return None
+        h = hashlib.blake2b(digest_size=16)
+        for path in self.files:
+            stat = path.stat()
+            h.update(f"{path.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        return f"files:{h.hexdigest()}"
 
 
 def read_image(path: Path) -> Image.Image:
@@ -101,7 +136,8 @@ def open_caltech101(root: Path, size: int) -> dict[str, ImageSource]:
     folder = root / "caltech101" / "101_ObjectCategories"
     _require(folder, folder / "BACKGROUND_Google")  # torchvision removes this folder's name from the classes
     base = _torchvision("Caltech101", root, target_type="category")
-    return {"train": ImageSource(base, base.y, base.categories, size)}
+    files = [folder / base.categories[y] / f"image_{i:04d}.jpg" for i, y in zip(base.index, base.y)]
+    return {"train": ImageSource(base, base.y, base.categories, size, files=files)}
 
 
 def open_fgvc_aircraft(root: Path, size: int) -> dict[str, ImageSource]:
@@ -112,7 +148,7 @@ def open_fgvc_aircraft(root: Path, size: int) -> dict[str, ImageSource]:
     parts = {}
     for split in ("train", "val", "test"):
         base = _torchvision("FGVCAircraft", root, split=split, annotation_level="variant")
-        parts[split] = ImageSource(base, base._labels, base.classes, size)
+        parts[split] = ImageSource(base, base._labels, base.classes, size, files=base._image_files)
     return parts
 
 
@@ -133,7 +169,7 @@ def open_flowers102(root: Path, size: int) -> dict[str, ImageSource]:
     for split, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
         ids = np.atleast_1d(set_ids[key]).tolist()
         base = ImageFiles([folder / "jpg" / f"image_{i:05d}.jpg" for i in ids], [labels[i] for i in ids])
-        parts[split] = ImageSource(base, base.labels, Flowers102.classes, size)
+        parts[split] = ImageSource(base, base.labels, Flowers102.classes, size, files=base.files)
     return parts
 
 
@@ -144,7 +180,7 @@ def open_oxford_pets(root: Path, size: int) -> dict[str, ImageSource]:
     parts = {}
     for split, key in (("trainval", "train"), ("test", "test")):
         base = _torchvision("OxfordIIITPet", root, split=split, target_types="category")
-        parts[key] = ImageSource(base, base._labels, base.classes, size)
+        parts[key] = ImageSource(base, base._labels, base.classes, size, files=base._images)
     parts["test"].classes = parts["train"].classes  # torchvision derives the names per split; keep one list
     return parts
 
@@ -162,7 +198,8 @@ def open_stanford_cars(root: Path, size: int) -> dict[str, ImageSource]:
     parts = {}
     for split in ("train", "test"):
         base = _torchvision("StanfordCars", root, split=split)
-        parts[split] = ImageSource(base, [label for _, label in base._samples], base.classes, size)
+        labels, files = [label for _, label in base._samples], [path for path, _ in base._samples]
+        parts[split] = ImageSource(base, labels, base.classes, size, files=files)
     return parts
 
 
@@ -180,7 +217,8 @@ def open_uc_merced(root: Path, size: int) -> dict[str, ImageSource]:
     from torchvision.datasets import ImageFolder
 
     base = ImageFolder(str(uc_merced_folder(root)))  # raises FileNotFoundError itself for an empty class folder
-    return {"train": ImageSource(base, base.targets, base.classes, size)}
+    files = [path for path, _ in base.samples]
+    return {"train": ImageSource(base, base.targets, base.classes, size, files=files)}
 
 
 class _DigitsImages:
@@ -197,15 +235,18 @@ class _DigitsImages:
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         return Image.fromarray(self.pixels[index]), int(self.targets[index])
 
+    def digest(self) -> str:
+        return hashlib.blake2b(self.pixels.tobytes() + self.targets.tobytes(), digest_size=16).hexdigest()
+
 
 def open_digits(root: Path | None, size: int) -> dict[str, ImageSource]:
     """scikit-learn's digits (1,797 images, 10 classes), shipped with scikit-learn: `root` is ignored."""
     base = _DigitsImages()
-    return {"train": ImageSource(base, base.targets, [str(d) for d in range(10)], size)}
+    return {"train": ImageSource(base, base.targets, [str(d) for d in range(10)], size, content=base.digest())}
 
 
 def open_digits3(root: Path | None, size: int) -> dict[str, ImageSource]:
     """The digits 0, 1 and 2 of scikit-learn's digits (537 images): a few-class task for AutoAttack's
     small-C rules, built in like `digits`."""
     base = _DigitsImages(n_classes=3)
-    return {"train": ImageSource(base, base.targets, ["0", "1", "2"], size)}
+    return {"train": ImageSource(base, base.targets, ["0", "1", "2"], size, content=base.digest())}

@@ -212,14 +212,14 @@ class _Run:
             self.enter(self.recipe.phase(cfg, epoch))
         stage, model = self.stage, self.model
         stage.train_mode(model)
-        loader = data.loader(
+        batches = data.train_batches(  # decoded once, augmented on the device (rft_fast.data.cache)
             self.splits.train,
             cfg.batch_size,
-            shuffle=True,
             seed=cfg.seed,
             epoch=epoch,
             workers=cfg.workers,
             device=self.device,
+            channels_last=self.channels_last,
         )
         sizes = _micro_batch_sizes(len(self.splits.train), cfg.batch_size, cfg.max_batches)
         groups = _group_sizes(sizes, cfg.accumulation)
@@ -230,10 +230,9 @@ class _Run:
         t0 = time.perf_counter()
         bar = tqdm(total=len(sizes), desc=f"epoch {epoch + 1}/{cfg.num_epochs}", disable=not self.progress, leave=False)
         stage.stepper.optimizer.zero_grad(set_to_none=True)
-        for i, (xb, yb) in enumerate(loader):
+        for i, (x, y) in enumerate(batches):
             if i == len(sizes):
                 break
-            x, y = data.to_device(xb, yb, self.device, channels_last=self.channels_last)
             if i % cfg.accumulation == 0:  # the criterion's per-step settings (the eps schedule's radius)
                 at_step = stage.criterion.at_step(epoch * self.steps_per_epoch + i // cfg.accumulation, total_steps)
             share = x.shape[0] / groups[i]
