@@ -216,21 +216,6 @@ def _data(args: argparse.Namespace) -> int:
     return emit(data_bench, result, args.json)
 
 
-def _data(args: argparse.Namespace) -> int:
-    from rft_fast.bench import data_bench
-
-    result = data_bench.run(
-        device=pick_device(args),
-        n=args.n,
-        image_size=args.image_size,
-        source_size=args.source_size,
-        batch=args.batch,
-        workers=args.workers,
-        epochs=args.epochs,
-    )
-    return emit(data_bench, result, args.json)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     device_args(p)
     p.add_argument(
@@ -436,31 +421,10 @@ def _data_suite(suites: argparse._SubParsersAction) -> None:
     b_data.set_defaults(func=_data)
 
 
-def _data_suite(suites: argparse._SubParsersAction) -> None:
-    b_data = suites.add_parser(
-        "data",
-        help="training images/s: decoded cache + device augmentation vs torchvision ImageFolder + transforms",
-        description="Writes N synthetic JPEGs, then times one augmented training epoch delivered to the device: "
-        "torchvision's ImageFolder + v2 transforms (decode, resize, the study's augmentation per item) with "
-        "--workers processes vs rft-fast's decoded cache (built once, timed apart) + batched augmentation on the "
-        "device; same pixels for the same seed.",
-    )
-    device_args(b_data)
-    b_data.add_argument("--json", help="also write the results (with device, versions, date, command) here")
-    b_data.add_argument("--n", type=int_in(4, 10**7), default=512, help="JPEGs written (default 512)")
-    b_data.add_argument("--image-size", type=int_in(8, 2048), default=224)
-    b_data.add_argument("--source-size", type=int_in(8, 4096), default=256, help="JPEG side (default 256)")
-    b_data.add_argument("--batch", type=int_in(1, 65536), default=128)
-    b_data.add_argument("--workers", type=int_in(0, 256), default=2, help="loader / decode processes (default 2)")
-    b_data.add_argument("--epochs", type=int_in(1, 1000), default=2, help="timed cached epochs (median)")
-    b_data.set_defaults(func=_data)
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="throughput and memory benchmarks against plain PyTorch references")
     suites = bench.add_subparsers(dest="suite", required=True)
     _kernel_suites(suites)
     _model_suites(suites)
     _study_suites(suites)
-    _data_suite(suites)
     _data_suite(suites)
