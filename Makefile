@@ -59,4 +59,11 @@ test-fast: install
 clean:
 	rm -rf build dist *.egg-info $(VENV)
 
+# On a machine with a CUDA GPU and its own torch / triton / timm (no venv, no internet): builds the extension in
+# place, runs the GPU tests and every bench suite in about 10 minutes, writes bench/results/*.json (docs/benchmarks.md,
+# "Prepared GPU run"). `python3 bench/gpu_run.py --dry` prints the plan.
+.PHONY: gpu-bench
+gpu-bench:
+	$(PYTHON) bench/gpu_run.py --python $(PYTHON)
+
 comma := ,
