@@ -9,19 +9,23 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 
 import pytest
 
-_RAY_TMP: list[str] = []
+_SCRATCH: list[str] = []
 
 
 def pytest_configure(config) -> None:
-    """Ray writes each session's logs and spill under RAY_TMPDIR (default /tmp/ray) and never removes them: the
-    tests give it a folder of their own and remove it at the end, so repeated runs cannot fill the disk."""
+    """Scratch folders of the run's own, removed at the end, so repeated runs cannot fill the disk: Ray writes each
+    session's logs and spill under RAY_TMPDIR (default /tmp/ray) and never removes them; the decoded-image cache
+    would otherwise grow in ~/.cache."""
     if "RAY_TMPDIR" not in os.environ:
-        _RAY_TMP.append(tempfile.mkdtemp(prefix="rft-ray-"))  # short: Ray's socket paths must fit 107 bytes
-        os.environ["RAY_TMPDIR"] = _RAY_TMP[0]
+        _SCRATCH.append(tempfile.mkdtemp(prefix="rft-ray-"))  # short: Ray's socket paths must fit 107 bytes
+        os.environ["RAY_TMPDIR"] = _SCRATCH[-1]
+    if "RFT_FAST_DECODED_CACHE" not in os.environ:  # the decoded-image cache: never the user's ~/.cache
+        _SCRATCH.append(tempfile.mkdtemp(prefix="rft-decoded-"))
+        os.environ["RFT_FAST_DECODED_CACHE"] = _SCRATCH[-1]
 
 
 def pytest_unconfigure(config) -> None:
-    for path in _RAY_TMP:
+    for path in _SCRATCH:
         shutil.rmtree(path, ignore_errors=True)
 
 
