@@ -62,7 +62,13 @@ class TrainConfig:
             memory_saving: the recomputing TRADES.
         val_steps: PGD steps of the per-epoch robust validation (at attack_eps); val_samples: stratified
             validation subset size (None: the whole split).
-        amp: "auto" (bf16 autocast on GPU, none on CPU) | "bf16" | "none"; channels_last: None = on GPU.
+        amp: the autocast of the training and validation passes, attacks included (rft_fast.precision): "auto"
+            (bf16 where the device has native bf16: Ampere+ GPUs, CPUs with AVX512-BF16 or AMX; float32 elsewhere) |
+            "bf16" | "fp16" (float16 with loss scaling, torch.amp.GradScaler; not with the sharpness-aware losses) |
+            "none" (float32). Resolved once per run and kept in the checkpoint: a resumed run keeps it.
+        channels_last: None = on GPU.
+        compile: torch.compile the model the training and validation passes run (default False; then left out of
+            hparams / run_id); the checkpoint holds the eager model's weights.
         device: None = cuda when visible; workers: data-loading processes (None: automatic).
         max_batches: cap on micro-batches per epoch (smoke tests); out_dir: checkpoints and metrics.jsonl.
         tora_*: TORA protocols only (ignored, and left out of hparams / run_id, otherwise): tora_lambda, the
@@ -132,6 +138,7 @@ class TrainConfig:
     eps_warmup: float = 0.3
     attack: str = "apgd"
     normalization: str = "pretrained"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -162,13 +169,18 @@ class TrainConfig:
             )
 
     def _validate_options(self) -> None:
-        """The training attack against the norm, consistency and the eps schedule: the combinations that are not
-        supported."""
+        """The training attack against the norm, fp16 against the loss, consistency and the eps schedule: the
+        combinations that are not supported."""
         norms = ATTACK_REGISTRY.get(self.attack).norms
         if self.attack_norm not in norms:
             raise ValueError(f"attack={self.attack!r} supports attack_norm in {list(norms)}, got {self.attack_norm!r}")
         if self.eps_start > self.attack_eps:
             raise ValueError(f"eps_start must lie in [0, attack_eps={self.attack_eps!r}], got {self.eps_start!r}")
+        if self.amp == "fp16" and loss_spec(self.loss).sharpness_aware:
+            raise ValueError(
+                f"amp='fp16' does not combine with loss={self.loss!r}: loss scaling unscales and checks each optimizer "
+                "step's gradient once, and the sharpness-aware step computes two; use amp 'bf16' or 'none'"
+            )
         if self.eps_schedule != "constant" and not loss_spec(self.loss).uses_attack:
             raise ValueError(
                 f"eps_schedule={self.eps_schedule!r} needs a loss with a training attack, but loss={self.loss!r} has none"
@@ -226,7 +238,7 @@ class TrainConfig:
     def _unused(self) -> set[str]:
         """Fields without effect on this run, left out so that adding them kept every other run's id: a protocol's
         own fields (TORA's) outside it, a loss's own fields (GRACE's) outside it, consistency_weight when 0, the
-        schedule's when it is constant, and attack and normalization when they are the default."""
+        schedule's when it is constant, and attack, normalization and compile when they are the default."""
         unused = (protocol_only_fields() - set(self.protocol_spec.recipe.fields)) | (
             loss_only_fields() - set(loss_spec(self.loss).fields)
         )
@@ -238,6 +250,8 @@ class TrainConfig:
             unused.add("attack")
         if self.normalization == _DEFAULT_NORMALIZATION:
             unused.add("normalization")
+        if not self.compile:
+            unused.add("compile")
         return unused
 
     @classmethod

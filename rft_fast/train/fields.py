@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from rft_fast.checks import LiveChoices, Rule
 from rft_fast.models.normalization import NORMALIZATIONS as MODEL_NORMALIZATIONS
+from rft_fast.precision import AMP
 from rft_fast.study import NORMS
 from rft_fast.train.attack_registry import ATTACK_REGISTRY
 from rft_fast.train.loss_registry import LOSS_REGISTRY
@@ -14,7 +15,6 @@ LOSSES = LiveChoices(LOSS_REGISTRY.names)  # "ce" | "classic_at" | "trades" | "c
 ATTACKS = LiveChoices(ATTACK_REGISTRY.names)  # "apgd" | "trades-pgd" | ...
 EPS_SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("adamw", "sgd")
-AMP = ("auto", "bf16", "none")
 ATTACK_LOSSES = ("ce", "kl")
 NORMALIZATIONS = LiveChoices(MODEL_NORMALIZATIONS.keys)  # "pretrained" | "study" | ... (models.normalization)
 MAX_EPOCHS = 10_000  # epochs of one run, explicit or the protocol's (TORA-<epochs> names any count)
@@ -62,7 +62,8 @@ _HELP: dict[str, str] = {
     "memory_saving": "TRADES recomputes the clean forward pass instead of keeping both graphs",
     "val_steps": "PGD steps of the per-epoch robust validation",
     "val_samples": "stratified validation subset size (default: the whole split)",
-    "amp": "auto (bf16 autocast on GPU) | bf16 | none",
+    "amp": "auto (bf16 where the device has native bf16: Ampere+ GPUs, CPUs with AVX512-BF16 / AMX; else none) | "
+    "bf16 | fp16 (with loss scaling; not with the +grace losses) | none (float32)",
     "channels_last": "channels_last memory format (default: on GPU)",
     "device": "cpu | cuda | cuda:N (default: cuda when visible)",
     "workers": "data-loading worker processes (default: automatic)",
@@ -85,6 +86,7 @@ _HELP: dict[str, str] = {
     "0.031, 10 steps)",
     "normalization": "mean/std inside the model: pretrained (timm's config for the weights) | study (the study's "
     "rule: CLIP's if the name contains 'laion', else ImageNet's)",
+    "compile": "torch.compile the model the training and validation passes (attacks included) run",
 }
 
 
@@ -140,6 +142,7 @@ FIELD_RULES: dict[str, Rule] = {
     "eps_warmup": Rule(float, 0, 1),
     "attack": Rule(str, choices=ATTACKS),  # the training-attack registry's names, read at each check
     "normalization": Rule(str, choices=NORMALIZATIONS),
+    "compile": Rule(bool),
 }
 # Each field's help with its range (`rft-fast train --help`).
 FIELD_HELP: dict[str, str] = {name: FIELD_RULES[name].help(text) for name, text in _HELP.items()}

@@ -1,8 +1,10 @@
 """fit(config): one robust fine-tuning run, resumable, reporting each epoch's metrics to a callback.
 
 The grid calls the same function as `rft-fast train`. Each epoch: shuffled micro-batches (uint8 until the
-device), the criterion under bf16 autocast on GPU, gradients accumulated to the effective batch, an optimizer
-step per group, the scheduler per epoch, then validation (clean and PGD accuracy, the robust objective), one
+device), the criterion under the run's autocast (rft_fast.precision: amp "auto" is bf16 where the device has it
+natively), gradients accumulated to the effective batch (loss-scaled under fp16), an optimizer step per group
+(under fp16 a step whose gradient is not finite is skipped and counted in "amp_skipped_steps", not a
+divergence), the scheduler per epoch, then validation (clean and PGD accuracy, the robust objective), one
 JSON line of metrics, an atomic checkpoint, and the callback. A non-finite loss stops the run with status
 "diverged" before the optimizer applies it; the last checkpoint stays the last good epoch.
 
@@ -13,7 +15,9 @@ which keeps each micro-batch's attack and shifted view for the gradient at the p
 criterion's `at_step` sets the training attack's radius from a non-constant eps_schedule before each optimizer
 step and reports it as the epoch's "attack_eps_now". The checkpoint carries the stage's state: optimizer
 (CurvatureSAM's curvature estimates included), scheduler, the criterion's draw counters ("criterion") and
-TORA's "tora_phase".
+TORA's "tora_phase", and the run's precision ("precision": resolved once, kept on resume) with the loss scaler's
+state ("scaler"). With config.compile the passes run a torch.compile of the model (the attacks get it too); the
+checkpoint holds the eager model's weights.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rft_fast import data, models
+from rft_fast import data, models, precision
 from rft_fast.attacks import NonFiniteError
 from rft_fast.files import clean_orphans
 from rft_fast.train import checkpoint
@@ -126,6 +130,9 @@ class _Run:
         self.model = model.to(
             self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format
         )
+        # what the training and validation passes (attacks included) call; self.model is what is saved
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.set_precision(precision.resolve(config.amp, self.device))
         self.enter(self.recipe.phase(config, 0))
         sizes = _micro_batch_sizes(len(self.splits.train), config.batch_size, config.max_batches)
         self.steps_per_epoch = math.ceil(len(sizes) / config.accumulation)
@@ -136,10 +143,14 @@ class _Run:
     def enter(self, phase: int) -> None:
         """The protocol's stage for `phase`: trainable parameters, a fresh optimizer and schedule, the criterion."""
         self.stage = self.recipe.stage(self.model, self.config, phase, make_criterion(self.config))
+        self.stage.stepper.use_scaler(self.scaler)
+
+    def set_precision(self, chosen: precision.Precision) -> None:
+        """The run's precision and its loss scaler (enabled under fp16 only), shared by every stage's stepper."""
+        self.precision, self.scaler = chosen, chosen.scaler()
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        use = self.config.amp == "bf16" or (self.config.amp == "auto" and self.device.type == "cuda")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+        return self.precision.autocast()
 
     # ------------------------------------------------------------------ files
     def resume(self) -> None:
@@ -162,6 +173,10 @@ class _Run:
                 "out_dir or resume=False"
             )
         self.model.load_state_dict(state["model"])
+        self.set_precision(_checkpoint_precision(state, self.config, self.device))
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.stage.stepper.use_scaler(self.scaler)
         if self.recipe.resume_phase(state) != self.stage.phase:
             self.enter(self.recipe.resume_phase(state))
         self.stage.load_state_dict(state)
@@ -197,6 +212,8 @@ class _Run:
                 "classes": list(self.splits.classes),  # evaluation checks its dataset maps labels the same way
                 "model": self.model.state_dict(),
                 **self.stage.state_dict(),
+                "precision": self.precision.record(),
+                "scaler": self.scaler.state_dict(),
                 "rng": checkpoint.rng_state(),
                 "metrics": self.metrics,
             }
@@ -210,8 +227,9 @@ class _Run:
         cfg = self.config
         if self.recipe.phase(cfg, epoch) != self.stage.phase:
             self.enter(self.recipe.phase(cfg, epoch))
-        stage, model = self.stage, self.model
-        stage.train_mode(model)
+        stage, model = self.stage, self.forward_model
+        stage.train_mode(self.model)
+        skipped = stage.stepper.skipped_steps
         batches = data.train_batches(  # decoded once, augmented on the device (rft_fast.data.cache)
             self.splits.train,
             cfg.batch_size,
@@ -242,7 +260,7 @@ class _Run:
             except NonFiniteError as error:  # the training attack met NaN / Inf logits: the weights diverged
                 bar.close()
                 return {}, f"non-finite model output at epoch {epoch + 1}, micro-batch {i + 1} ({error})"
-            (loss * share).backward()
+            stage.stepper.backward(loss, share)
             group_loss += loss.detach().float() * x.shape[0]
             seen += x.shape[0]
             bar.update()
@@ -264,6 +282,8 @@ class _Run:
             "optimizer_steps": steps,
             "train_seconds": seconds,
             "images_per_s": seen / seconds,
+            "amp": self.precision.amp,
+            "amp_skipped_steps": stage.stepper.skipped_steps - skipped,
             **group_lrs(stage.stepper.optimizer),
             **stage.labels,
             **at_step,
@@ -277,7 +297,7 @@ class _Run:
         for xb, yb in tqdm(loader, desc="validation", disable=not self.progress, leave=False):
             x, y = data.to_device(xb, yb, self.device, channels_last=self.channels_last)
             with self.autocast():
-                sums = validation_sums(self.model, x, y, cfg)
+                sums = validation_sums(self.forward_model, x, y, cfg)
             for k, v in sums.items():
                 totals[k] += v.item()
             n += x.shape[0]
@@ -322,6 +342,15 @@ def fit(
         if callback is not None and callback(row):
             return TrainResult("stopped", run.model, run.metrics, _ckpt(run))
     return TrainResult("completed", run.model, run.metrics, _ckpt(run))
+
+
+def _checkpoint_precision(state: dict[str, Any], config: TrainConfig, device: torch.device) -> precision.Precision:
+    """The precision a checkpoint's run trained at: its record, or for a checkpoint written before runs recorded
+    it, the rule of that version (amp "auto": bf16 on GPU, float32 on CPU)."""
+    if "precision" in state:
+        return precision.from_record(state["precision"], config.amp, device)
+    old = "bf16" if config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda") else "none"
+    return precision.from_record({"amp": old}, config.amp, device)
 
 
 def _ckpt(run: _Run) -> Path | None:
