@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 AMP = ("auto", "bf16", "fp16", "none")  # what a config asks for
 RESOLVED = ("bf16", "fp16", "none")  # what a run uses
@@ -138,3 +139,26 @@ def from_record(record: Mapping[str, Any], requested: str, device: torch.device 
         raise ValueError(f"the checkpoint's precision record must hold amp in {list(RESOLVED)}, got {record!r}")
     device = torch.device(device)
     return Precision(str(amp), requested, device.type, features(device), source="checkpoint")
+
+
+class AutocastModel(nn.Module):
+    """`module` run under `chosen`'s autocast, float32 logits out: the model evaluation's forward passes (and the
+    attacks' forward/backward) call. `full_precision` gives back the float32 module."""
+
+    def __init__(self, module: nn.Module, chosen: Precision) -> None:
+        super().__init__()
+        self.module, self.chosen = module, chosen
+
+    def forward(self, x: Tensor) -> Tensor:
+        with self.chosen.autocast():
+            return self.module(x).float()
+
+
+def under(model: nn.Module, chosen: Precision) -> nn.Module:
+    """`model` under `chosen`'s autocast (an AutocastModel), or `model` itself at float32."""
+    return model if chosen.dtype is None else AutocastModel(model, chosen)
+
+
+def full_precision(model: nn.Module) -> nn.Module:
+    """The float32 module inside an AutocastModel (`model` itself otherwise)."""
+    return model.module if isinstance(model, AutocastModel) else model

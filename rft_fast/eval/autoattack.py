@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from rft_fast.attacks import NonFiniteError
 from rft_fast.checks import is_int, is_real
 from rft_fast.modes import eval_mode
+from rft_fast.precision import full_precision
 from rft_fast.study import NORMS, STUDY_EPS
 
 MODES = ("standard", "fast")
@@ -232,7 +233,8 @@ def autoattack(
     L2 2.0, L1 75). The points go through AutoAttack in chunks of `batch_size` (each point's attacks are
     independent of the others'), so `progress` shows a bar (samples done, attack running, ETA) and
     on_batch(done, n) is called after each chunk. The model runs in eval mode (each module's flag restored
-    after). Checked after the run: every point within the eps-ball and [0, 1] (see enforce_constraints), and
+    after). A model under autocast (rft_fast.precision.AutocastModel) runs the attacks so; the clean and final
+    prediction of each point, which decide the accuracies, run its float32 module. Checked after the run: every point within the eps-ball and [0, 1] (see enforce_constraints), and
     no point robust without being clean-correct; a violation raises RuntimeError rather than storing a number.
     """
     import pyautoattack
@@ -260,7 +262,8 @@ def autoattack(
     adversary.attacks_to_run = list(plan.attacks)
     adversary.apgd_targeted.n_target_classes = plan.apgd_targets
     adversary.fab.n_target_classes = plan.fab_targets
-    clean_ok = predict(model, x, batch_size, "clean images") == y  # before the attack: a NaN model costs nothing
+    exact = full_precision(model)
+    clean_ok = predict(exact, x, batch_size, "clean images") == y  # before the attack: a NaN model costs nothing
     chunks = []
     with (
         tqdm(total=n, desc=f"AutoAttack {norm} ({mode})", unit="img", disable=not progress, leave=False) as bar,
@@ -274,7 +277,7 @@ def autoattack(
             if on_batch is not None:
                 on_batch(min(start + batch_size, n), n)
     x_adv, projected = enforce_constraints(torch.cat(chunks), x, norm, float(eps))
-    robust_ok = predict(model, x_adv, batch_size, "adversarial points") == y
+    robust_ok = predict(exact, x_adv, batch_size, "adversarial points") == y
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
     seconds = time.perf_counter() - t0

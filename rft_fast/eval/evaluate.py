@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from rft_fast import data
+from rft_fast import data, precision
 from rft_fast.eval.images import image_source
 from rft_fast.eval.runs import ThreatContext
 from rft_fast.eval.settings import ALL_THREATS, OPTIONAL_THREATS, THREATS, EvalSettings, RunInfo
@@ -69,6 +69,8 @@ def evaluate(
     test and corrupted-test images of `run.dataset` (test_set may then be None; when given, its resolution
     must be theirs). source_key identifies test_set for the corruption cache (dataset, split, resolution); by
     default it is built from `run.dataset`.
+    Every forward pass runs under settings.amp's autocast (rft_fast.precision; recorded in each row's
+    versions["precision"], and in its identity when not float32), AutoAttack's clean and final checks excepted.
     Threats run in registration order (rft_fast.results.threats). on_failure(threat, error): a threat that raises is passed to it and the
     next threat runs (without it, the error propagates). progress: a bar per AutoAttack run and corruption build.
     """
@@ -82,7 +84,14 @@ def evaluate(
     images = source.draw(test_set, run.dataset, settings, key)
     subset = images.subset
     x, y = _tensors(subset, device)
-    stamp = {**versions(), "eval": settings.identity(), **({"images": images.stamp} if images.stamp else {})}
+    chosen = settings.precision_on(device)
+    stamp = {
+        **versions(),
+        "precision": chosen.record(),
+        "eval": settings.identity(device),
+        **({"images": images.stamp} if images.stamp else {}),
+    }
+    forward = precision.under(model, chosen)  # every threat's forward passes run under settings.amp's autocast
     results: list[Measurement] = []
 
     def record(
@@ -110,7 +119,9 @@ def evaluate(
     for spec in threat_specs():
         if spec.name not in settings.threats:
             continue
-        ctx = ThreatContext(spec, model, subset, x, y, settings, batch, progress, images.key, record, images.corrupted)
+        ctx = ThreatContext(
+            spec, forward, subset, x, y, settings, batch, progress, images.key, record, images.corrupted
+        )
         if on_failure is None:
             spec.runner()(ctx)
             continue

@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import torch
+
+from rft_fast import precision
 from rft_fast.checks import LiveChoices, Rule, is_real, suggest
 from rft_fast.eval.autoattack import MODES
 from rft_fast.eval.corruptions import BLOCKS, RESOLUTIONS, SETTINGS
@@ -77,7 +80,9 @@ class EvalSettings:
     image corrupted); corruption_blocks: "study" (the paper's: step N // 11, the last images wrap to the first
     type) | "even" (numpy.array_split sizes); cache_dir: corrupted test sets (None: not cached); images: where
     the images come from (rft_fast.eval.images: "drawn" from the test split | "robustgenbench", the paper's
-    frozen images).
+    frozen images); amp: the autocast of the evaluation's forward passes and of the attacks' forward/backward
+    (rft_fast.precision: "auto" is bf16 where the device has native bf16, else float32 | "bf16" | "fp16" |
+    "none"); AutoAttack's clean and final prediction of each point stay float32.
 
     smoothing-L2 only: smoothing_sigmas, the noise levels (> 0, pixel units); smoothing_radii, the L2 radii
     (>= 0) of the certified accuracies; smoothing_n0 / smoothing_n, selection / estimation draws per image;
@@ -104,17 +109,27 @@ class EvalSettings:
     smoothing_n: int = 100_000
     smoothing_alpha: float = 0.001
     smoothing_batch_size: int = 1000
+    amp: str = "auto"
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self, device: torch.device | str | None = None) -> dict[str, Any]:
         """What, besides a row's key (threat, eps, mode, corruption, severity), decides what a row measured:
         the version of the drawing rules (DRAW), the requested subset size and its seed, and the attacks' /
-        corruptions' / noise seed; and each of IDENTITY_OPTIONS whose value is not its default. Stored in every
-        row's versions["eval"]; a row whose identity differs was measured under other settings (the grid
-        measures it again)."""
+        corruptions' / noise seed; each of IDENTITY_OPTIONS whose value is not its default; and "precision", the
+        autocast amp resolves to on `device` (default: cuda when visible, else cpu), when it is not float32 (rows
+        measured in float32, those of earlier versions included, carry none). Stored in every row's
+        versions["eval"]; a row whose identity differs was measured under other settings (the grid measures it
+        again)."""
         out: dict[str, Any] = {"draw": DRAW, "n": self.n, "subset_seed": self.subset_seed, "seed": self.seed}
         defaults = EvalSettings.__dataclass_fields__
         out.update({k: getattr(self, k) for k in IDENTITY_OPTIONS if getattr(self, k) != defaults[k].default})
-        return out
+        resolved = self.precision_on(device).amp
+        return out if resolved == "none" else {**out, "precision": resolved}
+
+    def precision_on(self, device: torch.device | str | None = None) -> precision.Precision:
+        """What `amp` resolves to on `device` (default: cuda when visible, else cpu)."""
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return precision.resolve(self.amp, device)
 
     def __post_init__(self) -> None:
         known = all_threats()
@@ -196,6 +211,7 @@ FIELD_RULES: dict[str, Rule] = {
     "smoothing_n": Rule(int, 1, 10**9),
     "smoothing_alpha": Rule(float, 0, 1, open_low=True, open_high=True),
     "smoothing_batch_size": Rule(int, 1, 10**6),
+    "amp": Rule(str, choices=precision.AMP),
 }
 LIST_FIELDS = ("threats", "smoothing_sigmas", "smoothing_radii")  # comma-separated on the command line
 _ITEM_FIELDS = LIST_FIELDS + ("eps",)  # checked item by item in __post_init__
@@ -238,6 +254,8 @@ _HELP: dict[str, str] = {
     "smoothing_n": "estimation draws per image (default 100000)",
     "smoothing_alpha": "failure probability of the certificate (default 0.001)",
     "smoothing_batch_size": "noisy images per forward pass (default 1000)",
+    "amp": "autocast of the forward passes and the attacks: auto (bf16 where the device has native bf16, else "
+    "none) | bf16 | fp16 | none (float32); AutoAttack's clean and final check of each point stay float32",
 }
 
 

@@ -21,6 +21,7 @@ import torch
 from rft_fast import models
 from rft_fast.grid.spec import Config, GridSpec, SearchDim, expand, search_space
 from rft_fast.models.registry import build_timm
+from rft_fast.precision import DTYPE_NAMES
 from rft_fast.train.config import TrainConfig
 
 # Split sizes (train, val) under the study's splits (DATASETS[name].split_rule, drawn by scikit-learn's
@@ -219,7 +220,7 @@ def _seconds_per_image(rows: list[dict[str, Any]], arch: str, train: TrainConfig
         target = _params(arch)
         base = min(measured, key=lambda m: abs(math.log(target / _params(m))))
         source = f"extrapolated from {base} by parameters"
-    dtype = "float32" if train.amp == "none" else "bfloat16"
+    dtype = DTYPE_NAMES["bf16" if train.amp == "auto" else train.amp]  # auto: the grid's GPUs have native bf16
     row = min(
         (r for r in rows if r["model"] == base),
         key=lambda r: (r["loss"] != train.loss, r["dtype"] != dtype, abs(math.log(r["batch"] / train.batch_size))),

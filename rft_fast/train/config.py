@@ -68,7 +68,7 @@ class TrainConfig:
             "none" (float32). Resolved once per run and kept in the checkpoint: a resumed run keeps it.
         channels_last: None = on GPU.
         compile: torch.compile the model the training and validation passes run (default False; then left out of
-            hparams / run_id); the checkpoint holds the eager model's weights.
+            hparams / run_id; not with the sharpness-aware losses); the checkpoint holds the eager model's weights.
         device: None = cuda when visible; workers: data-loading processes (None: automatic).
         max_batches: cap on micro-batches per epoch (smoke tests); out_dir: checkpoints and metrics.jsonl.
         tora_*: TORA protocols only (ignored, and left out of hparams / run_id, otherwise): tora_lambda, the
@@ -169,8 +169,8 @@ class TrainConfig:
             )
 
     def _validate_options(self) -> None:
-        """The training attack against the norm, fp16 against the loss, consistency and the eps schedule: the
-        combinations that are not supported."""
+        """The training attack against the norm, fp16 and compile against the loss, consistency and the eps
+        schedule: the combinations that are not supported."""
         norms = ATTACK_REGISTRY.get(self.attack).norms
         if self.attack_norm not in norms:
             raise ValueError(f"attack={self.attack!r} supports attack_norm in {list(norms)}, got {self.attack_norm!r}")
@@ -180,6 +180,11 @@ class TrainConfig:
             raise ValueError(
                 f"amp='fp16' does not combine with loss={self.loss!r}: loss scaling unscales and checks each optimizer "
                 "step's gradient once, and the sharpness-aware step computes two; use amp 'bf16' or 'none'"
+            )
+        if self.compile and loss_spec(self.loss).sharpness_aware:
+            raise ValueError(
+                f"compile=True does not combine with loss={self.loss!r}: its feature alignment calls the model's "
+                "parts (rft_fast.regularizers.features_and_logits), which a compiled module does not expose"
             )
         if self.eps_schedule != "constant" and not loss_spec(self.loss).uses_attack:
             raise ValueError(
