@@ -14,9 +14,12 @@ def saved_activation_peak(fn: Callable[[], object]) -> int:
     Measured with autograd's saved-tensor hooks: a storage is counted when a graph first saves a tensor on it
     and uncounted when the last graph holding it frees it, so views and tensors saved by several nodes count
     once. Leaf tensors that require grad (parameters) and views of them are left out: they exist with or
-    without a graph. This
-    is the memory TRADES' two graphs compete for, measured exactly on any device (CPU included); it leaves
-    out parameters, gradients and transient workspace.
+    without a graph. A parameter's low-precision copy under autocast is not a leaf: when a graph saves it, it
+    counts like any activation (the standard TRADES graph saves one per weight). Hooks pushed inside fn that
+    pass tensors on to these (memory-saving TRADES' recompute does) keep them counted; a tensor such hooks store
+    as a recipe instead (its weight casts, redone in backward) holds no memory and is not counted. This is the
+    memory TRADES' two graphs compete for, measured exactly on any device (CPU included); it leaves out
+    parameters, gradients and transient workspace.
     """
     state = {"now": 0, "peak": 0}
     holders: dict[int, int] = {}
