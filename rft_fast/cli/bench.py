@@ -100,6 +100,7 @@ def _trades(args: argparse.Namespace) -> int:
         attack_steps=args.attack_steps,
         max_memory_gb=args.max_memory_gb,
         min_seconds=args.min_seconds,
+        amp=args.amp,
     )
     return emit(trades_bench, result, args.json)
 
@@ -274,6 +275,8 @@ def _kernel_suites(suites: argparse._SubParsersAction) -> None:
 
 
 def _model_suites(suites: argparse._SubParsersAction) -> None:
+    from rft_fast.bench import trades_bench
+
     losses = attack_losses()
     b_tr = suites.add_parser(
         "trades",
@@ -284,6 +287,9 @@ def _model_suites(suites: argparse._SubParsersAction) -> None:
     b_tr.add_argument("--attack-steps", type=int_in(1, 10_000), default=10)
     b_tr.add_argument(
         "--max-memory-gb", type=positive_float, default=None, help="also find the largest batch under this cap"
+    )
+    b_tr.add_argument(
+        "--amp", choices=list(trades_bench.AMP_DTYPES), default="none", help="autocast dtype of the step (none: fp32)"
     )
     b_tr.set_defaults(func=_trades)
 
