@@ -1,7 +1,8 @@
 """Precision: the autocast dtype of a run's forward passes, resolved once per run from what its device does natively.
 
 amp (TrainConfig.amp, EvalSettings.amp) is one of AMP:
-    "auto"  "bf16" where the device has native bf16 arithmetic, else "none" (`resolve`);
+    "auto"  "bf16" where the device has native bf16 arithmetic, else "none" (`resolve`; the environment variable
+            RFT_FAST_AUTO_AMP=bf16|fp16|none sets what "auto" means instead, recorded in the features);
     "bf16"  bfloat16 autocast;
     "fp16"  float16 autocast (training scales the loss with torch.amp.GradScaler: `Precision.scaler`);
     "none"  float32.
@@ -17,6 +18,7 @@ evaluation rows' versions["precision"]): the resolved amp, what was requested, a
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ AMP = ("auto", "bf16", "fp16", "none")  # what a config asks for
 RESOLVED = ("bf16", "fp16", "none")  # what a run uses
 DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "none": "float32"}  # the bench results' "dtype" values
+AUTO_ENV = "RFT_FAST_AUTO_AMP"  # overrides the detection behind "auto" (a fleet of mixed machines, the tests)
 CPU_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")  # torch.cpu.get_capabilities() keys
 
 
@@ -127,8 +130,14 @@ def resolve(amp: str, device: torch.device | str) -> Precision:
     check_amp(amp)
     device = torch.device(device)
     detected = features(device)
-    resolved = amp if amp != "auto" else ("bf16" if native_bf16(detected) else "none")
-    return Precision(resolved, amp, device.type, detected)
+    if amp != "auto":
+        return Precision(amp, amp, device.type, detected)
+    forced = os.environ.get(AUTO_ENV, "")
+    if forced:
+        if forced not in RESOLVED:
+            raise ValueError(f"{AUTO_ENV} must be one of {list(RESOLVED)} (what amp 'auto' means), got {forced!r}")
+        return Precision(forced, amp, device.type, {**detected, AUTO_ENV: forced})
+    return Precision("bf16" if native_bf16(detected) else "none", amp, device.type, detected)
 
 
 def from_record(record: Mapping[str, Any], requested: str, device: torch.device | str) -> Precision:

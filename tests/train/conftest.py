@@ -3,4 +3,6 @@ schedules, checkpoints."""
 
 from markers import mark_modules
 
-pytest_itemcollected = mark_modules(slow={"test_train", "test_train_options", "test_tora", "test_extending_train"})
+pytest_itemcollected = mark_modules(
+    slow={"test_train", "test_train_options", "test_tora", "test_extending_train", "test_precision", "test_compile"}
+)

@@ -93,7 +93,7 @@ def test_defaults_obey_the_rules():
             "loss must be one of ['ce', 'classic_at', 'trades', 'classic_at+grace', 'trades+grace'], "
             "got 'trade'; did you mean 'trades'?",
         ),
-        ("amp", True, "amp must be one of ['auto', 'bf16', 'none'], got True (bool)"),
+        ("amp", True, "amp must be one of ['auto', 'bf16', 'fp16', 'none'], got True (bool)"),
         ("backbone", "", "backbone must be a non-empty string, got ''"),
         ("out_dir", "x" * 5000, "out_dir must be at most 4096 characters, got 5,000: 'xxxxxxxx"),
         ("dataset", 3, "dataset must be a non-empty string, got 3 (int)"),

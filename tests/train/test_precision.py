@@ -59,6 +59,7 @@ def config(**kw) -> TrainConfig:
 
 
 def detected(monkeypatch: pytest.MonkeyPatch, features: dict) -> None:
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)  # tests/conftest.py pins "auto" to float32
     monkeypatch.setattr(precision, "cpu_features", lambda: dict(features))
 
 
@@ -87,17 +88,24 @@ def test_auto_resolves_per_detected_cpu_features(monkeypatch, features, expected
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_resolves_per_detected_cuda_features(monkeypatch, native):
+    monkeypatch.delenv(precision.AUTO_ENV, raising=False)
     monkeypatch.setattr(precision, "cuda_features", lambda device: {"name": "gpu", "cuda_bf16": native})
     assert precision.resolve("auto", "cuda:0").amp == ("bf16" if native else "none")
 
 
-def test_detected_cpu_features_are_torchs_and_bad_amp_is_refused():
+def test_detected_cpu_features_are_torchs_and_bad_amp_is_refused(monkeypatch):
     got = precision.features("cpu")
     assert got["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert got["avx512_bf16"] == torch.cpu._is_avx512_bf16_supported()
     assert precision.native_bf16(got) == any(torch.cpu.get_capabilities().get(k) for k in precision.CPU_BF16_FEATURES)
     with pytest.raises(ValueError, match=r"amp must be one of \['auto', 'bf16', 'fp16', 'none'\], got 'fp8'"):
         precision.resolve("fp8", "cpu")
+    monkeypatch.setenv(precision.AUTO_ENV, "fp16")  # the override: what "auto" means, recorded
+    chosen = precision.resolve("auto", "cpu")
+    assert chosen.amp == "fp16" and chosen.record()["features"][precision.AUTO_ENV] == "fp16"
+    monkeypatch.setenv(precision.AUTO_ENV, "fp8")
+    with pytest.raises(ValueError, match=r"RFT_FAST_AUTO_AMP must be one of \['bf16', 'fp16', 'none'\]"):
+        precision.resolve("auto", "cpu")
     with pytest.raises(ValueError, match="amp must be one of"):
         config(amp="float16")
 
