@@ -23,9 +23,12 @@ void run(const rft::OpArgs& a) {
   rft::cpu::run(a);
 }
 
+at::Tensor flag_or_undefined(const std::optional<at::Tensor>& flag) { return flag.value_or(at::Tensor()); }
+
 void project(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& eps,
-             int64_t norm) {
+             int64_t norm, const std::optional<at::Tensor>& flag) {
   rft::OpArgs a{rft::Op::kProject, norm};
+  a.flag = flag_or_undefined(flag);
   a.out = out;
   a.x_adv = x_adv;
   a.x = x;
@@ -34,8 +37,10 @@ void project(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, const
 }
 
 void pgd_step(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, const at::Tensor& grad,
-              const at::Tensor& step, const at::Tensor& eps, int64_t norm, const at::Tensor& keep) {
+              const at::Tensor& step, const at::Tensor& eps, int64_t norm, const at::Tensor& keep,
+              const std::optional<at::Tensor>& flag) {
   rft::OpArgs a{rft::Op::kPgdStep, norm};
+  a.flag = flag_or_undefined(flag);
   a.out = out;
   a.x_adv = x_adv;
   a.x = x;
@@ -48,8 +53,10 @@ void pgd_step(at::Tensor out, const at::Tensor& x_adv, const at::Tensor& x, cons
 
 void apgd_step(at::Tensor x_next, at::Tensor z, const at::Tensor& x_adv, const at::Tensor& x_prev,
                const at::Tensor& x, const at::Tensor& grad, const at::Tensor& step,
-               const at::Tensor& eps, int64_t norm, double momentum, const at::Tensor& keep) {
+               const at::Tensor& eps, int64_t norm, double momentum, const at::Tensor& keep,
+               const std::optional<at::Tensor>& flag) {
   rft::OpArgs a{rft::Op::kApgdStep, norm};
+  a.flag = flag_or_undefined(flag);
   a.out = x_next;
   a.z = z;
   a.x_adv = x_adv;
@@ -68,6 +75,7 @@ void apgd_step(at::Tensor x_next, at::Tensor z, const at::Tensor& x_adv, const a
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rft-fast C++/CUDA kernels (see csrc/contract.h and docs/kernels.md for the contract)";
   m.attr("has_cuda") = kHasCuda;
+  // Every op's last argument: flag, None or an int32 (1,) tensor the kernels OR their data-check bits into.
   m.def("project", &project, "projection onto the Lp ball intersected with [0,1]^d (writes out)");
   m.def("pgd_step", &pgd_step, "projected ascent step (writes out)");
   m.def("apgd_step", &apgd_step, "APGD momentum step (writes x_next and z)");

@@ -49,6 +49,12 @@ void check_contract(const OpArgs& a) {
   TORCH_CHECK(a.norm >= 0 && a.norm < kNumNorms, "norm must be 0 (Linf), 1 (L2) or 2 (L1), got ", a.norm);
   TORCH_CHECK(a.x_adv.defined(), "x_adv is undefined");
   check_image("x_adv", a.x_adv, a.x_adv);
+  if (a.flag.defined()) {
+    TORCH_CHECK(a.flag.device() == a.x_adv.device() && a.flag.scalar_type() == at::kInt && a.flag.numel() == 1 &&
+                    a.flag.is_contiguous(),
+                "flag must be None or an int32 (1,) tensor on ", a.x_adv.device(), ", got ", a.flag.scalar_type(),
+                " ", a.flag.sizes(), " on ", a.flag.device());
+  }
   check_image("x", a.x, a.x_adv);
   check_per_row("eps", a.eps, at::kFloat, a.x_adv);
   if (a.op != Op::kProject) {

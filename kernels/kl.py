@@ -12,6 +12,7 @@ materialized):
   A row of C <= BLOCK (up to 4096 classes) sits in registers, so p is renormalized there from the row's own
   max and sum; only longer rows take p = exp(l - lse) from the stats, whose float32 rounding (half an ulp
   of |lse|) then bounds the error of p_a - p_c near one-hot rows.
+With a flag (CHECK), forward ORs 1 into it for a row holding a NaN / Inf logit (nonfinite._report).
 Bytes per row: forward 2 C b (b = bytes per logit), backward 2 C b read + 2 C b written (C b without grad_clean).
 """
 
@@ -22,7 +23,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .utils import check_logits, check_per_sample, check_rows, row_loop_settings
+from .nonfinite import _any, _finite, _report
+from .utils import check_flag, check_logits, check_per_sample, check_rows, row_loop_settings
 
 
 @triton.jit
@@ -34,10 +36,12 @@ def _kl_fwd_kernel(
     clean_ptr,  # [N, C], clean_stride apart
     clean_stride,
     y_ptr,  # [N] int64 (read only when HAS_Y)
+    flag_ptr,  # [1] int32 (CHECK only)
     beta,
     C,
     BLOCK: tl.constexpr,
     HAS_Y: tl.constexpr,
+    CHECK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     adv_ptr += row * adv_stride
@@ -49,11 +53,14 @@ def _kl_fwd_kernel(
     s_a = 0.0
     s_c = 0.0
     t = 0.0
+    bad = tl.zeros([], tl.int32)
     for start in range(0, C, BLOCK):
         offs = start + cols
         mask = offs < C
         la = tl.load(adv_ptr + offs, mask=mask, other=-float("inf")).to(tl.float32)
         lc = tl.load(clean_ptr + offs, mask=mask, other=-float("inf")).to(tl.float32)
+        if CHECK:
+            bad = bad | _any(mask & ~(_finite(la) & _finite(lc)))
         new_a = tl.maximum(m_a, tl.max(la, axis=0))
         new_c = tl.maximum(m_c, tl.max(lc, axis=0))
         za = la - new_a  # -inf in the masked tail
@@ -79,6 +86,8 @@ def _kl_fwd_kernel(
     tl.store(stats_ptr + row * 3, m_c + log_s_c)
     tl.store(stats_ptr + row * 3 + 1, m_a + log_s_a)
     tl.store(stats_ptr + row * 3 + 2, kl)
+    if CHECK:
+        _report(flag_ptr, bad, 0)
 
 
 @triton.jit
@@ -195,10 +204,14 @@ def _check_labels(like: Tensor, y: Tensor | None) -> None:
         check_per_sample(like, torch.int64, y)
 
 
-def kl_forward(logits_adv: Tensor, logits_clean: Tensor, y: Tensor | None, beta: float) -> tuple[Tensor, Tensor]:
-    """(loss_rows, stats): loss_rows[i] = CE_i [if y] + beta * KL_i (float32 (N,)); stats = (lse_c, lse_a, KL_i)."""
+def kl_forward(
+    logits_adv: Tensor, logits_clean: Tensor, y: Tensor | None, beta: float, flag: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(loss_rows, stats): loss_rows[i] = CE_i [if y] + beta * KL_i (float32 (N,)); stats = (lse_c, lse_a, KL_i).
+    flag: ORs 1 into it when a logit is NaN / Inf."""
     check_logits(logits_adv, logits_clean)
     _check_labels(logits_clean, y)
+    check_flag(logits_clean, flag)
     n, c = logits_clean.shape
     loss_rows = torch.empty(n, dtype=torch.float32, device=logits_clean.device)
     stats = torch.empty((n, 3), dtype=torch.float32, device=logits_clean.device)
@@ -213,10 +226,12 @@ def kl_forward(logits_adv: Tensor, logits_clean: Tensor, y: Tensor | None, beta:
         logits_clean,
         logits_clean.stride(0),
         logits_clean if y is None else y,
+        loss_rows if flag is None else flag,
         float(beta),
         c,
         BLOCK=block,
         HAS_Y=y is not None,
+        CHECK=flag is not None,
         num_warps=warps,
     )
     return loss_rows, stats

@@ -10,6 +10,7 @@ APGD projects twice (z, then the momentum point), recomputing z in float32 from 
 runs every op, the STAGE constexpr naming the last point it projects.
 Bad numbers (nonfinite.py): the lam searches count the NaN / Inf entries they read; a row with one, or with an
 eps / step that is not finite and > 0, is written as NaN (z: x_adv, x, grad; x_next: x_prev as well).
+CHECK: the write pass reports the row's rule and its x entries' range (nonfinite._report).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .nonfinite import _finite, _poison, _positive
+from .nonfinite import _finite, _outside_box, _poison, _positive, _report
 from .search import INF_BITS, _kary_candidates, _kary_narrow
 from .utils import SEARCH_K, StepCall, search_settings
 
@@ -152,11 +153,13 @@ def _l1_kernel(
     keep_ptr,  # [N] int64 (the steps)
     step_ptr,  # [N] float32 (the steps)
     eps_ptr,  # [N] float32
+    flag_ptr,  # [1] int32 (CHECK only)
     momentum,
     D,
     STAGE: tl.constexpr,
     BLOCK: tl.constexpr,
     K: tl.constexpr,
+    CHECK: tl.constexpr,
 ):
     """Every L1 op in one program per row; STAGE is the last point it projects: _PROJECT (project), _STEP
     (pgd_step) or _MOMENTUM (apgd_step: the step's z first, then the momentum point)."""
@@ -184,6 +187,9 @@ def _l1_kernel(
             x_adv_ptr, x_prev_ptr, x_ptr, grad_ptr, eps, D, c, tau, lam1, momentum, _MOMENTUM, BLOCK, K
         )
         ok_next = ok & (bad2 == 0)  # the momentum passes read x_prev as well
+    else:
+        ok_next = ok
+    outside = tl.zeros([], tl.int32)
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < D
@@ -194,6 +200,10 @@ def _l1_kernel(
             tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
         else:
             tl.store(out_ptr + offs, _poison(ok, x + _l1_delta(v, x, lam1)).to(out_ptr.dtype.element_ty), mask=mask)
+        if CHECK:
+            outside = outside | _outside_box(x, mask)
+    if CHECK:
+        _report(flag_ptr, ~ok_next, outside)  # ok_next covers ok
 
 
 def _launch(
@@ -208,6 +218,7 @@ def _launch(
     eps: Tensor,
     momentum: float,
     stage: int,
+    flag: Tensor | None,
 ) -> None:
     block, warps = search_settings(x.shape[1])
     _l1_kernel[(x.shape[0],)](
@@ -220,22 +231,24 @@ def _launch(
         keep,
         step_size,
         eps,
+        eps if flag is None else flag,
         momentum,
         x.shape[1],
         STAGE=stage,
         BLOCK=block,
         K=SEARCH_K,
+        CHECK=flag is not None,
         num_warps=warps,
     )
 
 
-def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
-    """Exact nearest point of {||z - x||_1 <= eps} ∩ [0, 1]^D to x_adv, per row."""
-    _launch(out, out, x_adv, x, x, x, eps, eps, eps, 0.0, _PROJECT)  # what the stage does not read: anything
+def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor, flag: Tensor | None) -> None:
+    """Exact nearest point of {||z - x||_1 <= eps} ∩ [0, 1]^D to x_adv, per row; check bits into flag when given."""
+    _launch(out, out, x_adv, x, x, x, eps, eps, eps, 0.0, _PROJECT, flag)  # what the stage does not read: anything
 
 
 def step(call: StepCall) -> None:
     """out = project(x_adv + step * sign(g) [|g| >= tau] / cnt): APGD-L1's sparse step, tau the keep-th largest |g|;
     apgd: x_next = project(x_adv + a (out - x_adv) + (1 - a)(x_adv - x_prev)), a = momentum."""
-    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd = call
-    _launch(out, x_next, x_adv, x_prev, x, grad, keep, step_size, eps, momentum, _MOMENTUM if apgd else _STEP)
+    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd, flag = call
+    _launch(out, x_next, x_adv, x_prev, x, grad, keep, step_size, eps, momentum, _MOMENTUM if apgd else _STEP, flag)

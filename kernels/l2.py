@@ -10,7 +10,8 @@ largest float32 t in [0, 1] with f(t) = ||clip(t v, -x, 1 - x)||^2 <= eps^2, the
 
 Bad numbers (nonfinite.py): a NaN / Inf entry of a row makes its whole output row NaN. The steps carry it as a
 NaN in S_gg (a sum of squares, NaN only then) and in ||d2||^2 (x_prev), the projection counts bad entries
-during its search passes; an eps / step that is not finite and > 0 poisons its row too.
+during its search passes; an eps / step that is not finite and > 0 poisons its row too. CHECK: the programs
+that write report their row's rule and their x entries' range (nonfinite._report).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .nonfinite import _finite, _poison, _positive
+from .nonfinite import _finite, _outside_box, _poison, _positive, _report
 from .search import ONE_BITS, _kary_candidates, _kary_narrow
 from .utils import SEARCH_K, StepCall, chunk_settings, num_warps_for, search_settings
 
@@ -109,6 +110,7 @@ def _l2_step_kernel(
     partial_ptr,  # [N, 4, num_chunks] float32
     step_ptr,  # [N] float32
     eps_ptr,  # [N] float32
+    flag_ptr,  # [1] int32 (CHECK only)
     momentum,
     D,
     num_chunks,
@@ -117,6 +119,7 @@ def _l2_step_kernel(
     APGD: tl.constexpr,
     WRITE_Z: tl.constexpr,
     WRITE_NEXT: tl.constexpr,
+    CHECK: tl.constexpr,
 ):
     """out = z = rescale(x + d1); APGD: d2 = w - x and x_next = rescale(x + d2), z recomputed in float32 when
     only x_next is written.
@@ -141,14 +144,17 @@ def _l2_step_kernel(
             else:
                 tl.store(partial_ptr + (row * 4 + 3) * num_chunks + tl.program_id(1), n2_sq)
         if WRITE_NEXT:
-            x_next = _poison(ok & (n2_sq == n2_sq), _l2_rescale(x, d2, tl.sqrt(n2_sq), eps))
+            ok = ok & (n2_sq == n2_sq)  # x_next's rule (it covers z's)
+            x_next = _poison(ok, _l2_rescale(x, d2, tl.sqrt(n2_sq), eps))
             tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
+    if CHECK:
+        _report(flag_ptr, ~ok, _outside_box(x, mask))
 
 
 def step(call: StepCall) -> None:
     """out = clamp(x + d1 * min(eps, ||d1||) / ||d1||, 0, 1), d1 = x_adv - x + step * grad / ||grad||;
     apgd: x_next = clamp(x + d2 * min(eps, ||d2||) / ||d2||, 0, 1), d2 = w - x (APGD momentum w). keep unused."""
-    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd = call
+    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd, flag = call
     n, d = x.shape
     block, num_chunks, chunks_p2 = chunk_settings(d)
     partial = torch.empty((n, 4, num_chunks), dtype=torch.float32, device=x.device)
@@ -171,6 +177,7 @@ def step(call: StepCall) -> None:
             partial,
             step_size,
             eps,
+            eps if flag is None else flag,
             momentum,
             d,
             num_chunks,
@@ -179,6 +186,7 @@ def step(call: StepCall) -> None:
             APGD=apgd,
             WRITE_Z=write_z,
             WRITE_NEXT=write_next,
+            CHECK=flag is not None,
             num_warps=warps,
         )
 
@@ -192,9 +200,11 @@ def _l2_project_kernel(
     x_adv_ptr,  # [N, D]
     x_ptr,  # [N, D]
     eps_ptr,  # [N] float32
+    flag_ptr,  # [1] int32 (CHECK only)
     D,
     BLOCK: tl.constexpr,
     K: tl.constexpr,
+    CHECK: tl.constexpr,
 ):
     """out = x + clip(t v, -x, 1 - x), t the largest float32 in [0, 1] with f(t) <= eps^2 (t = 1: clamp(x_adv))."""
     row = tl.program_id(0).to(tl.int64)
@@ -221,6 +231,7 @@ def _l2_project_kernel(
         lo, hi = _kary_narrow(lo, hi, r, f <= eps * eps)
     ok = (bad == 0) & _positive(eps)
     t = lo.to(tl.float32, bitcast=True)
+    outside = tl.zeros([], tl.int32)
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < D
@@ -229,9 +240,24 @@ def _l2_project_kernel(
         out = x + tl.minimum(tl.maximum(t * (x_adv - x), -x), 1.0 - x)
         out = tl.where(lo == ONE_BITS, tl.minimum(tl.maximum(x_adv, 0.0), 1.0), out)
         tl.store(out_ptr + offs, _poison(ok, out).to(out_ptr.dtype.element_ty), mask=mask)
+        if CHECK:
+            outside = outside | _outside_box(x, mask)
+    if CHECK:
+        _report(flag_ptr, ~ok, outside)
 
 
-def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
-    """Exact nearest point of {||z - x||_2 <= eps} ∩ [0, 1]^D to x_adv, per row."""
+def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor, flag: Tensor | None) -> None:
+    """Exact nearest point of {||z - x||_2 <= eps} ∩ [0, 1]^D to x_adv, per row; check bits into flag when given."""
     block, warps = search_settings(x.shape[1])
-    _l2_project_kernel[(x.shape[0],)](out, x_adv, x, eps, x.shape[1], BLOCK=block, K=SEARCH_K, num_warps=warps)
+    _l2_project_kernel[(x.shape[0],)](
+        out,
+        x_adv,
+        x,
+        eps,
+        eps if flag is None else flag,
+        x.shape[1],
+        BLOCK=block,
+        K=SEARCH_K,
+        CHECK=flag is not None,
+        num_warps=warps,
+    )

@@ -3,7 +3,8 @@
 Each kernel reads every input once and writes every output once; eps / step are gathered per element by
 row = offset // D (a 1-D grid keeps short rows as efficient as long ones). pgd_step and apgd_step are one
 kernel, the APGD constexpr adding the momentum point. Bad numbers (nonfinite.py): an output entry is NaN where
-one of the inputs it reads is NaN / Inf or its row's eps / step is not finite and > 0.
+one of the inputs it reads is NaN / Inf or its row's eps / step is not finite and > 0. CHECK: each program
+reports its block's check bits (nonfinite._report).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .nonfinite import _finite, _poison, _positive
+from .nonfinite import _any, _finite, _outside_box, _poison, _positive, _report
 from .utils import ELEMENTWISE_BLOCK, StepCall, num_warps_for
 
 
@@ -45,9 +46,11 @@ def _linf_project_kernel(
     x_adv_ptr,  # [N*D] flat
     x_ptr,  # [N*D] flat
     eps_ptr,  # [N] float32
+    flag_ptr,  # [1] int32 (CHECK only)
     numel,
     D,
     BLOCK: tl.constexpr,
+    CHECK: tl.constexpr,
 ):
     offs, mask, row = _flat_block(numel, D, BLOCK)
     eps = tl.load(eps_ptr + row, mask=mask, other=0.0)
@@ -55,6 +58,8 @@ def _linf_project_kernel(
     x_adv = tl.load(x_adv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     ok = _finite(x) & _finite(x_adv) & _positive(eps)
     tl.store(out_ptr + offs, _poison(ok, _linf_clip(x_adv, x, eps)).to(out_ptr.dtype.element_ty), mask=mask)
+    if CHECK:
+        _report(flag_ptr, _any(mask & ~ok), _outside_box(x, mask))
 
 
 @triton.jit
@@ -67,11 +72,13 @@ def _linf_step_kernel(
     grad_ptr,  # [N*D] flat
     step_ptr,  # [N] float32
     eps_ptr,  # [N] float32
+    flag_ptr,  # [1] int32 (CHECK only)
     momentum,
     numel,
     D,
     BLOCK: tl.constexpr,
     APGD: tl.constexpr,
+    CHECK: tl.constexpr,
 ):
     """out = clip(x_adv + step sign(grad)); APGD: x_next = clip(x_adv + a (out - x_adv) + (1 - a)(x_adv - x_prev))."""
     offs, mask, row = _flat_block(numel, D, BLOCK)
@@ -86,25 +93,36 @@ def _linf_step_kernel(
     if APGD:
         x_prev = tl.load(x_prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         w = x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev)
-        x_next = _poison(ok & _finite(x_prev), _linf_clip(w, x, eps))
-        tl.store(x_next_ptr + offs, x_next.to(x_next_ptr.dtype.element_ty), mask=mask)
+        ok = ok & _finite(x_prev)  # x_next's rule (it covers z's)
+        tl.store(x_next_ptr + offs, _poison(ok, _linf_clip(w, x, eps)).to(x_next_ptr.dtype.element_ty), mask=mask)
+    if CHECK:
+        _report(flag_ptr, _any(mask & ~ok), _outside_box(x, mask))
 
 
 def _grid(numel: int) -> tuple[int]:
     return (triton.cdiv(numel, ELEMENTWISE_BLOCK),)
 
 
-def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor) -> None:
-    """out = clamp(x_adv, x - eps, x + eps) clamped to [0, 1]."""
+def project(out: Tensor, x_adv: Tensor, x: Tensor, eps: Tensor, flag: Tensor | None) -> None:
+    """out = clamp(x_adv, x - eps, x + eps) clamped to [0, 1]; check bits into flag when given."""
     numel, d = x.numel(), x.shape[1]
     _linf_project_kernel[_grid(numel)](
-        out, x_adv, x, eps, numel, d, BLOCK=ELEMENTWISE_BLOCK, num_warps=num_warps_for(ELEMENTWISE_BLOCK)
+        out,
+        x_adv,
+        x,
+        eps,
+        eps if flag is None else flag,
+        numel,
+        d,
+        BLOCK=ELEMENTWISE_BLOCK,
+        CHECK=flag is not None,
+        num_warps=num_warps_for(ELEMENTWISE_BLOCK),
     )
 
 
 def step(call: StepCall) -> None:
     """out = project(x_adv + step * sign(grad)); apgd: x_next = project of the momentum point (keep unused)."""
-    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd = call
+    out, x_next, x_adv, x_prev, x, grad, step_size, eps, keep, momentum, apgd, flag = call
     numel, d = x.numel(), x.shape[1]
     _linf_step_kernel[_grid(numel)](
         out,
@@ -115,10 +133,12 @@ def step(call: StepCall) -> None:
         grad,
         step_size,
         eps,
+        eps if flag is None else flag,
         momentum,
         numel,
         d,
         BLOCK=ELEMENTWISE_BLOCK,
         APGD=apgd,
+        CHECK=flag is not None,
         num_warps=num_warps_for(ELEMENTWISE_BLOCK),
     )

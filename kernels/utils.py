@@ -85,6 +85,15 @@ def check_per_sample(like: Tensor, dtype: torch.dtype, *values: Tensor) -> None:
             )
 
 
+def check_flag(like: Tensor, flag: Tensor | None) -> None:
+    """The data-check flag: None, or an int32 (1,) tensor on like's device that the kernels OR their bits into."""
+    if flag is not None and (flag.shape != (1,) or flag.dtype != torch.int32 or flag.device != like.device):
+        raise ValueError(
+            f"expected flag None or an int32 tensor of shape (1,) on {like.device}, got "
+            f"{tuple(flag.shape)} {flag.dtype} on {flag.device}"
+        )
+
+
 def check_logits(*logits: Tensor) -> None:
     """(N, C) logits of one shape, dtype and device with unit column stride (any row stride)."""
     first = logits[0]
@@ -115,3 +124,4 @@ class StepCall(NamedTuple):
     keep: Tensor  # [N] int64: L1's top-k size
     momentum: float  # APGD's alpha (apgd only)
     apgd: bool
+    flag: Tensor | None  # [1] int32: the data-check bits are ORed into it (None: no checks)

@@ -19,6 +19,7 @@ struct Call {
   const float *eps, *step;                // (N,)
   const int64_t* keep;                    // (N,), L1 steps only
   float momentum, one_minus_momentum;     // apgd_step only
+  int32_t* flag;                          // the data-check bits are ORed into *flag (nullptr: no checks)
 };
 
 // One per norm, the same signature (ops.cpp's table): run `op` on the call's dtype.

@@ -24,6 +24,14 @@ void check_logits(const at::Tensor& la, const at::Tensor& lc, const std::optiona
   }
 }
 
+// No entry of the row is NaN / Inf (the check of a flagged call; the row is in cache after row_stats).
+template <class T>
+bool row_finite(const T* p, int64_t c) {
+  int32_t bad = 0;
+  for (int64_t j = 0; j < c; ++j) bad |= static_cast<int32_t>(!finite(static_cast<float>(p[j])));
+  return !bad;
+}
+
 struct RowStats {
   float lse_c, lse_a, kl;
 };
@@ -52,8 +60,14 @@ RowStats row_stats(const T* lc, const T* la, int64_t c) {
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> kl_forward(const at::Tensor& logits_adv, const at::Tensor& logits_clean,
-                                              const std::optional<at::Tensor>& y, double beta) {
+                                              const std::optional<at::Tensor>& y, double beta,
+                                              const std::optional<at::Tensor>& flag) {
   check_logits(logits_adv, logits_clean, y);
+  if (flag.has_value()) {
+    TORCH_CHECK(flag->is_cpu() && flag->scalar_type() == at::kInt && flag->numel() == 1,
+                "rft_fast kl: flag must be None or an int32 (1,) CPU tensor");
+  }
+  int32_t* flag_p = flag.has_value() ? flag->mutable_data_ptr<int32_t>() : nullptr;
   const int64_t n = logits_adv.size(0), c = logits_adv.size(1);
   auto loss = at::empty({n}, logits_adv.options().dtype(at::kFloat));
   auto stats = at::empty({n, 3}, logits_adv.options().dtype(at::kFloat));
@@ -67,6 +81,7 @@ std::tuple<at::Tensor, at::Tensor> kl_forward(const at::Tensor& logits_adv, cons
     at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const RowStats r = row_stats(lc + i * sc, la + i * sa, c);
+        if (flag_p) report(flag_p, row_finite(lc + i * sc, c) && row_finite(la + i * sa, c) ? 0 : kFlagBadNumber);
         const float ce = labels ? r.lse_c - static_cast<float>(lc[i * sc + labels[i]]) : 0.f;
         out[i] = ce + static_cast<float>(beta) * r.kl;
         st[3 * i] = r.lse_c;

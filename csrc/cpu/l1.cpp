@@ -5,6 +5,7 @@
 // Each pass recomputes its values from the inputs block by block; one final pass writes the outputs.
 // Bad numbers: the loads make v NaN where an input entry is NaN / Inf; h(0) is then NaN and the row's lam is
 // NaN (no search), which poisons the whole output row, as does an eps / step that is not finite and > 0.
+// With a flag, each block of the write pass reports its check bits (rows.h): the row's rule, x's range.
 #include <mutex>
 #include <utility>
 
@@ -133,6 +134,7 @@ void project(const Rows<T>& c) {
       const float *xa = in[0], *x = in[1];
       float* o = out.p;
       for (int64_t j = 0; j < n; ++j) o[j] = poison(ok, x[j] + l1_delta(xa[j] - x[j], x[j], lam));
+      if (c.flag) report(c.flag, check_bits(!ok, {}, x, n));
       out.flush();
     });
   });
@@ -152,6 +154,7 @@ void pgd_step(const Rows<T>& c) {
       const float *xa = in[0], *x = in[1], *g = in[2];
       float* o = out.p;
       for (int64_t j = 0; j < n; ++j) o[j] = poison(ok, x[j] + l1_delta(st.v(xa[j], x[j], g[j]), x[j], lam));
+      if (c.flag) report(c.flag, check_bits(!ok, {}, x, n));
       out.flush();
     });
   });
@@ -190,6 +193,7 @@ void apgd_step(const Rows<T>& c) {
         const float v = momentum_v(xa[j], x[j], g[j], xp[j], oz[j]);
         o[j] = poison(next_ok, x[j] + l1_delta(v, x[j], lam2));
       }
+      if (c.flag) report(c.flag, check_bits(!next_ok, {}, x, n));  // next_ok covers z's rule
       next.flush();
       z.flush();
     });

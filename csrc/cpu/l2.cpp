@@ -3,7 +3,8 @@
 // ball ∩ box, x + clip(t v, -x, 1 - x): one pass for ||v||^2 and f(1); when the ball binds, the
 // bit-pattern search for t (1 pass when nothing clips at t, a few otherwise); then the write pass.
 // Bad numbers: a NaN / Inf entry makes its sum of squares (S_gg, ||v||^2, ||d2||^2) NaN, which poisons the
-// whole output row, as does an eps / step that is not finite and > 0.
+// whole output row, as does an eps / step that is not finite and > 0. With a flag, each block of the write pass
+// reports its check bits (rows.h): the row's rule and its x entries' range.
 #include "cpu/rows.h"
 
 namespace rft::cpu {
@@ -98,6 +99,7 @@ void project(const Rows<T>& c) {
       for (int64_t j = 0; j < n; ++j) {
         o[j] = poison(ok, x[j] + std::min(std::max(t * (xa[j] - x[j]), -x[j]), 1.f - x[j]));
       }
+      if (c.flag) report(c.flag, check_bits(!ok, {}, x, n));
       out.flush();
     });
   });
@@ -115,6 +117,7 @@ void pgd_step(const Rows<T>& c) {
       const float *xa = in[0], *x = in[1], *g = in[2];
       float* o = out.p;
       for (int64_t j = 0; j < n; ++j) o[j] = poison(st.ok, step_point(xa[j], x[j], g[j], st.c, st.s));
+      if (c.flag) report(c.flag, check_bits(!st.ok, {}, x, n));
       out.flush();
     });
   });
@@ -160,6 +163,7 @@ void apgd_step(const Rows<T>& c) {
         const float w = heavy_ball(xa[j], step_point(xa[j], x[j], g[j], st.c, st.s), xp[j], a, a1);
         o[j] = poison(next_ok, clamp01(x[j] + (w - x[j]) * s2));
       }
+      if (c.flag) report(c.flag, check_bits(!next_ok, {}, x, n));  // next_ok covers z's rule
       out.flush();
     });
   });

@@ -1,5 +1,6 @@
 // Linf ops: elementwise, one pass reading each input once and writing each output once. An output entry is
-// NaN where an input entry it reads is NaN / Inf, or its row's eps / step is not finite and > 0.
+// NaN where an input entry it reads is NaN / Inf, or its row's eps / step is not finite and > 0. With a flag,
+// each block reports its check bits (rows.h).
 #include "cpu/rows.h"
 
 namespace rft::cpu {
@@ -23,6 +24,7 @@ void project(const Rows<T>& c) {
       for (int64_t j = 0; j < n; ++j) {
         o[j] = poison(row_ok & finite(xa[j]) & finite(x[j]), linf_clip(xa[j], x[j], eps));
       }
+      if (c.flag) report(c.flag, check_bits(!row_ok, {xa, x}, x, n));
       out.flush();
     });
   });
@@ -43,6 +45,7 @@ void pgd_step(const Rows<T>& c) {
         const bool ok = row_ok & finite(xa[j]) & finite(x[j]) & finite(g[j]);
         o[j] = poison(ok, linf_clip(xa[j] + step * sign(g[j]), x[j], eps));
       }
+      if (c.flag) report(c.flag, check_bits(!row_ok, {xa, x, g}, x, n));
       out.flush();
     });
   });
@@ -65,6 +68,7 @@ void apgd_step(const Rows<T>& c) {
         oz[j] = poison(ok, zj);
         o[j] = poison(ok & finite(xp[j]), linf_clip(heavy_ball(xa[j], zj, xp[j], a, a1), x[j], eps));
       }
+      if (c.flag) report(c.flag, check_bits(!row_ok, {xa, x, g, xp}, x, n));  // x_next's rule covers z's
       next.flush();
       z.flush();
     });

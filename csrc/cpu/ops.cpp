@@ -40,6 +40,7 @@ void run(const OpArgs& a) {
   c.keep = l1_step ? a.keep.const_data_ptr<int64_t>() : nullptr;
   c.momentum = static_cast<float>(a.momentum);
   c.one_minus_momentum = static_cast<float>(1.0 - a.momentum);
+  c.flag = a.flag.defined() ? a.flag.mutable_data_ptr<int32_t>() : nullptr;
   kRun[a.norm](a.op, c);
 }
 

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -45,12 +46,13 @@ struct Rows {
   const float *eps, *step;
   const int64_t* keep;
   float momentum, one_minus_momentum;
+  int32_t* flag;
 
   explicit Rows(const Call& c)
       : n(c.n), d(c.d), out(static_cast<T*>(c.out)), z(static_cast<T*>(c.z)),
         x_adv(static_cast<const T*>(c.x_adv)), x_prev(static_cast<const T*>(c.x_prev)),
         x(static_cast<const T*>(c.x)), grad(static_cast<const T*>(c.grad)), eps(c.eps), step(c.step),
-        keep(c.keep), momentum(c.momentum), one_minus_momentum(c.one_minus_momentum) {}
+        keep(c.keep), momentum(c.momentum), one_minus_momentum(c.one_minus_momentum), flag(c.flag) {}
 };
 
 // Runs one op of a norm on the call's dtype: project, pgd_step and apgd_step are generic callables taking the
@@ -212,6 +214,32 @@ inline bool finite(float v) { return std::abs(v) < kInf; }
 inline bool positive(float v) { return v > 0.f && v < kInf; }
 // v where ok, NaN elsewhere.
 inline float poison(bool ok, float v) { return select(ok, v, kNaN); }
+
+// ---------------------------------------------------------------- data checks (docs/kernels.md)
+// With Call::flag set, every write pass ORs check bits into *flag, per block and only when one is set:
+// kFlagBadNumber when the bad-number rule fired for an output the block wrote, kFlagOutsideBox when an entry of
+// x lies outside [0, 1] (or is NaN). The kernels' arithmetic does not change.
+
+constexpr int32_t kFlagBadNumber = 1;
+constexpr int32_t kFlagOutsideBox = 2;
+
+// A block's check bits: `bad` (the rule fired for the row) or a NaN / Inf entry of one of `rows` (the rule
+// of an elementwise op); an entry of x outside [0, 1].
+inline int32_t check_bits(bool bad, std::initializer_list<const float*> rows, const float* x, int64_t n) {
+  int32_t nonfinite = 0, outside = 0;
+  for (const float* p : rows) {
+#pragma omp simd reduction(| : nonfinite)
+    for (int64_t j = 0; j < n; ++j) nonfinite |= static_cast<int32_t>(!finite(p[j]));
+  }
+#pragma omp simd reduction(| : outside)
+  for (int64_t j = 0; j < n; ++j) outside |= static_cast<int32_t>(!((x[j] >= 0.f) & (x[j] <= 1.f)));
+  return (bad || nonfinite ? kFlagBadNumber : 0) | (outside ? kFlagOutsideBox : 0);
+}
+
+// ORs a block's check bits into *flag (threads race on it: one relaxed atomic, only when a bit is set).
+inline void report(int32_t* flag, int32_t bits) {
+  if (bits) __atomic_fetch_or(flag, bits, __ATOMIC_RELAXED);
+}
 
 inline float sign(float v) { return static_cast<float>(v > 0.f) - static_cast<float>(v < 0.f); }
 inline float clamp01(float v) { return std::min(std::max(v, 0.f), 1.f); }

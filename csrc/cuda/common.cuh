@@ -134,6 +134,24 @@ __device__ __forceinline__ bool positive_f(float v) {
 // v where ok, NaN elsewhere.
 __device__ __forceinline__ float poison(bool ok, float v) { return ok ? v : __uint_as_float(0x7FC00000u); }
 
+// Data checks (docs/kernels.md): with Call::flag set, each thread ORs its check bits into *flag at the end of the
+// kernel, with an atomic only when one is set: kFlagBadNumber when the bad-number rule fired for an output it
+// wrote, kFlagOutsideBox when an x entry it read lies outside [0, 1]. The arithmetic does not change.
+constexpr int kFlagBadNumber = 1;
+constexpr int kFlagOutsideBox = 2;
+
+// v in [0, 1], from the bits (a subnormal -ftz would flush is still negative): -0 or a non-negative
+// pattern up to that of 1 (NaN is outside).
+__device__ __forceinline__ bool in_box(float v) {
+  const uint32_t u = __float_as_uint(v);
+  return u <= kOneBits || u == 0x80000000u;
+}
+
+__device__ __forceinline__ void report(int* flag, bool bad, bool outside) {
+  const int bits = (bad ? kFlagBadNumber : 0) | (outside ? kFlagOutsideBox : 0);
+  if (flag != nullptr && bits != 0) atomicOr(flag, bits);
+}
+
 // torch.sign for non-NaN v, from the bits: exact for subnormals too (compares would flush them to zero
 // under --use_fast_math's -ftz, unlike torch), and consistent with the bitwise |g| >= tau mask of L1.
 __device__ __forceinline__ float sign_of(float v) {

@@ -80,6 +80,7 @@ void run(const OpArgs& a) {
   c.step = a.step.defined() ? a.step.const_data_ptr<float>() : nullptr;
   c.keep = a.norm == kL1 && a.op != Op::kProject ? a.keep.const_data_ptr<int64_t>() : nullptr;
   c.momentum = a.momentum;
+  c.flag = a.flag.defined() ? a.flag.mutable_data_ptr<int32_t>() : nullptr;
   const detail::NormKernels& norm = kNorms[a.norm];
   at::Tensor workspace;
   if (const int64_t floats = norm.workspace_floats(a.op, c.tiling); floats > 0) {

@@ -11,7 +11,8 @@
 // apgd_step: threshold, projection 1 (z), projection 2 of w - x (z recomputed per pass), write z and x_next.
 // Bad numbers: getv makes v NaN where an input entry is NaN / Inf; a projection whose passes saw one (ORed over
 // the block) returns a NaN lam, and a row with a NaN lam or an eps / step that is not finite and > 0 is written
-// as NaN (z: x_adv, x, grad; x_next: x_prev as well).
+// as NaN (z: x_adv, x, grad; x_next: x_prev as well). The write pass's threads report their check bits
+// (common.cuh, report): the row's rule and the x entries' range.
 #include "common.cuh"
 
 namespace rft {
@@ -109,8 +110,8 @@ template <typename T, int MODE>
 __global__ void __launch_bounds__(kRowBlock)
     l1_kernel(T* __restrict__ out, T* __restrict__ z_out, const T* __restrict__ xa, const T* __restrict__ xp,
               const T* __restrict__ x, const T* __restrict__ g, const float* __restrict__ step,
-              const float* __restrict__ eps, const int64_t* __restrict__ keep, int64_t D, float mom_a,
-              float mom_b, bool vec_ok) {
+              const float* __restrict__ eps, const int64_t* __restrict__ keep, int* __restrict__ flag, int64_t D,
+              float mom_a, float mom_b, bool vec_ok) {
   constexpr int VEC = VecWidth<T>::value;
   __shared__ typename FSumK::Storage stk;
   const int64_t row = blockIdx.x;
@@ -158,6 +159,7 @@ __global__ void __launch_bounds__(kRowBlock)
   };
   const float lam1 = l1_lambda<VEC>(begin, end, vec_ok, e, getv1, stk);
   const bool ok1 = row_ok && !is_nan_f(lam1);  // block-uniform
+  bool outside = false;                         // an x entry of the write pass outside [0, 1]
 
   if constexpr (MODE != kModeApgd) {
     for_range<VEC, kRowBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
@@ -165,9 +167,13 @@ __global__ void __launch_bounds__(kRowBlock)
       float v[W], b[W];
       getv1(w, i, v, b);
 #pragma unroll
-      for (int k = 0; k < W; ++k) v[k] = poison(ok1, __fadd_rn(b[k], l1_delta(v[k], b[k], lam1)));
+      for (int k = 0; k < W; ++k) {
+        outside |= !in_box(b[k]);
+        v[k] = poison(ok1, __fadd_rn(b[k], l1_delta(v[k], b[k], lam1)));
+      }
       store<W>(out + i, v);
     });
+    report(flag, !ok1, outside);
   } else {
     // z = x + delta1; v2 = x_adv + a (z - x_adv) + (1 - a)(x_adv - x_prev) - x
     auto point = [&](auto w, int64_t i, auto& z, auto& v2, auto& b) {
@@ -195,10 +201,14 @@ __global__ void __launch_bounds__(kRowBlock)
       float z[W], v[W], b[W];
       point(w, i, z, v, b);
 #pragma unroll
-      for (int k = 0; k < W; ++k) v[k] = poison(ok2, __fadd_rn(b[k], l1_delta(v[k], b[k], lam2)));
+      for (int k = 0; k < W; ++k) {
+        outside |= !in_box(b[k]);
+        v[k] = poison(ok2, __fadd_rn(b[k], l1_delta(v[k], b[k], lam2)));
+      }
       store<W>(z_out + i, z);
       store<W>(out + i, v);
     });
+    report(flag, !ok2, outside);  // ok2 covers ok1
   }
 }
 
@@ -212,7 +222,7 @@ void launch_l1(const Call& c) {
     l1_kernel<T, MODE><<<static_cast<unsigned>(c.N), kRowBlock, 0, c.stream>>>(
         static_cast<T*>(c.out), static_cast<T*>(c.z), static_cast<const T*>(c.x_adv),
         static_cast<const T*>(c.x_prev), static_cast<const T*>(c.x), static_cast<const T*>(c.grad), c.step, c.eps,
-        c.keep, c.D, mom_a, mom_b, vec_ok);
+        c.keep, c.flag, c.D, mom_a, mom_b, vec_ok);
   });
 }
 

@@ -9,7 +9,8 @@
 //   first one tests t = 1), write.
 // Bad numbers: a tile with a NaN / Inf entry stores a NaN S_gg (||d2||^2 for x_prev), the projection ORs a
 // per-thread flag over the block; either way, or with an eps / step that is not finite and > 0, the whole
-// output row is written as NaN.
+// output row is written as NaN. The write passes' threads report their check bits (common.cuh, report): the
+// rows' rule, and the x entries' range (the projection: in its search passes, which read every x).
 #include "common.cuh"
 
 namespace rft {
@@ -112,10 +113,11 @@ __global__ void __launch_bounds__(kTileBlock)
     l2_step_kernel(T* __restrict__ out, T* __restrict__ z_out, const T* __restrict__ xa, const T* __restrict__ xp,
                    const T* __restrict__ x, const T* __restrict__ g, const float* __restrict__ step,
                    const float* __restrict__ eps, const float* __restrict__ part, float* __restrict__ part2,
-                   float mom_a, float mom_b, Tiling tl, bool vec_ok) {
+                   float mom_a, float mom_b, int* __restrict__ flag, Tiling tl, bool vec_ok) {
   constexpr int VEC = VecWidth<T>::value;
   __shared__ typename Sum3::Storage st3;
   __shared__ typename Sum1::Storage st1;
+  bool row_bad = false, outside = false;  // the write passes' check bits
   for (int64_t tile = blockIdx.x; tile < tl.tiles; tile += gridDim.x) {
     int64_t row, begin, end;
     tile_range(tl, tile, row, begin, end);
@@ -128,6 +130,7 @@ __global__ void __launch_bounds__(kTileBlock)
       s2 = l2_scale(n2sq, e);
       next_ok = r.ok && !is_nan_f(n2sq);
     }
+    if constexpr (PASS != kApgdNorm) row_bad |= !(PASS == kPgdWrite ? r.ok : next_ok);  // next_ok covers r.ok
     Arr<float, 1> acc = arr_zero<float, 1>();
     bool bad = false;
     for_range<VEC, kTileBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
@@ -139,6 +142,7 @@ __global__ void __launch_bounds__(kTileBlock)
       load<W>(g + i, gv);
 #pragma unroll
       for (int k = 0; k < W; ++k) {
+        if constexpr (PASS != kApgdNorm) outside |= !in_box(b[k]);
         const float z = l2_point(a[k], b[k], gv[k], r);
         if constexpr (PASS == kPgdWrite) {
           a[k] = poison(r.ok, z);
@@ -163,6 +167,7 @@ __global__ void __launch_bounds__(kTileBlock)
       __syncthreads();  // st1 is reused by the next tile
     }
   }
+  report(flag, row_bad, outside);
 }
 
 // Exact projection onto the L2 ball ∩ box, one block per row: out = x + clip(t v, -x, 1 - x) with t the
@@ -171,7 +176,7 @@ __global__ void __launch_bounds__(kTileBlock)
 template <typename T>
 __global__ void __launch_bounds__(kRowBlock)
     l2_project_kernel(T* __restrict__ out, const T* __restrict__ xa, const T* __restrict__ x,
-                      const float* __restrict__ eps, int64_t D, bool vec_ok) {
+                      const float* __restrict__ eps, int* __restrict__ flag, int64_t D, bool vec_ok) {
   constexpr int VEC = VecWidth<T>::value;
   constexpr int K = kSearchK;
   using RowSumK = BlockSum<float, K, kRowBlock>;
@@ -185,7 +190,8 @@ __global__ void __launch_bounds__(kRowBlock)
   // Ranks: the bits of t in [0, 1]; f(0) = 0 <= eps^2 holds at lo = 0.
   uint32_t t_lo = 0u, t_hi = kOneBits;
   float f_lo = 0.f, f_fail = 0.f;
-  bool bad = false;  // this thread read a NaN / Inf entry (the search makes at least one pass)
+  bool bad = false;      // this thread read a NaN / Inf entry (the search makes at least one pass)
+  bool outside = false;  // ... or an x entry outside [0, 1]
   kary_search<K, kRowBlock, float>(
       t_lo, t_hi, f_lo, f_fail, stk,
       [&](const uint32_t (&cand)[K], Arr<float, K>& acc) {
@@ -203,6 +209,7 @@ __global__ void __launch_bounds__(kRowBlock)
             const float lo = -b[k];
             const float hi = __fsub_rn(1.f, b[k]);
             bad |= !(finite_f(a[k]) && finite_f(b[k]));
+            outside |= !in_box(b[k]);
 #pragma unroll
             for (int j = 0; j < K; ++j) {
               const float c = fminf(fmaxf(__fmul_rn(t[j], v), lo), hi);
@@ -213,6 +220,7 @@ __global__ void __launch_bounds__(kRowBlock)
       },
       [&](float f) { return f <= e2; });
   const bool ok = __syncthreads_or(bad) == 0 && positive_f(e);  // block-uniform
+  report(flag, !ok, outside);
 
   if (t_lo == kOneBits) {  // inside the ball (block-uniform branch)
     for_range<VEC, kRowBlock>(begin, end, vec_ok, [&](auto w, int64_t i) {
@@ -249,7 +257,7 @@ void launch_pass(const Call& c, const float* part3, float* part1, bool vec_ok) {
     l2_step_kernel<T, PASS><<<c.tiling.grid, kTileBlock, 0, c.stream>>>(
         static_cast<T*>(c.out), static_cast<T*>(c.z), static_cast<const T*>(c.x_adv),
         static_cast<const T*>(c.x_prev), static_cast<const T*>(c.x), static_cast<const T*>(c.grad), c.step, c.eps,
-        part3, part1, mom_a, mom_b, c.tiling, vec_ok);
+        part3, part1, mom_a, mom_b, c.flag, c.tiling, vec_ok);
   });
 }
 
@@ -261,7 +269,8 @@ void l2_run(Op op, const Call& c) {
     dispatch_dtype(c.dtype, [&](auto tag) {
       using T = decltype(tag);
       l2_project_kernel<T><<<static_cast<unsigned>(c.N), kRowBlock, 0, c.stream>>>(
-          static_cast<T*>(c.out), static_cast<const T*>(c.x_adv), static_cast<const T*>(c.x), c.eps, c.D, vec_ok);
+          static_cast<T*>(c.out), static_cast<const T*>(c.x_adv), static_cast<const T*>(c.x), c.eps, c.flag, c.D,
+          vec_ok);
     });
     return;
   }

@@ -68,6 +68,7 @@ struct Call {
   const int64_t* keep;  // L1 steps
   double momentum;      // apgd_step
   float* workspace;
+  int32_t* flag;        // the data-check bits are ORed into *flag (nullptr: no checks; common.cuh, report)
 };
 
 // What each norm's kernel file exports, one signature for all (entry.cpp's table, indexed by Norm).

@@ -2,8 +2,10 @@
 
 Backends: "triton" (rft_fast.kernels; on CPU only under TRITON_INTERPRET=1), "cpp" (rft_fast._C: C++ on
 CPU, CUDA on GPU), "torch" (eager, rft_fast.reference) and "auto" (the first of `backends(device)` that
-takes the input dtype). Data checks (range, NaN) read the data once at the public call; inner loops pass
-`check=False` to stay at bandwidth.
+takes the input dtype). Data checks (range, NaN, per-sample values; check=True, the default) cost no extra
+pass on the kernel backends: the kernels flag bad data while they compute (one 4-byte read per call), and only
+a flagged call runs the host checks that name the argument (rft_fast.ops.arguments). Inner loops pass
+`check=False`, which skips even that read.
 
 Bad numbers with check=False (one rule, the same on every backend; rft_fast.reference states it): project,
 pgd_step and apgd_step neither raise on a bad value nor use it as a number: every output entry it feeds is NaN.

@@ -1,8 +1,11 @@
 """Argument checks of rft_fast.ops: one error message per bad argument, naming it.
 
-Shapes, dtypes and devices are always checked (no device read). Data checks (range, NaN) read the data once at
-the public call, with check=True; inner loops pass check=False to stay at bandwidth, and bad values then follow
-the bad-number rule (rft_fast.ops). Float eps / step_size / l1_sparsity / momentum / beta are always validated.
+Shapes, dtypes and devices are always checked (no device read). Float eps / step_size / l1_sparsity / momentum /
+beta are always validated. Data checks (range, NaN, per-sample tensors' values) run with check=True: on a kernel
+backend the kernel tests the data in its own pass and ORs check bits into a flag (`new_flag`), which the op reads
+once after the call; only a set flag runs the data checks here, which raise their own message
+(`raise_if_flagged`). The torch backend (and an empty batch) runs the checks here, before the call. With
+check=False bad values follow the bad-number rule (rft_fast.ops).
 """
 
 from __future__ import annotations
@@ -17,6 +20,38 @@ from rft_fast.checks import is_real
 from rft_fast.study import NORMS
 
 Scalar = float | Tensor
+
+# The bits a kernel ORs into its flag with check=True (docs/kernels.md, "Data checks").
+FLAG_BAD_NUMBER = 1  # the bad-number rule fired: a NaN / Inf entry, an eps / step not finite and > 0
+FLAG_X_RANGE = 2  # an entry of x outside [0, 1]
+
+
+def new_flag(check: bool, like: Tensor) -> Tensor | None:
+    """The zeroed int32 (1,) flag a kernel ORs its check bits into, on like's device; None for check=False."""
+    return torch.zeros(1, dtype=torch.int32, device=like.device) if check else None
+
+
+def raise_if_flagged(flag: Tensor | None, op: str, data_checks: Callable[[], None]) -> None:
+    """After a checked kernel call: nothing when the flag is clear (one host sync, 4 bytes); else `data_checks`
+    raises the message of the bad argument, and a ValueError names the bits if they find nothing."""
+    if flag is None:
+        return
+    bits = int(flag.item())
+    if not bits:
+        return
+    data_checks()
+    found = [
+        text
+        for bit, text in (
+            (FLAG_BAD_NUMBER, "a NaN / Inf entry or a bad per-sample value"),
+            (FLAG_X_RANGE, "x outside [0, 1]"),
+        )
+        if bits & bit
+    ]
+    raise ValueError(
+        f"{op}: the kernel reported bad input data ({', '.join(found) or bits}) that the argument "
+        "checks did not find; please report this with the inputs"
+    )
 
 
 def check_norm(norm: str) -> None:

@@ -1,5 +1,6 @@
 """The TRADES ops: trades_kl and trades_objective, one autograd.Function over a kernel backend's fused forward
-and backward (the torch backend is rft_fast.reference, differentiated by autograd)."""
+and backward (the torch backend is rft_fast.reference, differentiated by autograd). check=True on a kernel
+backend: the forward kernel flags non-finite logits in its own pass (rft_fast.ops.arguments.new_flag)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import Tensor
 
 from rft_fast import reference
-from rft_fast.ops.arguments import check_beta, check_logits
+from rft_fast.ops.arguments import check_beta, check_logits, new_flag, raise_if_flagged
 from rft_fast.ops.dispatch import kernel, pick_backend
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -25,9 +26,9 @@ class _TradesObjective(torch.autograd.Function):
     """CE_i [if y] + beta * KL_i per row through a kernel backend; fused backward for both logits."""
 
     @staticmethod
-    def forward(ctx, logits_adv, logits_clean, y, beta, reduction, backend):  # type: ignore[override]
+    def forward(ctx, logits_adv, logits_clean, y, beta, reduction, backend, flag):  # type: ignore[override]
         la, lc = _logit_rows(logits_adv.detach()), _logit_rows(logits_clean.detach())
-        rows, stats = kernel(backend, "kl_forward")(la, lc, y, beta)
+        rows, stats = kernel(backend, "kl_forward")(la, lc, y, beta, flag)
         ctx.save_for_backward(la, lc, stats, *(() if y is None else (y,)))
         ctx.meta = (beta, reduction, backend, y is not None)
         return _reduce_rows(rows, reduction)
@@ -42,15 +43,22 @@ class _TradesObjective(torch.autograd.Function):
         grad_adv = torch.empty_like(la, memory_format=torch.contiguous_format)
         grad_clean = torch.empty_like(lc, memory_format=torch.contiguous_format) if ctx.needs_input_grad[1] else None
         kernel(backend, "kl_backward")(weight.contiguous(), la, lc, y, beta, stats, grad_adv, grad_clean)
-        return (grad_adv if ctx.needs_input_grad[0] else None), grad_clean, None, None, None, None
+        return (grad_adv if ctx.needs_input_grad[0] else None), grad_clean, None, None, None, None, None
 
 
 def _objective(logits_adv, logits_clean, y, beta, reduction, backend, check):
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     beta = check_beta(beta)
-    check_logits(check, y, logits_adv=logits_adv, logits_clean=logits_clean)
+    check_logits(False, y, logits_adv=logits_adv, logits_clean=logits_clean)
     be = pick_backend(backend, logits_adv, "trades_kl")
+
+    def data_checks() -> None:
+        check_logits(True, y, logits_adv=logits_adv, logits_clean=logits_clean)
+
+    if check and (be == "torch" or logits_adv.shape[0] == 0):
+        data_checks()
+        check = False
     if logits_adv.shape[0] == 0:
         if reduction == "mean":
             raise ValueError(
@@ -62,7 +70,10 @@ def _objective(logits_adv, logits_clean, y, beta, reduction, backend, check):
         if y is None:
             return reference.trades_kl(logits_adv, logits_clean, reduction) * beta
         return reference.trades_objective(logits_clean, logits_adv, y, beta, reduction)
-    return _TradesObjective.apply(logits_adv, logits_clean, y, beta, reduction, be)
+    flag = new_flag(check, logits_adv)
+    result = _TradesObjective.apply(logits_adv, logits_clean, y, beta, reduction, be, flag)
+    raise_if_flagged(flag, "trades_kl" if y is None else "trades_objective", data_checks)
+    return result
 
 
 def trades_kl(

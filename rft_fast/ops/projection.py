@@ -1,17 +1,28 @@
 """The projected-step ops: project, pgd_step and apgd_step (checks, layout, backend, one kernel call).
 
+check=True on a kernel backend: the kernel checks the data in its own pass into a flag (rft_fast.ops.arguments,
+new_flag / raise_if_flagged), read once after the call; the torch backend and an empty batch check first.
 Bad numbers with check=False: the rule of rft_fast.ops (its docstring); N = 0 gives empty outputs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from rft_fast import reference
-from rft_fast.ops.arguments import Scalar, check_momentum, check_norm, check_tensors, per_sample
+from rft_fast.ops.arguments import (
+    Scalar,
+    check_momentum,
+    check_norm,
+    check_tensors,
+    new_flag,
+    per_sample,
+    raise_if_flagged,
+)
 from rft_fast.ops.dispatch import kernel, norm_arg, pick_backend
 from rft_fast.ops.layout import Layout
 
@@ -22,15 +33,28 @@ def _l1_keep(sparsity: Tensor, d: int) -> Tensor:
     return (d - idx).contiguous()
 
 
-def _l1_step_args(norm: str, step: Tensor, sparsity: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(step, keep) for a kernel. L1: an invalid l1_sparsity (unchecked tensor) becomes a NaN step, which the
-    kernels treat as a bad per-sample value (NaN rows), and keep stays in [1, D]. Device ops only, no sync."""
+def _l1_step_args(norm: str, step: Tensor, sparsity: Tensor, x: Tensor, fold: bool) -> tuple[Tensor, Tensor]:
+    """(step, keep) for a kernel. An invalid l1_sparsity (unchecked tensor) becomes a NaN step, which the
+    kernels treat as a bad per-sample value (NaN rows, the check flag), and keep stays in [1, D]: for L1, and
+    with `fold` for every norm (a checked call's tensor l1_sparsity, which only the L1 rule reads). Device ops
+    only, no sync."""
     d = math.prod(x.shape[1:])
-    if norm != "L1":
+    if norm != "L1" and not fold:
         return step, _l1_keep(sparsity, d)
     ok = (sparsity > 0) & (sparsity <= 1.0)  # NaN fails both
     step = torch.where(ok, step, torch.full_like(step, float("nan")))
     return step.contiguous(), _l1_keep(torch.where(ok, sparsity, torch.ones_like(sparsity)), d)
+
+
+def _checks_first(check: bool, backend: str, x_adv: Tensor, data_checks: Callable[[], None]) -> bool:
+    """Runs the data checks before the call where no kernel flags them (torch backend, empty batch); True when
+    the kernel is to flag them instead."""
+    if not check:
+        return False
+    if backend == "torch" or x_adv.numel() == 0:
+        data_checks()
+        return False
+    return True
 
 
 def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str, *, backend: str = "auto", check: bool = True) -> Tensor:
@@ -43,16 +67,23 @@ def project(x_adv: Tensor, x: Tensor, eps: Scalar, norm: str, *, backend: str = 
     where a bad value feeds, the same on every backend). N = 0: an empty result.
     """
     check_norm(norm)
-    check_tensors(check, x_adv=x_adv, x=x)
-    eps_t = per_sample(eps, "eps", x, check_values=check)
+    check_tensors(False, x_adv=x_adv, x=x)
+    eps_t = per_sample(eps, "eps", x, check_values=False)
     be = pick_backend(backend, x_adv)
+
+    def data_checks() -> None:
+        check_tensors(True, x_adv=x_adv, x=x)
+        per_sample(eps, "eps", x)
+
+    flag = new_flag(_checks_first(check, be, x_adv, data_checks), x)
     if x_adv.numel() == 0:
         return Layout(x_adv).empty()[0]
     if be == "torch":
         return reference.project(x_adv, x, eps_t.to(x.dtype) if x.dtype == torch.float64 else eps_t, norm)
     lay = Layout(x_adv)
     out, out_rows = lay.empty()
-    kernel(be, "project")(out_rows, lay.rows(x_adv), lay.rows(x), eps_t, norm_arg(be, norm))
+    kernel(be, "project")(out_rows, lay.rows(x_adv), lay.rows(x), eps_t, norm_arg(be, norm), flag)
+    raise_if_flagged(flag, "project", data_checks)
     return out
 
 
@@ -77,21 +108,26 @@ def pgd_step(
     for Linf, the sample's whole row for L2 / L1). N = 0: an empty result.
     """
     check_norm(norm)
-    check_tensors(check, x_adv=x_adv, x=x, grad=grad)
-    eps_t = per_sample(eps, "eps", x, check_values=check)
-    step_t = per_sample(step_size, "step_size", x, check_values=check)
-    sparsity = per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
+    check_tensors(False, x_adv=x_adv, x=x, grad=grad)
+    eps_t, step_t, sparsity = _step_values(x, eps, step_size, l1_sparsity, check=False)
     be = pick_backend(backend, x_adv)
+
+    def data_checks() -> None:
+        check_tensors(True, x_adv=x_adv, x=x, grad=grad)
+        _step_values(x, eps, step_size, l1_sparsity, check=True)
+
+    flag = new_flag(_checks_first(check, be, x_adv, data_checks), x)
     if x_adv.numel() == 0:
         return Layout(x_adv).empty()[0]
     if be == "torch":
         return reference.pgd_step(x_adv, x, grad, _ref_scalar(step_t, x), _ref_scalar(eps_t, x), norm, l1_sparsity)
-    step_t, keep = _l1_step_args(norm, step_t, sparsity, x)
+    step_t, keep = _l1_step_args(norm, step_t, sparsity, x, flag is not None and isinstance(l1_sparsity, Tensor))
     lay = Layout(x_adv)
     out, out_rows = lay.empty()
     kernel(be, "pgd_step")(
-        out_rows, lay.rows(x_adv), lay.rows(x), lay.rows(grad), step_t, eps_t, norm_arg(be, norm), keep
+        out_rows, lay.rows(x_adv), lay.rows(x), lay.rows(grad), step_t, eps_t, norm_arg(be, norm), keep, flag
     )
+    raise_if_flagged(flag, "pgd_step", data_checks)
     return out
 
 
@@ -117,12 +153,16 @@ def apgd_step(
     N = 0: two empty results.
     """
     check_norm(norm)
-    check_tensors(check, x_adv=x_adv, x_prev=x_prev, x=x, grad=grad)
+    check_tensors(False, x_adv=x_adv, x_prev=x_prev, x=x, grad=grad)
     check_momentum(momentum)
-    eps_t = per_sample(eps, "eps", x, check_values=check)
-    step_t = per_sample(step_size, "step_size", x, check_values=check)
-    sparsity = per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0)
+    eps_t, step_t, sparsity = _step_values(x, eps, step_size, l1_sparsity, check=False)
     be = pick_backend(backend, x_adv)
+
+    def data_checks() -> None:
+        check_tensors(True, x_adv=x_adv, x_prev=x_prev, x=x, grad=grad)
+        _step_values(x, eps, step_size, l1_sparsity, check=True)
+
+    flag = new_flag(_checks_first(check, be, x_adv, data_checks), x)
     if x_adv.numel() == 0:
         empty = Layout(x_adv).empty
         return empty()[0], empty()[0]
@@ -130,7 +170,7 @@ def apgd_step(
         return reference.apgd_step(
             x_adv, x_prev, x, grad, _ref_scalar(step_t, x), _ref_scalar(eps_t, x), norm, float(momentum), l1_sparsity
         )
-    step_t, keep = _l1_step_args(norm, step_t, sparsity, x)
+    step_t, keep = _l1_step_args(norm, step_t, sparsity, x, flag is not None and isinstance(l1_sparsity, Tensor))
     lay = Layout(x_adv)
     (x_next, next_rows), (z, z_rows) = lay.empty(), lay.empty()
     kernel(be, "apgd_step")(
@@ -145,8 +185,19 @@ def apgd_step(
         norm_arg(be, norm),
         float(momentum),
         keep,
+        flag,
     )
+    raise_if_flagged(flag, "apgd_step", data_checks)
     return x_next, z
+
+
+def _step_values(x: Tensor, eps: Scalar, step_size: Scalar, l1_sparsity: Scalar, check: bool) -> tuple[Tensor, ...]:
+    """(eps, step_size, l1_sparsity) as float32 (N,) tensors; tensors' values read only with check."""
+    return (
+        per_sample(eps, "eps", x, check_values=check),
+        per_sample(step_size, "step_size", x, check_values=check),
+        per_sample(l1_sparsity, "l1_sparsity", x, check_values=check, upper=1.0),
+    )
 
 
 def _ref_scalar(t: Tensor, like: Tensor) -> Tensor:

@@ -57,3 +57,40 @@ def test_cuda_trades_kl_matches_reference(c):
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(la.grad.double(), la64.grad, atol=1e-7, rtol=1e-4)
     torch.testing.assert_close(lc.grad.double(), lc64.grad, atol=1e-7, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("norm", ("Linf", "L2", "L1"))
+@pytest.mark.parametrize("shape,dtype", (((1, 3, 7, 11), torch.bfloat16), ((4, 3, 224, 224), torch.float32)))
+def test_cuda_checks_flag_bad_data_and_keep_clean_bits(backend, norm, shape, dtype):
+    """check=True on the GPU kernels (tiles, grid-stride loops, per-row blocks): a clean input gives the bits of
+    check=False; bad data raises the message of the torch backend, which checks on the host first."""
+    raw = make_inputs(shape, seed=13)
+    t = {
+        k: raw[k].to("cuda", dtype).contiguous(memory_format=torch.channels_last)
+        for k in ("x_adv", "x_prev", "x", "grad")
+    }
+    eps = make_eps(norm, shape[0], raw["x"][0].numel(), raw["gen"]).float().cuda()
+
+    def calls(t, eps, be, check=True):
+        return (
+            ops.project(t["x_adv"], t["x"], eps, norm, backend=be, check=check),
+            ops.pgd_step(t["x_adv"], t["x"], t["grad"], eps / 4, eps, norm, backend=be, check=check),
+            *ops.apgd_step(t["x_adv"], t["x_prev"], t["x"], t["grad"], eps / 4, eps, norm, backend=be, check=check),
+        )
+
+    for a, b in zip(calls(t, eps, backend), calls(t, eps, backend, check=False)):
+        assert torch.equal(a, b)
+    for name, value in (("x_adv", float("nan")), ("x", -1e-40), ("x", 1.5), ("x_prev", float("inf")), ("eps", 0.0)):
+        bad = {k: v.clone() for k, v in t.items()}
+        bad_eps = eps.clone()
+        if name == "eps":
+            bad_eps[-1] = value
+        else:
+            bad[name][-1, 1, shape[2] // 2, shape[3] - 1] = value
+        messages = []
+        for be in (backend, "torch"):
+            with pytest.raises(ValueError) as err:
+                calls(bad, bad_eps, be)
+            messages.append(str(err.value))
+        assert messages[0] == messages[1], name
