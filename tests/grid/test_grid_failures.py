@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, shared_ray  # noqa: F401 - the fixture ray_address
 
 from rft_fast import cli
 from rft_fast.results import Store
@@ -52,7 +52,7 @@ def spec(tmp_path: Path) -> Path:
 
 
 def test_failures_are_recorded_the_grid_goes_on_and_a_rerun_measures_only_what_is_missing(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, ray_address
 ):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -65,7 +65,7 @@ def test_failures_are_recorded_the_grid_goes_on_and_a_rerun_measures_only_what_i
 
     monkeypatch.setattr(evaluate_module, "autoattack", l1_breaks_on_ten_classes)
     path = str(spec(tmp_path))
-    assert cli.main(["grid", path]) == 1
+    assert cli.main(["grid", path, "--address", ray_address]) == 1
     out = capsys.readouterr().out
     lines = {line.split(": ")[0].split("] ")[1]: line for line in out.splitlines() if line.startswith("[")}
     assert set(lines) == set(KEYS)
@@ -105,7 +105,9 @@ def test_failures_are_recorded_the_grid_goes_on_and_a_rerun_measures_only_what_i
     monkeypatch.setattr(evaluate_module, "autoattack", real)
     trials_before = sorted(p.name for p in (tmp_path / "runs" / "tune").glob("*/*") if p.is_dir())
     capsys.readouterr()
-    assert cli.main(["grid", path]) == 1  # the failing configurations fail again (their trials stay errored)
+    assert (
+        cli.main(["grid", path, "--address", ray_address]) == 1
+    )  # the failing configurations fail again (their trials stay errored)
     out = capsys.readouterr().out
     lines = {line.split(": ")[0].split("] ")[1]: line for line in out.splitlines() if line.startswith("[")}
     assert ": done" in lines[good_digits] and ": skipped" in lines[good_three]
