@@ -100,24 +100,3 @@ def spec_from(base: dict, **changes):
         else:
             raw[key] = value
     return load_spec(raw)
-
-
-_SHARED_RAY: dict[str, str] = {}
-
-
-@pytest.fixture(scope="session", name="ray_address")
-def shared_ray():
-    """The address of one local Ray instance for the grid tests that never kill Ray (`rft-fast grid --address`,
-    run_grid(address=...)): they skip Ray's start-up and shutdown, seconds each on 2 cores. Started by the first
-    test asking for it, in this process, shut down at the end of the session. The tests that kill a grid keep
-    starting their own (a SIGKILL of the grid takes its local Ray down with it)."""
-    import ray
-
-    if "address" not in _SHARED_RAY:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # what run_grid's own local instance does
-        context = ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-        _SHARED_RAY["address"] = context.address_info["gcs_address"]
-    yield _SHARED_RAY["address"]
-    if ray.is_initialized():  # each module importing the fixture holds it; the first teardown shuts Ray down
-        ray.shutdown()
-    _SHARED_RAY.clear()

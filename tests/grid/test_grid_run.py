@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, shared_ray  # noqa: F401 - the fixture ray_address
+from helpers import ROOT
 
 from rft_fast.results import Store
 
