@@ -3,7 +3,9 @@ rft-fast's training criterion vs the plain reference loop (rft_fast.reference.tr
 dtype, in one run.
 
 rft-fast: the criterion `rft-fast train` uses (APGD on the fused ops; TRADES memory-saving). reference: eager
-APGD and the standard two-graph TRADES. bf16 = the model under torch.autocast for both. Images/s = batch /
+APGD and the standard two-graph TRADES. bf16 = the model under torch.autocast for both. default: rft-fast as a
+default TrainConfig runs it on this device (amp "auto" resolved by rft_fast.precision: bf16 where the device has
+native bf16, else float32), its "x ref" against the reference's float32 step. Images/s = batch /
 median step time; peak memory: the CUDA allocator's peak on GPU, the saved-activation peak everywhere.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from rft_fast import reference
+from rft_fast import precision, reference
 from rft_fast.bench import common
 from rft_fast.bench.memory import cuda_peak, saved_activation_peak
 from rft_fast.train.config import TrainConfig
@@ -85,36 +87,38 @@ def run(
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, image_size, image_size, generator=gen).to(dev)
     y = torch.randint(0, 10, (batch,), generator=gen).to(dev)
+    chosen = precision.resolve("auto", dev)  # what a default TrainConfig computes in on this device
     rows = []
+
+    def measure(
+        name: str, model: nn.Module, impl: str, loss: str, dtype: str, amp_dtype: torch.dtype | None, ref: tuple | None
+    ) -> tuple:
+        """Times one (model, impl, loss, dtype) step and appends its row; returns `ref` or, if None, this one."""
+        step = step_fn("rft-fast" if impl == "default" else impl, loss, model, x, y, attack_steps, amp_dtype)
+        seconds = common.time_fn(step, dev, min_reps=min_reps, min_seconds=min_seconds)
+        saved = saved_activation_peak(step)
+        peak = cuda_peak(step, dev) if dev.type == "cuda" else None
+        mem = peak if peak is not None else saved
+        ref = ref or (seconds, mem)
+        row = {"model": name, "loss": loss, "dtype": dtype, "impl": impl, "batch": batch, "size": image_size}
+        row.update(median_s=seconds, images_per_s=batch / seconds, speedup=ref[0] / seconds, saved_gb=saved / 1e9)
+        row.update(cuda_peak_gb=None if peak is None else peak / 1e9, mem_ratio=mem / ref[1])
+        rows.append(row)
+        return ref
+
     for name in models:
         model = common.make_model(name, image_size, 10, dev)
         for loss in losses:
+            fp32_ref = None
             for dtype in dtypes:
-                ref = None
-                for impl in ("reference", "rft-fast"):
-                    step = step_fn(impl, loss, model, x, y, attack_steps, DTYPES[dtype])
-                    seconds = common.time_fn(step, dev, min_reps=min_reps, min_seconds=min_seconds)
-                    saved = saved_activation_peak(step)
-                    peak = cuda_peak(step, dev) if dev.type == "cuda" else None
-                    mem = peak if peak is not None else saved
-                    ref = ref or (seconds, mem)
-                    rows.append(
-                        {
-                            "model": name,
-                            "loss": loss,
-                            "dtype": dtype,
-                            "impl": impl,
-                            "batch": batch,
-                            "size": image_size,
-                            "median_s": seconds,
-                            "images_per_s": batch / seconds,
-                            "speedup": ref[0] / seconds,
-                            "saved_gb": saved / 1e9,
-                            "cuda_peak_gb": None if peak is None else peak / 1e9,
-                            "mem_ratio": mem / ref[1],
-                        }
-                    )
+                ref = measure(name, model, "reference", loss, dtype, DTYPES[dtype], None)
+                fp32_ref = ref if dtype == "float32" else fp32_ref
+                measure(name, model, "rft-fast", loss, dtype, DTYPES[dtype], ref)
+            # the default configuration (amp auto resolved here) against the reference eager float32 loop
+            fp32_ref = fp32_ref or measure(name, model, "reference", loss, "float32", None, None)
+            measure(name, model, "default", loss, chosen.dtype_name, chosen.dtype, fp32_ref)
     meta = common.environment(dev, " ".join(sys.argv))
+    meta["default_precision"] = chosen.record()
     meta["step"] = f"APGD-CE Linf 4/255, {attack_steps} steps, no random start; loss + backward + AdamW step"
     meta["memory_measure"] = (
         "cuda max_memory_allocated above pre-step" if dev.type == "cuda" else "saved-activation peak (autograd hooks)"

@@ -268,8 +268,10 @@ def test_bench_train_rows(tmp_path):
     )
     rows = json.loads(out.read_text())["rows"]
     assert {(r["loss"], r["impl"]) for r in rows} == {
-        (l, i) for l in ("classic_at", "trades") for i in ("rft-fast", "reference")
+        (l, i) for l in ("classic_at", "trades") for i in ("rft-fast", "reference", "default")
     }
+    # the default configuration's row: the precision amp "auto" resolves to here (tests pin it to float32)
+    assert {r["dtype"] for r in rows if r["impl"] == "default"} == {"float32"}
     for r in rows:
         assert r["images_per_s"] > 0 and r["saved_gb"] > 0
         if r["impl"] == "reference":
