@@ -8,7 +8,8 @@ Attacks run with every module in eval mode and each module's mode is restored af
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,8 +30,12 @@ def check_batch(x: Tensor, y: Tensor) -> None:
 
 
 def adversarial_examples(attack: Attack, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """The attack's examples for a training loss: the attack runs in eval mode (modes restored after), detached."""
-    with eval_mode(model):
+    """The attack's examples for a training loss: the attack runs in eval mode (modes restored after), detached.
+
+    Its graphs keep no weight casts under autocast (_lean_casts): the attack's graph then holds about one
+    branch's activations, no more than memory-saving TRADES' recompute, instead of that plus every weight."""
+    trainable = tuple(p for p in model.parameters() if p.requires_grad)
+    with eval_mode(model), _lean_casts(trainable, _autocast_state(x.device)):
         x_adv = attack(model, x, y)
     return x_adv.detach()
 
@@ -164,6 +169,14 @@ class _RecastParameterCopies(torch.autograd.graph.saved_tensors_hooks):
         super().__init__(pack, unpack)
 
 
+@contextlib.contextmanager
+def _lean_casts(params: tuple[Tensor, ...], autocast: dict[str, object]) -> Iterator[None]:
+    """Autocast as given, its cache off (it would hold every weight cast until the region ends), and the saved
+    casts of params recast in backward (_RecastParameterCopies): weight copies live one op at a time."""
+    with torch.autocast(**autocast, cache_enabled=False), _RecastParameterCopies(params):
+        yield
+
+
 class _RecomputedTRADES(torch.autograd.Function):
     """Forward: both branches without grad (BatchNorm statistics updated once each, clean then adversarial,
     as the standard computation does). Backward: the adversarial branch is recomputed with grad and
@@ -201,12 +214,7 @@ class _RecomputedTRADES(torch.autograd.Function):
         total: list[Tensor | None] = [None] * len(params)
         for rng, inputs, g in ((rng_adv, c.x_adv, g_adv), (rng_clean, c.x, g_clean)):
             _set_rng_states(rng, inputs.device)
-            # cache_enabled=False: autocast's cache would hold every weight cast until the region ends.
-            with (
-                torch.enable_grad(),
-                torch.autocast(**ctx.autocast, cache_enabled=False),
-                _RecastParameterCopies(params),
-            ):
+            with torch.enable_grad(), _lean_casts(params, ctx.autocast):
                 out = c.model(inputs)
             grads = torch.autograd.grad(out, params, g.to(out.dtype), allow_unused=True)
             del out
