@@ -446,7 +446,8 @@ def compile_isolated(
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         top = str(Path(__file__).parents[__name__.count(".")])  # where this module's top package imports from
         env["PYTHONPATH"] = os.pathsep.join(p for p in (top, env.get("PYTHONPATH")) if p)
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        # cwd: `-m` puts the working directory first on sys.path, and a source checkout there would shadow `top`
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out)
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
         return json.loads(path.read_text())

@@ -22,10 +22,16 @@ def test_bench_ops_writes_table_and_json(tmp_path, capsys):
     meta, rows = result["meta"], result["rows"]
     assert {"device", "torch", "date", "command", "threads"} <= set(meta)
     timed = [b for b in ops.backends("cpu") if b != "triton"]  # the CPU interpreter is not timed
-    assert len(rows) == 3 * 3 * len(timed)
-    assert {(r["op"], r["norm"], r["backend"]) for r in rows} == {
-        (o, n, b) for o in ("project", "pgd_step", "apgd_step") for n in ops.NORMS for b in timed
+    # each kernel backend twice (check=False, then the default call's check=True), torch eager once
+    expected = {
+        (o, n, b, c)
+        for o in ("project", "pgd_step", "apgd_step")
+        for n in ops.NORMS
+        for b in timed
+        for c in ((False,) if b == "torch" else (False, True))
     }
+    assert len(rows) == len(expected)
+    assert {(r["op"], r["norm"], r["backend"], r["check"]) for r in rows} == expected
     for r in rows:
         assert r["median_ms"] > 0 and r["gbps"] > 0 and r["copy_gbps"] > 0
         if r["backend"] == "torch":
